@@ -1,0 +1,59 @@
+# Veriscope: build, demo and test entry points.
+#
+#   make demo     set up .venv, start a simulated unit, scan a genuine and a counterfeit item
+#   make test     set up .venv and run every check: lint, types, API lint, the test suite
+#   make install  only set up .venv (from requirements.lock; no TensorFlow)
+#   make protos   regenerate the Python bindings of protos/veriscope/v1
+#   make lock     re-resolve requirements.lock from requirements.in
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PKGS   := protos/python device host_sdk firmware_tools
+BUF    := protos/node_modules/.bin/buf
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint typecheck buflint pytest protos lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock protos/python/pyproject.toml device/pyproject.toml host_sdk/pyproject.toml firmware_tools/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Veriscope needs Python >= 3.11, found " + sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "error: could not create $(VENV); on Debian run: apt-get install python3-venv" >&2; exit 1; }
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		--config-settings editable_mode=compat $(foreach p,$(PKGS),-e $(p))
+	@touch $(STAMP)
+
+demo: install
+	$(PY) host_sdk/examples/demo.py
+
+protos: install
+	$(PY) protos/generate.py protos/python/src
+
+lock:
+	$(PYTHON) -m pip install --quiet uv && $(PYTHON) -m uv pip compile requirements.in --universal --python-version 3.11 --generate-hashes -o requirements.lock
+
+$(BUF): protos/package.json protos/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm is needed for buf lint; on Debian run: apt-get install nodejs npm" >&2; exit 1; }
+	cd protos && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(BUF)
+
+buflint: $(BUF)
+	cd protos && node_modules/.bin/buf lint
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck buflint pytest
+
+clean:
+	rm -rf $(VENV) protos/node_modules build .mypy_cache .pytest_cache .ruff_cache

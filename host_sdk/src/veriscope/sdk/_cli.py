@@ -1,0 +1,12 @@
+"""The ``veriscope`` command line."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``veriscope`` command line and return its exit code."""
+    parser = argparse.ArgumentParser(prog="veriscope")
+    parser.parse_args(argv)
+    return 0

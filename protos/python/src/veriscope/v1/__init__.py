@@ -1,0 +1,1 @@
+"""Generated bindings of the veriscope.v1 API. Do not edit: run `make protos`."""

@@ -5,6 +5,7 @@
 #   make install  only set up .venv (from requirements.lock; no TensorFlow)
 #   make protos   regenerate the Python bindings of protos/veriscope/v1
 #   make lock     re-resolve requirements.lock from requirements.in
+#   make firmware build the controller firmware and its emulator into build/firmware/
 
 PYTHON ?= python3
 VENV   := .venv
@@ -14,7 +15,7 @@ PKGS   := protos/python device host_sdk firmware_tools
 BUF    := protos/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck buflint pytest protos lock clean
+.PHONY: install demo test lint typecheck buflint pytest protos lock clean firmware
 
 install: $(STAMP)
 
@@ -53,7 +54,10 @@ typecheck: install
 pytest: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck buflint pytest
+firmware:
+	$(MAKE) -C device/firmware OUT=$(CURDIR)/build/firmware
+
+test: lint typecheck buflint firmware pytest
 
 clean:
 	rm -rf $(VENV) protos/node_modules build .mypy_cache .pytest_cache .ruff_cache

@@ -3,10 +3,90 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from veriscope.device import __version__
+from veriscope.device.config import load_config
+from veriscope.device.errors import VeriscopeError
+
+_EPILOG = """\
+examples:
+  veriscope-device serve --simulate
+      a simulated unit on 127.0.0.1:50051 with the bundled demo model
+  veriscope-device serve --simulate --listen 127.0.0.1:0 --data-dir /tmp/vs
+      pick a free port (printed on stdout) and keep data in /tmp/vs
+  veriscope-device serve --config /etc/veriscope/device.toml
+
+configuration:
+  A TOML file (--config) with sections [server], [device], [camera],
+  [controller], [model], [scan]. Environment variables override it:
+  VERISCOPE_<SECTION>__<KEY>, e.g. VERISCOPE_SERVER__LISTEN=127.0.0.1:6000.
+  Command-line flags override both.
+
+exit codes:
+  0  stopped cleanly (SIGTERM or Ctrl-C drains in-flight RPCs first)
+  2  bad command line or configuration (the message names the bad key)
+  1  any other start-up failure (model bundle, hardware)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="veriscope-device",
+        description="The Veriscope device daemon: serves the scanner's gRPC API.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"veriscope-device {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="run the daemon",
+        description="Run the daemon until SIGTERM. Prints the address it listens on.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--simulate", action="store_true", help="use only simulated hardware and serve SimulationService"
+    )
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:50051)")
+    serve.add_argument(
+        "--data-dir", metavar="DIR", type=Path, help="where scans and images are stored (default ./data)"
+    )
+    serve.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``veriscope-device`` command line and return its exit code."""
-    parser = argparse.ArgumentParser(prog="veriscope-device")
-    parser.parse_args(argv)
-    return 0
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        overrides: dict[str, dict[str, object]] = {}
+        if args.listen:
+            overrides["server"] = {"listen": args.listen}
+        if args.data_dir:
+            overrides["device"] = {"data_dir": str(args.data_dir)}
+        if overrides:
+            config = config.with_overrides(**overrides)
+        if args.simulate:
+            config = config.with_overrides(simulate=True)  # type: ignore[arg-type]
+    except VeriscopeError as exc:
+        print(f"veriscope-device: error: {exc}", file=sys.stderr)
+        return 2
+    from veriscope.device.server import serve
+
+    try:
+        return asyncio.run(serve(config))
+    except VeriscopeError as exc:
+        print(f"veriscope-device: error: {exc}", file=sys.stderr)
+        return 2 if exc.__class__.__name__ == "ConfigError" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

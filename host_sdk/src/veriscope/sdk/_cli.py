@@ -1,12 +1,535 @@
-"""The ``veriscope`` command line."""
+"""The ``veriscope`` command line: drive a Veriscope unit from a shell.
+
+Each command maps to one SDK call. Results go to stdout (plain text, or JSON
+with ``--json``); progress and errors go to stderr, and an error is always
+exactly one line naming the gRPC status, so scripts can rely on both streams.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from veriscope.sdk import _cli_output as out
+from veriscope.sdk._base import DEFAULT_TARGET, MAX_PAGE_SIZE, check_name, check_scan_id
+from veriscope.sdk._client import Client
+from veriscope.sdk._exceptions import DeadlineExceededError, DeviceUnavailableError, VeriscopeError
+from veriscope.sdk._models import ScanEvent, ScanEventType
+
+PROG = "veriscope"
+ENV_DEVICE = "VERISCOPE_DEVICE"
+
+EXIT_OK = 0
+EXIT_RPC_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = f"""\
+exit codes:
+  {EXIT_OK}    success (whatever the verdict)
+  {EXIT_RPC_ERROR}    the device answered with an error; stderr names its status, e.g. NOT_FOUND
+  {EXIT_USAGE}    usage error: a bad argument, or an image file that is missing or not PNG/JPEG
+  {EXIT_UNREACHABLE}    the device is unreachable or failed (UNAVAILABLE), or too slow (DEADLINE_EXCEEDED)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); a scan in progress is cancelled first"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``veriscope`` command line and return its exit code."""
-    parser = argparse.ArgumentParser(prog="veriscope")
-    parser.parse_args(argv)
-    return 0
+class UsageError(Exception):
+    """A command-line argument is wrong; the message says which and why."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr, like every other veriscope error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+# --- Argument types (input from outside: checked strictly, errors name the argument) -----------------------------
+
+
+def parse_image_arg(value: str) -> tuple[str, Path]:
+    """Parse ``--image REGION=PATH``: the region before the first '=', a readable file after it."""
+    region, sep, path = value.partition("=")
+    if not sep or not region or not path:
+        raise argparse.ArgumentTypeError(f"expected REGION=PATH, for example canvas=photo.png, got {value!r}")
+    try:
+        check_name(region, "region")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad region in {value!r}: {exc}") from None
+    file = Path(path)
+    if not file.is_file():
+        what = "is not a file" if file.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{path!r} {what} (in {value!r})")
+    return region, file
+
+
+def parse_scan_id_arg(value: str) -> str:
+    """Parse a SCAN_ID argument (an id, or ``scans/{id}``)."""
+    try:
+        return check_scan_id(value, "SCAN_ID")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _name_arg(value: str) -> str:
+    try:
+        return check_name(value, "value")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("value ")) from None
+
+
+def _timeout_arg(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not (seconds > 0 and seconds != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def _int_arg(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}, got {number}")
+        return number
+
+    return parse
+
+
+# --- Commands ----------------------------------------------------------------------------------------------------
+
+# A command returns (JSON data, text); main prints one of them to stdout.
+Output = tuple[Any, str]
+
+
+def _progress(args: argparse.Namespace) -> out.Progress | None:
+    if args.quiet:
+        return None
+    return out.Progress(sys.stderr, live=sys.stderr.isatty())
+
+
+def cmd_info(client: Client, args: argparse.Namespace) -> Output:
+    device = client.get_device()
+    return device.to_dict(), out.device_text(device)
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> Output:
+    status = client.get_status()
+    return status.to_dict(), out.status_text(status)
+
+
+def cmd_models(client: Client, args: argparse.Namespace) -> Output:
+    models = client.list_models()
+    return [m.to_dict() for m in models], out.models_text(models)
+
+
+def _wait_for_placement(progress: out.Progress | None) -> Callable[[ScanEvent], None]:
+    """An on_event callback that, before each capture, says where to put the scanner and waits for Enter."""
+
+    def on_event(event: ScanEvent) -> None:
+        if progress is not None:
+            progress(event)
+        if event.type is ScanEventType.CAPTURING:
+            if progress is not None:
+                progress.close()
+            print(f"place the scanner on {event.region}, then press Enter ", end="", file=sys.stderr, flush=True)
+            if not sys.stdin.readline():
+                print(file=sys.stderr)  # end the prompt's line, so the error is a line of its own
+                raise UsageError("--interactive needs a terminal or input on stdin")
+
+    return on_event
+
+
+def cmd_scan(client: Client, args: argparse.Namespace) -> Output:
+    progress = _progress(args)
+    on_event = _wait_for_placement(progress) if args.interactive else progress
+    try:
+        result = client.scan(
+            args.item_type,
+            partner_item_id=args.partner_item_id,
+            max_retakes_per_region=args.max_retakes,
+            on_event=on_event,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+    return result.to_dict(), out.result_text(result)
+
+
+def cmd_analyze(client: Client, args: argparse.Namespace) -> Output:
+    progress = _progress(args)
+    try:
+        result = client.analyze(args.item_type, args.image, partner_item_id=args.partner_item_id, on_event=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    return result.to_dict(), out.result_text(result)
+
+
+def cmd_scans(client: Client, args: argparse.Namespace) -> Output:
+    if args.all:
+        scans = list(client.iter_scans(filter=args.filter, page_size=args.page_size))
+        token = None
+    else:
+        page = client.list_scans(page_size=args.page_size, page_token=args.page_token, filter=args.filter)
+        scans, token = list(page.scans), page.next_page_token
+    text = out.scans_text(scans)
+    if token is not None:
+        more = f"more scans: veriscope scans --page-token {token}"
+        if args.json:
+            print(f"{PROG}: {more}", file=sys.stderr)
+        else:
+            text += "\n\n" + more
+    return [out.scan_summary(scan) for scan in scans], text
+
+
+def cmd_scan_get(client: Client, args: argparse.Namespace) -> Output:
+    scan = client.get_scan(args.scan_id)
+    return scan.to_dict(), out.scan_text(scan)
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace) -> Output:
+    scan = client.cancel_scan(args.scan_id)
+    return scan.to_dict(), f"scan {scan.scan_id} {scan.state.name.lower()}"
+
+
+def cmd_sim_place(client: Client, args: argparse.Namespace) -> Output:
+    item = client.place_item(args.item_type, args.source, args.seed)
+    return item.to_dict(), "placed " + out.placed_text(item)
+
+
+def cmd_sim_get(client: Client, args: argparse.Namespace) -> Output:
+    item = client.get_placed_item()
+    return (None if item is None else item.to_dict()), out.placed_text(item)
+
+
+def cmd_sim_clear(client: Client, args: argparse.Namespace) -> Output:
+    client.clear_item()
+    return {"cleared": True}, "the stage is empty"
+
+
+def cmd_sim_sources(client: Client, args: argparse.Namespace) -> Output:
+    materials = client.list_sources()
+    return [m.to_dict() for m in materials], out.sources_text(materials)
+
+
+# --- Parser ------------------------------------------------------------------------------------------------------
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """Options accepted after the command too (``veriscope scan --json``). SUPPRESS keeps the global values."""
+    group = parser.add_argument_group("common options (also accepted before the command)")
+    group.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
+    group.add_argument("--device", metavar="HOST:PORT", default=argparse.SUPPRESS, help="the unit to talk to")
+    group.add_argument(
+        "--timeout", metavar="SECONDS", type=_timeout_arg, default=argparse.SUPPRESS, help="deadline of each call"
+    )
+
+
+def _command(
+    subparsers: Any, name: str, summary: str, description: str, examples: str, run: Callable[..., Output], **kw: Any
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="examples:\n" + examples,
+        formatter_class=_formatter,
+        **kw,
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``veriscope`` argument parser."""
+    default_device = os.environ.get(ENV_DEVICE) or DEFAULT_TARGET
+    parser = _Parser(
+        prog=PROG,
+        formatter_class=_formatter,
+        description=(
+            "Drive a Veriscope authentication scanner: show what it is, scan the item under its lens,\n"
+            "authenticate image files, and browse past scans.\n\n"
+            "Results go to stdout (text, or JSON with --json); progress and errors go to stderr.\n"
+            "An error is one line: 'veriscope: error: STATUS: message'."
+        ),
+        epilog=(
+            "examples:\n"
+            "  veriscope info                                   what the unit is and which items it knows\n"
+            "  veriscope --device 10.0.0.7:50051 scan --item-type tote-classic\n"
+            "  veriscope analyze --item-type tote-classic --image canvas=a.png --image handle=b.jpg --json\n"
+            "  veriscope scans --all --json\n"
+            "  veriscope COMMAND --help                         more on one command\n\n" + EXIT_CODES
+        ),
+    )
+    parser.add_argument(
+        "--device",
+        metavar="HOST:PORT",
+        default=default_device,
+        help=f"the unit to talk to (default: ${ENV_DEVICE}, else {DEFAULT_TARGET}; now {default_device})",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_timeout_arg,
+        default=None,
+        help="deadline of each call (default: 10 s for quick calls, 60 s for captures and verdicts)",
+    )
+    parser.add_argument("--json", action="store_true", default=False, help="print machine-readable JSON to stdout")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    p = _command(
+        sub,
+        "info",
+        "show the unit's identity, versions and item types",
+        "Show the unit's serial number, software and model versions, hardware, capabilities,\n"
+        "and the item types it can authenticate with the regions each one needs.\n"
+        "With --json: {device_id, software_version, model: {name, version, sha256}, item_types:\n"
+        "[{name, regions: [region names], region_details: [...]}], ...}.",
+        "  veriscope info\n  veriscope --device 10.0.0.7:50051 info --json",
+        cmd_info,
+    )
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "status",
+        "show the unit's operating status",
+        "Show whether the unit is ready, which scan owns the camera, the controller board,\n"
+        "temperature, focus position and free storage.",
+        "  veriscope status\n  veriscope status --json",
+        cmd_status,
+    )
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "models",
+        "list the installed models",
+        "List the authentication models installed on the unit, the active one first.",
+        "  veriscope models\n  veriscope models --json",
+        cmd_models,
+    )
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "scan",
+        "scan the item under the lens and print the verdict",
+        "Scan the item under the lens with the unit's camera: every required region is captured\n"
+        "and checked by the quality gate, retaken when it fails (the hints appear on stderr),\n"
+        "then the unit decides AUTHENTIC or UNVERIFIED. Ctrl-C cancels the scan on the unit.\n"
+        "With --json: {scan_id, item_type, verdict, reason, score, model: {name, version},\n"
+        "regions: [{region, score, images: [{image_id, score, quality: {ok, issues}}]}], ...}.",
+        "  veriscope scan --item-type tote-classic\n"
+        "  veriscope scan --item-type tote-classic --partner-item-id listing-4711 --json > verdict.json\n"
+        "  veriscope scan --item-type tote-classic --max-retakes 0\n"
+        "  veriscope scan --item-type tote-classic --interactive     handheld: wait for Enter before each region",
+        cmd_scan,
+    )
+    p.add_argument("--item-type", required=True, type=_name_arg, help="the item type (see 'veriscope info')")
+    p.add_argument("--partner-item-id", metavar="ID", help="your own id for the item, at most 128 characters")
+    p.add_argument(
+        "--max-retakes",
+        metavar="N",
+        type=_int_arg(0, 1000),
+        default=3,
+        help="how often a region may be retaken after failing the quality gate (default: 3)",
+    )
+    p.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="before each capture, say where to place the scanner and wait for Enter",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "analyze",
+        "authenticate an item from PNG or JPEG files",
+        "Authenticate an item from images taken elsewhere: create a scan, upload each file\n"
+        "(PNG or JPEG, at most 32 MiB) for its region, and print the verdict. Give --image once\n"
+        "per image; a region that needs two images takes two --image options.\n"
+        "With --json: the same object as 'veriscope scan --json'.",
+        "  veriscope analyze --item-type tote-classic --image canvas=canvas1.png --image canvas=canvas2.png \\\n"
+        "      --image handle=handle.jpg\n"
+        "  veriscope analyze --item-type tote-classic --image canvas=c.png --json",
+        cmd_analyze,
+    )
+    p.add_argument("--item-type", required=True, type=_name_arg, help="the item type (see 'veriscope info')")
+    p.add_argument(
+        "--image",
+        metavar="REGION=PATH",
+        action="append",
+        required=True,
+        type=parse_image_arg,
+        help="an image file and the region it shows; repeat for every image",
+    )
+    p.add_argument("--partner-item-id", metavar="ID", help="your own id for the item, at most 128 characters")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "scans",
+        "list scans, newest first",
+        "List the unit's scans, newest first, one page at a time (or all with --all).\n"
+        "With --json: a list of {scan_id, item_type, state, verdict, reason, score, create_time};\n"
+        "the next page token, if any, is printed on stderr.",
+        "  veriscope scans\n"
+        "  veriscope scans --page-size 20 --page-token TOKEN\n"
+        "  veriscope scans --all --filter 'verdict = UNVERIFIED' --json",
+        cmd_scans,
+    )
+    p.add_argument("--page-size", metavar="N", type=_int_arg(1, MAX_PAGE_SIZE), help="scans per page (default: 50)")
+    p.add_argument("--page-token", metavar="TOKEN", help="continue after the page that returned TOKEN")
+    p.add_argument("--all", action="store_true", help="fetch every page")
+    p.add_argument(
+        "--filter",
+        metavar="EXPR",
+        help="conditions joined by AND on item_type, partner_item_id, state, verdict (=, !=) or create_time (<, >=, ...)",
+    )
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "scan-get",
+        "show one scan, with its verdict once completed",
+        "Show one scan: its state, the progress of each region, every image's quality, and the\n"
+        "verdict once it is completed. SCAN_ID may also be given as scans/SCAN_ID.",
+        "  veriscope scan-get 01HV3K9TQ4\n  veriscope get 01HV3K9TQ4 --json",
+        cmd_scan_get,
+        aliases=["get"],
+    )
+    p.add_argument("scan_id", metavar="SCAN_ID", type=parse_scan_id_arg, help="the scan's id")
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "cancel",
+        "cancel a scan in progress",
+        "Cancel a scan that has not completed, and release the camera.",
+        "  veriscope cancel 01HV3K9TQ4",
+        cmd_cancel,
+    )
+    p.add_argument("scan_id", metavar="SCAN_ID", type=parse_scan_id_arg, help="the scan's id")
+    _add_common(p)
+
+    sim = sub.add_parser(
+        "sim",
+        help="control a simulated unit: place, get, clear, sources",
+        description="Control the virtual item under a simulated unit's lens (a daemon started with --simulate).",
+        epilog="examples:\n  veriscope sim place --item-type tote-classic --source counterfeit-a --seed 7\n"
+        "  veriscope sim sources",
+        formatter_class=_formatter,
+    )
+    sim_sub = sim.add_subparsers(title="sim commands", metavar="SIM_COMMAND", required=True)
+    p = _command(
+        sim_sub,
+        "place",
+        "place a virtual item under the lens",
+        "Place a virtual item under the lens, replacing any item there. The same item type,\n"
+        "source and seed always make the same item.",
+        "  veriscope sim place --item-type tote-classic --source genuine --seed 1\n"
+        "  veriscope sim place --item-type tote-classic --source counterfeit-a --seed 7 --json",
+        cmd_sim_place,
+    )
+    p.add_argument("--item-type", required=True, type=_name_arg, help="the item type")
+    p.add_argument(
+        "--source",
+        default="genuine",
+        type=_name_arg,
+        help="'genuine' or a counterfeit source (see 'veriscope sim sources')",
+    )
+    p.add_argument(
+        "--seed", type=_int_arg(0, 2**63 - 1), default=0, help="which individual item, 0..2^63-1 (default: 0)"
+    )
+    _add_common(p)
+    p = _command(
+        sim_sub,
+        "get",
+        "show the virtual item under the lens",
+        "Show the virtual item under the lens.",
+        "  veriscope sim get",
+        cmd_sim_get,
+    )
+    _add_common(p)
+    p = _command(
+        sim_sub,
+        "clear",
+        "remove the virtual item",
+        "Remove the virtual item, leaving an empty stage.",
+        "  veriscope sim clear",
+        cmd_sim_clear,
+    )
+    _add_common(p)
+    p = _command(
+        sim_sub,
+        "sources",
+        "list the materials and sources the simulator can make",
+        "List the simulated materials, each with 'genuine' and its counterfeit sources; superfakes\n"
+        "are so close to genuine that one poor image cannot tell them apart.",
+        "  veriscope sim sources --json",
+        cmd_sim_sources,
+    )
+    _add_common(p)
+    return parser
+
+
+def _version() -> str:
+    from veriscope.sdk import __version__
+
+    return __version__
+
+
+# --- Main --------------------------------------------------------------------------------------------------------
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``veriscope`` command line and return its exit code (see ``veriscope --help``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    try:
+        with Client(args.device, timeout_s=args.timeout) as client:
+            data, text = args.run(client, args)
+    except (DeviceUnavailableError, DeadlineExceededError) as exc:
+        _fail(f"{exc} (device {args.device})")
+        return EXIT_UNREACHABLE
+    except VeriscopeError as exc:
+        _fail(str(exc))
+        return EXIT_RPC_ERROR
+    except (UsageError, ValueError, OSError) as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return EXIT_INTERRUPTED
+    print(out.to_json(data) if args.json else text)
+    return EXIT_OK

@@ -1,0 +1,244 @@
+"""Daemon configuration: a TOML file, overridden by environment variables, validated at start.
+
+Every key has a default, so an empty file (or none) is a valid configuration.
+Environment variables override the file: ``VERISCOPE_<SECTION>__<KEY>``, for
+example ``VERISCOPE_SERVER__LISTEN=127.0.0.1:6000`` or
+``VERISCOPE_CAMERA__KIND=simulated``. Values from the environment are parsed
+as TOML values when they parse (``42``, ``true``, ``"text"``) and taken as
+strings otherwise.
+
+Validation happens once, at start; a :class:`~veriscope.device.errors.ConfigError`
+names the bad key (``camera.width``) and says what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from veriscope.device.errors import ConfigError
+
+ENV_PREFIX = "VERISCOPE_"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The gRPC listener."""
+
+    listen: str = "127.0.0.1:50051"
+    """HOST:PORT to listen on; port 0 picks a free port."""
+    max_message_mb: int = 64
+    """Largest request or response message, in MiB (a 12 MP PNG is about 25 MiB)."""
+    grace_period_s: float = 10.0
+    """How long SIGTERM waits for in-flight RPCs before cancelling them, in seconds."""
+    max_concurrent_rpcs: int = 64
+    """RPCs served at once; more are refused with RESOURCE_EXHAUSTED."""
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """The unit's identity and storage."""
+
+    id: str = ""
+    """Serial number; empty derives one from the data directory (stable across restarts)."""
+    data_dir: str = "data"
+    """Where scans, images and keys are stored."""
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """The camera."""
+
+    kind: str = "simulated"
+    """Which implementation: "simulated" (more kinds arrive with the capture work)."""
+    width: int = 2028
+    """Capture width in pixels."""
+    height: int = 1520
+    """Capture height in pixels."""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """The controller board."""
+
+    kind: str = "simulated"
+    """Which implementation: "simulated"."""
+    port: str = ""
+    """Serial port (for example /dev/ttyUSB0) or USB VID:PID, for a real board."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The authentication model."""
+
+    bundle: str = ""
+    """Path of the model bundle directory; empty uses the bundled demo model."""
+    num_threads: int = 2
+    """Threads the TFLite interpreter may use."""
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Limits of scans and uploads."""
+
+    max_upload_bytes: int = 32 * 1024 * 1024
+    """Largest image file accepted by UploadImage, in bytes."""
+    max_image_pixels: int = 40_000_000
+    """Largest decoded image accepted, in pixels; larger files are refused as decompression bombs."""
+    max_images_per_scan: int = 64
+    """Most images one scan may hold."""
+    max_open_scans: int = 32
+    """Most scans IN_PROGRESS at once; more are refused with RESOURCE_EXHAUSTED."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole daemon configuration."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    simulate: bool = False
+    """True runs only simulated parts and serves SimulationService."""
+
+    def with_overrides(self, **sections: Mapping[str, Any]) -> Config:
+        """Return a copy with ``section={key: value}`` overrides applied and validated."""
+        raw = _to_dict(self)
+        for section, values in sections.items():
+            if isinstance(raw.get(section), dict):
+                raw[section].update(values)
+            else:
+                raw[section] = values
+        return typing.cast(Config, _build(Config, raw, ""))
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (if given), apply ``VERISCOPE_*`` environment overrides, and validate.
+
+    Raises :class:`ConfigError` naming the offending key when the file cannot be
+    parsed, a key is unknown, or a value has the wrong type or range.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    env = os.environ if environ is None else environ
+    for name, text in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(section, f"is set both as a value and as a section (by {name})")
+        raw[section][key] = _parse_env_value(text)
+    return typing.cast(Config, _build(Config, raw, ""))
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _to_dict(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    return obj
+
+
+def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix.rstrip("."), f"must be a table, got {type(raw).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(prefix + unknown[0], f"unknown key; known keys here: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            continue
+        key = prefix + f.name
+        hint = hints[f.name]
+        value = raw[f.name]
+        if is_dataclass(hint):
+            values[f.name] = _build(hint, value, key + ".")  # type: ignore[arg-type]
+        else:
+            values[f.name] = _coerce(key, hint, value)
+    result = replace(cls(), **values)
+    _validate(result, prefix)
+    return result
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    expected = get_args(hint) or (hint,) if get_origin(hint) else (hint,)
+    if bool in expected:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    if int in expected and float not in expected:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"must be an integer, got {value!r}")
+    if float in expected:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"must be a number, got {value!r}")
+    if str in expected:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"must be a string, got {value!r}")
+    return value
+
+
+def _require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(key, message)
+
+
+def _validate(section: Any, prefix: str) -> None:
+    """Range checks that types alone cannot express."""
+    if isinstance(section, ServerConfig):
+        _require(_valid_listen(section.listen), prefix + "listen", f"must be HOST:PORT, got {section.listen!r}")
+        _require(1 <= section.max_message_mb <= 512, prefix + "max_message_mb", "must be 1..512")
+        _require(0 <= section.grace_period_s <= 300, prefix + "grace_period_s", "must be 0..300 seconds")
+        _require(1 <= section.max_concurrent_rpcs <= 10_000, prefix + "max_concurrent_rpcs", "must be 1..10000")
+    elif isinstance(section, CameraConfig):
+        _require(section.kind in {"simulated"}, prefix + "kind", f"must be one of: simulated; got {section.kind!r}")
+        _require(64 <= section.width <= 8192, prefix + "width", f"must be 64..8192 pixels, got {section.width}")
+        _require(64 <= section.height <= 8192, prefix + "height", f"must be 64..8192 pixels, got {section.height}")
+    elif isinstance(section, ControllerConfig):
+        kinds = {"simulated"}
+        _require(
+            section.kind in kinds, prefix + "kind", f"must be one of: {', '.join(sorted(kinds))}; got {section.kind!r}"
+        )
+    elif isinstance(section, ModelConfig):
+        _require(1 <= section.num_threads <= 16, prefix + "num_threads", "must be 1..16")
+    elif isinstance(section, ScanConfig):
+        _require(
+            1024 <= section.max_upload_bytes <= 512 * 1024 * 1024, prefix + "max_upload_bytes", "must be 1 KiB..512 MiB"
+        )
+        _require(4096 <= section.max_image_pixels <= 200_000_000, prefix + "max_image_pixels", "must be 4096..2e8")
+        _require(1 <= section.max_images_per_scan <= 1000, prefix + "max_images_per_scan", "must be 1..1000")
+        _require(1 <= section.max_open_scans <= 10_000, prefix + "max_open_scans", "must be 1..10000")
+    elif isinstance(section, Config) and section.simulate:
+        _require(section.camera.kind == "simulated", "camera.kind", "must be 'simulated' when simulating")
+        _require(section.controller.kind == "simulated", "controller.kind", "must be 'simulated' when simulating")
+
+
+def _valid_listen(listen: str) -> bool:
+    host, sep, port = listen.rpartition(":")
+    return bool(sep) and bool(host) and port.isdigit() and 0 <= int(port) <= 65535

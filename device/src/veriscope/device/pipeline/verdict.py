@@ -1,0 +1,224 @@
+"""Combines per-image analyses into an item verdict: AUTHENTIC, or UNVERIFIED with a reason.
+
+Rules, applied by :func:`decide` in this order:
+
+1. A region any of whose analysed images is unfamiliar (not the expected
+   material, or unlike anything in training) makes the item UNVERIFIED with
+   ``UNFAMILIAR_MATERIAL``; such an item is never AUTHENTIC.
+2. Scores combine image -> region -> item: a region's logit is the mean of its
+   images' calibrated logits; the item's is the lowest region's, since one
+   counterfeit part makes a counterfeit item. A region with its full set of
+   images scoring below the abstain band's upper edge makes the item UNVERIFIED
+   with ``COUNTERFEIT_INDICATORS`` (below the threshold, or too close to call).
+3. A region with fewer quality-passing images than it needs makes the item
+   UNVERIFIED with ``INSUFFICIENT_QUALITY`` when its failed images would have
+   made up the shortfall, else ``INSUFFICIENT_COVERAGE``.
+4. Otherwise the item is AUTHENTIC.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from veriscope.device.errors import InvalidArgument
+from veriscope.device.inference.bundle import ItemTypeSpec, ModelBundle, RegionSpec
+from veriscope.device.pipeline.inference import ImageAnalysis
+from veriscope.device.pipeline.scoring import sigmoid
+
+
+class Verdict(enum.StrEnum):
+    """The outcome of a scan."""
+
+    AUTHENTIC = "AUTHENTIC"
+    UNVERIFIED = "UNVERIFIED"
+
+
+class Reason(enum.StrEnum):
+    """Why an item is UNVERIFIED."""
+
+    COUNTERFEIT_INDICATORS = "COUNTERFEIT_INDICATORS"
+    UNFAMILIAR_MATERIAL = "UNFAMILIAR_MATERIAL"
+    INSUFFICIENT_QUALITY = "INSUFFICIENT_QUALITY"
+    INSUFFICIENT_COVERAGE = "INSUFFICIENT_COVERAGE"
+
+
+class ImageEntry(NamedTuple):
+    """One image of a region as :func:`decide` takes it; a plain 3-tuple works too."""
+
+    image_id: str
+    quality_ok: bool
+    """False when the image failed the quality gate."""
+    analysis: ImageAnalysis | None
+    """None when the image was not analysed (it failed the quality gate)."""
+
+
+@dataclass(frozen=True)
+class ImageDecision:
+    """One image's part in the verdict."""
+
+    image_id: str
+    score: float | None
+    """Calibrated authenticity score 0..1, None when not analysed."""
+    familiarity: float | None
+    """Familiarity 0..1 to the region's material, None when not analysed."""
+    quality_ok: bool
+
+
+@dataclass(frozen=True)
+class RegionDecision:
+    """One region's part in the verdict."""
+
+    region: str
+    material: str
+    score: float | None
+    """Region score 0..1 (sigmoid of the mean image logit), None when no image was analysed."""
+    familiarity: float | None
+    """Least familiarity among the region's analysed images, None when none was analysed."""
+    explanations: list[str]
+    """Short human-readable notes."""
+    images: list[ImageDecision]
+
+
+@dataclass(frozen=True)
+class ItemDecision:
+    """The verdict on an item."""
+
+    verdict: str
+    """"AUTHENTIC" or "UNVERIFIED" (a :class:`Verdict`)."""
+    reason: str | None
+    """None when AUTHENTIC, else a :class:`Reason` value."""
+    score: float
+    """Item score 0..1: the lowest analysed region's score, 0 when nothing was analysed."""
+    threshold: float
+    """The bundle's item threshold, chosen for its target false-accept rate."""
+    summary: str
+    """One sentence for the person holding the scanner."""
+    regions: list[RegionDecision]
+
+
+@dataclass(frozen=True)
+class _RegionState:
+    decision: RegionDecision
+    logit: float | None
+    unfamiliar: bool
+    shortfall: int
+    failed: int
+
+
+def decide(
+    bundle: ModelBundle,
+    item_type: ItemTypeSpec | str,
+    images_by_region: Mapping[str, Sequence[ImageEntry | tuple[str, bool, ImageAnalysis | None]]],
+) -> ItemDecision:
+    """Decide the verdict on an item from its images, grouped by region name.
+
+    ``item_type`` is a spec or the name of one of the bundle's item types.
+    Regions absent from ``images_by_region`` count as having no images.
+    Raises :class:`InvalidArgument` for a region the item type does not have or
+    an analysis made for a material other than its region's, and
+    :class:`~veriscope.device.errors.NotFound` for an unknown item type name.
+    """
+    spec = bundle.item_type(item_type) if isinstance(item_type, str) else item_type
+    known = {r.name for r in spec.regions}
+    unknown = sorted(set(images_by_region) - known)
+    if unknown:
+        raise InvalidArgument(f"item type {spec.name!r} has no region {unknown[0]!r}; its regions: {', '.join(known)}")
+    t = bundle.thresholds
+    states = [
+        _region(region, [ImageEntry(*e) for e in images_by_region.get(region.name, ())], bundle)
+        for region in spec.regions
+    ]
+    regions = [s.decision for s in states]
+    logits = [s.logit for s in states if s.logit is not None]
+    score = float(sigmoid(min(logits))) if logits else 0.0
+
+    def names(selected: list[_RegionState]) -> str:
+        return ", ".join(s.decision.region for s in selected)
+
+    unfamiliar = [s for s in states if s.unfamiliar]
+    if unfamiliar:
+        summary = (
+            f"Region {names(unfamiliar)} does not look like the expected material, "
+            f"so the model cannot judge this {spec.display_name}."
+        )
+        return ItemDecision(Verdict.UNVERIFIED, Reason.UNFAMILIAR_MATERIAL, score, t.item, summary, regions)
+    low = [s for s in states if s.shortfall == 0 and s.decision.score is not None and s.decision.score < t.abstain_high]
+    if low:
+        worst = min(s.decision.score or 0.0 for s in low)
+        how = "too close to call" if worst >= t.abstain_low else "below the threshold"
+        summary = (
+            f"Counterfeit indicators in region {names(low)}: score {worst:.2f} is {how} "
+            f"({t.item:.2f}; AUTHENTIC needs {t.abstain_high:.2f})."
+        )
+        return ItemDecision(Verdict.UNVERIFIED, Reason.COUNTERFEIT_INDICATORS, score, t.item, summary, regions)
+    short = [s for s in states if s.shortfall > 0]
+    if short:
+        quality = [s for s in short if s.failed >= s.shortfall]
+        needed = ", ".join(f"{s.decision.region} ({s.shortfall} more)" for s in short)
+        if quality:
+            summary = f"Not enough sharp, well-exposed images: retake images of {needed}."
+            return ItemDecision(Verdict.UNVERIFIED, Reason.INSUFFICIENT_QUALITY, score, t.item, summary, regions)
+        summary = f"Not every region is covered yet: capture {needed}."
+        return ItemDecision(Verdict.UNVERIFIED, Reason.INSUFFICIENT_COVERAGE, score, t.item, summary, regions)
+    summary = (
+        f"All {len(states)} regions match genuine {spec.display_name} references "
+        f"(score {score:.2f}, threshold {t.item:.2f})."
+    )
+    return ItemDecision(Verdict.AUTHENTIC, None, score, t.item, summary, regions)
+
+
+def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) -> _RegionState:
+    images: list[ImageDecision] = []
+    analyses: list[ImageAnalysis] = []
+    failed = 0
+    for entry in entries:
+        analysis = entry.analysis if entry.quality_ok else None
+        if analysis is not None and analysis.material != region.material:
+            raise InvalidArgument(
+                f"image {entry.image_id!r} of region {region.name!r} was analysed as {analysis.material}, "
+                f"not {region.material}"
+            )
+        failed += 0 if entry.quality_ok else 1
+        if analysis is not None:
+            analyses.append(analysis)
+        images.append(
+            ImageDecision(
+                image_id=entry.image_id,
+                score=None if analysis is None else analysis.score,
+                familiarity=None if analysis is None else analysis.familiarity,
+                quality_ok=bool(entry.quality_ok),
+            )
+        )
+    shortfall = max(0, region.min_images - len(analyses))
+    explanations: list[str] = []
+    logit: float | None = None
+    familiarity: float | None = None
+    score: float | None = None
+    unfamiliar = False
+    if analyses:
+        logit = float(np.mean([a.logit for a in analyses]))
+        score = float(sigmoid(logit))
+        familiarity = min(a.familiarity for a in analyses)
+        strange = [a for a in analyses if not a.familiar]
+        unfamiliar = bool(strange)
+        if strange:
+            explanations.append(f"{len(strange)} of {len(analyses)} images: {strange[0].reasons[0]}")
+        elif score >= bundle.thresholds.abstain_high:
+            explanations.append(f"texture consistent with genuine {region.material} (score {score:.2f})")
+        elif score >= bundle.thresholds.abstain_low:
+            explanations.append(f"texture too close to call (score {score:.2f})")
+        else:
+            explanations.append(f"counterfeit indicators in the {region.material} texture (score {score:.2f})")
+    if failed:
+        explanations.append(f"{failed} image{'s' if failed != 1 else ''} failed the quality check")
+    if shortfall:
+        explanations.append(
+            f"needs {shortfall} more usable image{'s' if shortfall != 1 else ''} ({region.hint})".replace(" ()", "")
+        )
+    decision = RegionDecision(region.name, region.material, score, familiarity, explanations, images)
+    return _RegionState(decision, logit, unfamiliar, shortfall, failed)

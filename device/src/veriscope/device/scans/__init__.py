@@ -1,0 +1,1 @@
+"""Scans: their records, their storage, and the manager that runs them."""

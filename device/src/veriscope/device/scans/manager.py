@@ -1,0 +1,439 @@
+"""The scan manager: runs scans from creation to verdict, and owns the rules about them.
+
+Rules:
+
+- A scan is IN_PROGRESS until it is completed, cancelled or fails; only then is
+  it final, and a final scan never changes again.
+- One scan at a time owns the camera: the first CaptureRegion of a scan takes
+  it, and completion or cancellation releases it. Another scan that asks for the
+  camera gets FAILED_PRECONDITION at once (it is not queued), so a client learns
+  immediately that the unit is busy. Scans that only upload images never need
+  the camera and run side by side.
+- A capture that fails the quality gate is stored but never used for a
+  verdict; the region is asked for again.
+- Inference and image decoding run in worker threads so the event loop keeps
+  serving other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from veriscope.device import codec
+from veriscope.device.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from veriscope.device.imager import Imager, JudgedFrame
+from veriscope.device.inference import ModelBundle
+from veriscope.device.pipeline import quality
+from veriscope.device.pipeline.inference import Analyzer, ImageAnalysis
+from veriscope.device.pipeline.verdict import ItemDecision, decide
+from veriscope.device.scans.records import (
+    ImageMeta,
+    ImageOrigin,
+    ImageOutcome,
+    ImageRecord,
+    RegionOutcome,
+    ScanOutcome,
+    ScanRecord,
+    ScanState,
+)
+from veriscope.device.scans.store import ScanFilter, ScanStore
+from veriscope.device.stage import Stage
+from veriscope.device.types import CaptureSettings, Lighting
+
+MAX_PARTNER_ITEM_ID_CHARS = 128
+_WATCH_QUEUE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class ScanEvent:
+    """Something that happened to a scan."""
+
+    type: str
+    """One of: snapshot, image_accepted, retake_requested, region_complete, analyzing, finished."""
+    scan: ScanRecord
+    time: datetime
+    region: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """Limits the manager enforces."""
+
+    max_upload_bytes: int = 32 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_images_per_scan: int = 64
+    max_open_scans: int = 32
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ScanManager:
+    """Creates, advances, completes and lists scans.
+
+    ``imager`` and ``stage`` are None on a unit without a camera (uploads only).
+    """
+
+    def __init__(
+        self,
+        store: ScanStore,
+        bundle: ModelBundle,
+        analyzer: Analyzer,
+        *,
+        device_id: str,
+        imager: Imager | None = None,
+        stage: Stage | None = None,
+        limits: ScanLimits = ScanLimits(),
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._store = store
+        self._bundle = bundle
+        self._analyzer = analyzer
+        self._device_id = device_id
+        self._imager = imager
+        self._stage = stage
+        self._limits = limits
+        self._clock = clock
+        self._item_types = {t.name: t for t in bundle.item_types}
+        self._scan_locks: dict[str, asyncio.Lock] = {}
+        self._watchers: dict[str, set[asyncio.Queue[ScanEvent]]] = {}
+        self._open_scans: set[str] = set()
+        self.camera_owner: str | None = None
+        self._focused_region: dict[str, str] = {}
+        self.camera_lock = asyncio.Lock()
+        """Held while any code uses the camera; CaptureService shares it."""
+
+    @property
+    def limits(self) -> ScanLimits:
+        """The limits this manager enforces."""
+        return self._limits
+
+    @property
+    def bundle(self) -> ModelBundle:
+        """The model bundle that decides verdicts."""
+        return self._bundle
+
+    # Lookup helpers
+
+    def _lock(self, scan_id: str) -> asyncio.Lock:
+        return self._scan_locks.setdefault(scan_id, asyncio.Lock())
+
+    def _in_progress(self, scan_id: str) -> ScanRecord:
+        scan = self._store.get(scan_id)
+        if scan.state is not ScanState.IN_PROGRESS:
+            raise FailedPrecondition(f"scan {scan_id!r} is {scan.state.name}; only IN_PROGRESS scans accept this call")
+        return scan
+
+    def _region_material(self, scan: ScanRecord, region: str) -> str:
+        spec = self._item_types[scan.item_type]
+        for r in spec.regions:
+            if r.name == region:
+                return str(r.material)
+        names = ", ".join(r.name for r in spec.regions)
+        raise InvalidArgument(f"region {region!r} is not a region of {scan.item_type!r}; its regions are: {names}")
+
+    def next_region(self, scan: ScanRecord) -> str:
+        """The first region, in guided order, that still lacks accepted images ("" when none)."""
+        spec = self._item_types.get(scan.item_type)
+        if spec is None:
+            return ""
+        for r in spec.regions:
+            accepted = sum(1 for i in scan.images if i.region == r.name and i.quality.ok)
+            if accepted < r.min_images:
+                return str(r.name)
+        return ""
+
+    def region_specs(self, item_type: str) -> list[object]:
+        """The region specs of an item type (empty when the active model does not know it)."""
+        spec = self._item_types.get(item_type)
+        return list(spec.regions) if spec else []
+
+    # Events
+
+    def _publish(self, event: ScanEvent) -> None:
+        for queue in list(self._watchers.get(event.scan.scan_id, ())):
+            if queue.full():
+                # A watcher too slow to keep up loses its oldest events, never the daemon's memory.
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(event)
+
+    async def watch(self, scan_id: str) -> AsyncIterator[ScanEvent]:
+        """Yield a snapshot of the scan, then every event until it ends."""
+        scan = self._store.get(scan_id)
+        queue: asyncio.Queue[ScanEvent] = asyncio.Queue(_WATCH_QUEUE_SIZE)
+        self._watchers.setdefault(scan_id, set()).add(queue)
+        try:
+            yield ScanEvent("snapshot", scan, self._clock())
+            if scan.state.is_final:
+                return
+            while True:
+                event = await queue.get()
+                yield event
+                if event.type == "finished":
+                    return
+        finally:
+            watchers = self._watchers.get(scan_id)
+            if watchers is not None:
+                watchers.discard(queue)
+                if not watchers:
+                    del self._watchers[scan_id]
+
+    # Lifecycle
+
+    async def create(self, item_type: str, partner_item_id: str = "") -> ScanRecord:
+        """Start a scan of an item of ``item_type``."""
+        if not item_type:
+            raise InvalidArgument("scan.item_type is required")
+        if item_type not in self._item_types:
+            known = ", ".join(sorted(self._item_types))
+            raise InvalidArgument(
+                f"scan.item_type {item_type!r} is unknown to model {self._bundle.name}; known: {known}"
+            )
+        if len(partner_item_id) > MAX_PARTNER_ITEM_ID_CHARS or not partner_item_id.isprintable():
+            raise InvalidArgument(
+                f"scan.partner_item_id must be at most {MAX_PARTNER_ITEM_ID_CHARS} printable characters"
+            )
+        if len(self._open_scans) >= self._limits.max_open_scans:
+            raise ResourceExhausted(
+                f"{len(self._open_scans)} scans are already in progress (limit {self._limits.max_open_scans}); "
+                "complete or cancel one first"
+            )
+        now = self._clock()
+        scan = ScanRecord(
+            scan_id=uuid.uuid4().hex,
+            item_type=item_type,
+            partner_item_id=partner_item_id,
+            state=ScanState.IN_PROGRESS,
+            create_time=now,
+            update_time=now,
+        )
+        await asyncio.to_thread(self._store.save, scan)
+        self._open_scans.add(scan.scan_id)
+        return scan
+
+    def get(self, scan_id: str) -> ScanRecord:
+        """The scan with this id."""
+        return self._store.get(scan_id)
+
+    def list(self, flt: ScanFilter, page_size: int, page_token: str) -> tuple[list[ScanRecord], str]:
+        """A page of scans, newest first."""
+        if page_size < 0 or page_size > 1000:
+            raise InvalidArgument(f"page_size must be 0..1000, got {page_size}")
+        return self._store.list(flt, page_size=page_size or 50, page_token=page_token)
+
+    async def _add_image(self, scan: ScanRecord, record: ImageRecord) -> ScanRecord:
+        updated = scan.evolve(
+            images=(*scan.images, record),
+            update_time=self._clock(),
+            camera_used=scan.camera_used or record.origin is ImageOrigin.CAMERA,
+        )
+        await asyncio.to_thread(self._store.save, updated)
+        if record.quality.ok:
+            self._publish(ScanEvent("image_accepted", updated, self._clock(), record.region))
+            spec = {r.name: r for r in self._item_types[scan.item_type].regions}[record.region]
+            accepted = sum(1 for i in updated.images if i.region == record.region and i.quality.ok)
+            if accepted == spec.min_images:
+                self._publish(ScanEvent("region_complete", updated, self._clock(), record.region))
+        else:
+            hints = "; ".join(i.hint for i in record.quality.issues)
+            self._publish(ScanEvent("retake_requested", updated, self._clock(), record.region, hints))
+        return updated
+
+    def _check_room(self, scan: ScanRecord) -> None:
+        if len(scan.images) >= self._limits.max_images_per_scan:
+            raise ResourceExhausted(f"scan {scan.scan_id!r} already holds {len(scan.images)} images (the limit)")
+
+    def _take_camera(self, scan_id: str) -> None:
+        if self._imager is None:
+            raise FailedPrecondition("this unit has no camera; upload images with UploadImage instead")
+        owner = self.camera_owner
+        if owner is not None and owner != scan_id and owner in self._open_scans:
+            raise FailedPrecondition(
+                f"camera busy: scans/{owner} owns the camera until it completes or is cancelled"
+            )
+        self.camera_owner = scan_id
+
+    def _release_camera(self, scan_id: str) -> None:
+        if self.camera_owner == scan_id:
+            self.camera_owner = None
+        self._focused_region.pop(scan_id, None)
+
+    async def capture_region(
+        self, scan_id: str, region: str, settings: CaptureSettings | None = None
+    ) -> tuple[ImageRecord, ScanRecord]:
+        """Capture ``region`` with the unit's camera, gate it, and store it with the scan."""
+        async with self._lock(scan_id):
+            scan = self._in_progress(scan_id)
+            self._region_material(scan, region)
+            self._check_room(scan)
+            self._take_camera(scan_id)
+            imager = self._imager
+            assert imager is not None
+            lighting = settings.lighting if settings else self._default_lighting()
+            wanted = settings or CaptureSettings(lighting=lighting)
+            focus = "none" if wanted.focus_steps is not None else "full"
+            if focus == "full" and self._focused_region.get(scan_id) == region:
+                focus = "refine"
+            async with self.camera_lock:
+                judged = await asyncio.to_thread(self._capture_blocking, imager, region, wanted, focus)
+            self._focused_region[scan_id] = region
+            data = await asyncio.to_thread(codec.encode, judged.frame.pixels, codec.ImageFormat.PNG)
+            digest = await asyncio.to_thread(self._store.put_image, data, codec.ImageFormat.PNG)
+            frame = judged.frame
+            meta = ImageMeta(
+                width=frame.width,
+                height=frame.height,
+                capture_time=frame.capture_time,
+                exposure_us=frame.settings.exposure_us,
+                analogue_gain=frame.settings.analogue_gain,
+                lighting=frame.settings.lighting,
+                led_duty_pct=frame.settings.led_duty_pct,
+                focus_steps=frame.settings.focus_steps,
+                lens_position=frame.settings.lens_position,
+                device_id=self._device_id,
+                camera_model=frame.camera_model,
+            )
+            record = ImageRecord(
+                image_id=f"{len(scan.images) + 1:03d}",
+                region=region,
+                origin=ImageOrigin.CAMERA,
+                sha256=digest,
+                size_bytes=len(data),
+                format=codec.ImageFormat.PNG,
+                quality=judged.quality,
+                meta=meta,
+            )
+            return record, await self._add_image(scan, record)
+
+    def _default_lighting(self) -> Lighting:
+        channels = list(self._bundle.lighting)
+        return Lighting(channels[0]) if channels else Lighting.WHITE_RING
+
+    def _capture_blocking(self, imager: Imager, region: str, settings: CaptureSettings, focus: str) -> JudgedFrame:
+        """Present the region, focus (a full search on a new region, a local one otherwise), capture and gate."""
+        if self._stage is not None:
+            self._stage.present(region)
+        if focus != "none":
+            imager.autofocus(settings.lighting, refine=focus == "refine")
+        return imager.capture(settings)
+
+    async def upload_image(
+        self, scan_id: str, region: str, data: bytes, *, declared_sha256: str = ""
+    ) -> tuple[ImageRecord, ScanRecord]:
+        """Check, gate and store an image file captured elsewhere."""
+        async with self._lock(scan_id):
+            scan = self._in_progress(scan_id)
+            self._region_material(scan, region)
+            self._check_room(scan)
+            if not data:
+                raise InvalidArgument("the uploaded image is empty (0 bytes)")
+            if len(data) > self._limits.max_upload_bytes:
+                raise ResourceExhausted(
+                    f"image of {len(data)} bytes exceeds the limit of {self._limits.max_upload_bytes}"
+                )
+            digest = hashlib.sha256(data).hexdigest()
+            if declared_sha256 and declared_sha256.lower() != digest:
+                raise InvalidArgument(
+                    f"sha256 mismatch: header says {declared_sha256}, received bytes hash to {digest}"
+                )
+            fmt = codec.sniff_format(data)
+            pixels = await asyncio.to_thread(codec.decode, data, max_pixels=self._limits.max_image_pixels)
+            report = await asyncio.to_thread(quality.assess, pixels, self._bundle.quality_thresholds)
+            await asyncio.to_thread(self._store.put_image, data, fmt)
+            meta = ImageMeta(width=int(pixels.shape[1]), height=int(pixels.shape[0]), capture_time=self._clock())
+            record = ImageRecord(
+                image_id=f"{len(scan.images) + 1:03d}",
+                region=region,
+                origin=ImageOrigin.UPLOAD,
+                sha256=digest,
+                size_bytes=len(data),
+                format=fmt,
+                quality=report,
+                meta=meta,
+            )
+            return record, await self._add_image(scan, record)
+
+    async def complete(self, scan_id: str) -> ScanRecord:
+        """Run inference on the accepted images and decide the verdict."""
+        async with self._lock(scan_id):
+            scan = self._in_progress(scan_id)
+            self._publish(ScanEvent("analyzing", scan, self._clock()))
+            try:
+                decision = await asyncio.to_thread(self._decide_blocking, scan)
+            except Exception as exc:
+                failed = scan.evolve(state=ScanState.FAILED, error_message=str(exc), update_time=self._clock())
+                await asyncio.to_thread(self._store.save, failed)
+                self._finish(failed)
+                raise
+            now = self._clock()
+            outcome = ScanOutcome(
+                verdict=decision.verdict,
+                reason=decision.reason,
+                score=float(decision.score),
+                threshold=float(decision.threshold),
+                summary=decision.summary,
+                model_name=self._bundle.name,
+                model_version=self._bundle.version,
+                model_sha256=self._bundle.sha256,
+                complete_time=now,
+                regions=tuple(
+                    RegionOutcome(
+                        region=r.region,
+                        material=r.material,
+                        score=r.score,
+                        familiarity=r.familiarity,
+                        explanations=tuple(r.explanations),
+                        images=tuple(ImageOutcome(i.image_id, i.quality_ok, i.score, i.familiarity) for i in r.images),
+                    )
+                    for r in decision.regions
+                ),
+            )
+            done = scan.evolve(state=ScanState.COMPLETED, outcome=outcome, update_time=now)
+            await asyncio.to_thread(self._store.save, done)
+            self._finish(done)
+            return done
+
+    def _decide_blocking(self, scan: ScanRecord) -> ItemDecision:
+        spec = self._item_types[scan.item_type]
+        by_region: dict[str, list[tuple[str, bool, ImageAnalysis | None]]] = {r.name: [] for r in spec.regions}
+        for image in scan.images:
+            analysis: ImageAnalysis | None = None
+            if image.quality.ok:
+                data = self._store.read_image(image.sha256, image.format)
+                pixels = codec.decode(data, max_pixels=self._limits.max_image_pixels)
+                analysis = self._analyzer.analyze_image(pixels, self._region_material(scan, image.region))
+            by_region[image.region].append((image.image_id, image.quality.ok, analysis))
+        return decide(self._bundle, spec, by_region)
+
+    async def cancel(self, scan_id: str) -> ScanRecord:
+        """Cancel a scan that is still in progress."""
+        async with self._lock(scan_id):
+            scan = self._in_progress(scan_id)
+            cancelled = scan.evolve(state=ScanState.CANCELLED, update_time=self._clock())
+            await asyncio.to_thread(self._store.save, cancelled)
+            self._finish(cancelled)
+            return cancelled
+
+    def _finish(self, scan: ScanRecord) -> None:
+        self._open_scans.discard(scan.scan_id)
+        self._release_camera(scan.scan_id)
+        self._scan_locks.pop(scan.scan_id, None)
+        self._publish(ScanEvent("finished", scan, self._clock(), message=scan.state.name))
+
+    def ensure_exists(self, scan_id: str) -> None:
+        """Raise NotFound unless the scan exists."""
+        if not scan_id:
+            raise InvalidArgument("name must be 'scans/{scan_id}'")
+        try:
+            self._store.get(scan_id)
+        except NotFound:
+            raise

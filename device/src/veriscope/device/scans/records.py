@@ -1,0 +1,130 @@
+"""The records of a scan, independent of the wire format and of the storage engine."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from veriscope.device.codec import ImageFormat
+from veriscope.device.pipeline.quality import QualityReport
+from veriscope.device.types import Lighting
+
+
+class ScanState(enum.StrEnum):
+    """Lifecycle state of a scan."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_final(self) -> bool:
+        """True once the scan can no longer change."""
+        return self is not ScanState.IN_PROGRESS
+
+
+class ImageOrigin(enum.StrEnum):
+    """Where an image of a scan came from."""
+
+    CAMERA = "camera"
+    UPLOAD = "upload"
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """How an image was taken. Uploads carry only what the file tells (size) and the receive time."""
+
+    width: int
+    height: int
+    capture_time: datetime
+    exposure_us: int = 0
+    analogue_gain: float = 0.0
+    lighting: Lighting | None = None
+    led_duty_pct: int = 0
+    focus_steps: int = 0
+    lens_position: float = 0.0
+    device_id: str = ""
+    camera_model: str = ""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One stored image of a scan."""
+
+    image_id: str
+    region: str
+    origin: ImageOrigin
+    sha256: str
+    size_bytes: int
+    format: ImageFormat
+    quality: QualityReport
+    meta: ImageMeta
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """The model's result for one image."""
+
+    image_id: str
+    quality_ok: bool
+    score: float | None = None
+    familiarity: float | None = None
+
+
+@dataclass(frozen=True)
+class RegionOutcome:
+    """The model's result for one region."""
+
+    region: str
+    material: str
+    score: float | None
+    familiarity: float | None
+    explanations: tuple[str, ...]
+    images: tuple[ImageOutcome, ...]
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """The verdict on a completed scan."""
+
+    verdict: str
+    """"AUTHENTIC" or "UNVERIFIED"."""
+    reason: str | None
+    """None when AUTHENTIC; else COUNTERFEIT_INDICATORS, UNFAMILIAR_MATERIAL, INSUFFICIENT_QUALITY or INSUFFICIENT_COVERAGE."""
+    score: float
+    threshold: float
+    summary: str
+    model_name: str
+    model_version: str
+    model_sha256: str
+    complete_time: datetime
+    regions: tuple[RegionOutcome, ...]
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """One scan of one item."""
+
+    scan_id: str
+    item_type: str
+    partner_item_id: str
+    state: ScanState
+    create_time: datetime
+    update_time: datetime
+    images: tuple[ImageRecord, ...] = ()
+    outcome: ScanOutcome | None = None
+    error_message: str = ""
+    camera_used: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The resource name, "scans/{scan_id}"."""
+        return f"scans/{self.scan_id}"
+
+    def evolve(self, **changes: object) -> ScanRecord:
+        """A copy with the given fields changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,203 @@
+"""Assembles the daemon from its configuration and runs the gRPC server.
+
+Data flows down once: services -> scan manager -> imager / analyzer -> hardware
+and store. This module only builds those layers and wires them together;
+configuration picks the hardware implementations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from veriscope.device.config import Config
+from veriscope.device.errors import ConfigError, ModelError
+from veriscope.device.imager import Imager
+from veriscope.device.inference import ModelBundle, load_bundle
+from veriscope.device.pipeline.inference import Analyzer
+from veriscope.device.scans.manager import ScanLimits, ScanManager
+from veriscope.device.scans.store import ScanStore
+from veriscope.device.services.capture import CaptureServicer
+from veriscope.device.services.device import DeviceContext, DeviceServicer, ModelServicer, UpdateServicer
+from veriscope.device.services.scan import ScanServicer
+from veriscope.device.services.simulation import SimulationServicer
+from veriscope.v1 import (
+    capture_service_pb2,
+    capture_service_pb2_grpc,
+    device_service_pb2,
+    device_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
+    scan_service_pb2,
+    scan_service_pb2_grpc,
+    simulation_service_pb2,
+    simulation_service_pb2_grpc,
+    update_service_pb2,
+    update_service_pb2_grpc,
+)
+
+_log = logging.getLogger("veriscope.device")
+DEMO_BUNDLE = "veriscope-demo"
+
+
+def default_bundle_dir() -> Path:
+    """The demo bundle shipped in the repository's ``models/bundles``."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "models" / "bundles" / DEMO_BUNDLE
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise ConfigError("model.bundle", f"no bundle configured and the demo bundle {DEMO_BUNDLE!r} was not found")
+
+
+def _device_id(config: Config, data_dir: Path) -> str:
+    if config.device.id:
+        return config.device.id
+    path = data_dir / "device_id"
+    if path.is_file():
+        return path.read_text().strip()
+    prefix = "VS-SIM-" if config.simulate else "VS-"
+    device_id = prefix + secrets.token_hex(4).upper()
+    path.write_text(device_id + "\n")
+    return device_id
+
+
+@dataclass
+class Daemon:
+    """A built, not yet started daemon."""
+
+    config: Config
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    context: DeviceContext
+    store: ScanStore
+    port: int = 0
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT the daemon listens on (after :meth:`start`)."""
+        host = self.config.server.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> str:
+        """Bind and start serving; returns the bound address."""
+        try:
+            self.port = self.server.add_insecure_port(self.config.server.listen)
+        except RuntimeError as exc:
+            raise ConfigError("server.listen", f"cannot listen on {self.config.server.listen}: {exc}") from None
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        return self.address
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting RPCs, let in-flight ones finish within the grace period, then close."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.server.grace_period_s if grace_s is None else grace_s)
+        self.store.close()
+
+
+def build_daemon(config: Config) -> Daemon:
+    """Build every layer from ``config``. Raises ConfigError or ModelError with a clear message."""
+    data_dir = Path(config.device.data_dir).expanduser()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("device.data_dir", f"cannot create {data_dir}: {exc.strerror}") from None
+    bundle_dir = Path(config.model.bundle) if config.model.bundle else default_bundle_dir()
+    bundle: ModelBundle = load_bundle(bundle_dir)
+    analyzer = Analyzer(bundle, num_threads=config.model.num_threads)
+    device_id = _device_id(config, data_dir)
+    store = ScanStore(data_dir)
+    interrupted = store.mark_interrupted()
+    if interrupted:
+        _log.warning("marked %d scans INTERRUPTED: they were in progress when the daemon last stopped", interrupted)
+
+    bench = None
+    if config.camera.kind == "simulated" or config.controller.kind == "simulated":
+        from veriscope.device.bench import SimBench
+
+        bench = SimBench(sensor_width_px=config.camera.width, sensor_height_px=config.camera.height)
+    from veriscope.device.camera.simulated import SimulatedCamera
+    from veriscope.device.controller.simulated import SimulatedController
+
+    assert bench is not None
+    camera = SimulatedCamera(bench)
+    controller = SimulatedController(bench)
+    imager = Imager(camera, controller, quality_thresholds=bundle.quality_thresholds)
+    limits = ScanLimits(
+        max_upload_bytes=config.scan.max_upload_bytes,
+        max_image_pixels=config.scan.max_image_pixels,
+        max_images_per_scan=config.scan.max_images_per_scan,
+        max_open_scans=config.scan.max_open_scans,
+    )
+    manager = ScanManager(store, bundle, analyzer, device_id=device_id, imager=imager, stage=bench, limits=limits)
+    ctx = DeviceContext(
+        device_id=device_id,
+        hardware_model="veriscope-sim" if config.simulate else "veriscope-pi",
+        manager=manager,
+        bundle=bundle,
+        data_dir=str(data_dir),
+        imager=imager,
+        controller=controller,
+        simulated=config.simulate,
+    )
+
+    max_bytes = config.server.max_message_mb * 1024 * 1024
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", max_bytes),
+            ("grpc.max_receive_message_length", max_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
+    )
+    device_service_pb2_grpc.add_DeviceServiceServicer_to_server(DeviceServicer(ctx), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ctx), server)
+    update_service_pb2_grpc.add_UpdateServiceServicer_to_server(UpdateServicer(ctx), server)
+    scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(manager), server)
+    capture_service_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureServicer(imager, manager), server)
+    services = [
+        device_service_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
+        model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+        update_service_pb2.DESCRIPTOR.services_by_name["UpdateService"].full_name,
+        scan_service_pb2.DESCRIPTOR.services_by_name["ScanService"].full_name,
+        capture_service_pb2.DESCRIPTOR.services_by_name["CaptureService"].full_name,
+    ]
+    if config.simulate:
+        simulation_service_pb2_grpc.add_SimulationServiceServicer_to_server(SimulationServicer(bench), server)
+        services.append(simulation_service_pb2.DESCRIPTOR.services_by_name["SimulationService"].full_name)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services.append(health.SERVICE_NAME)
+    reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
+    return Daemon(config=config, server=server, health=health_servicer, context=ctx, store=store)
+
+
+async def serve(config: Config, *, ready: asyncio.Event | None = None) -> int:
+    """Run the daemon until SIGTERM or SIGINT, then drain in-flight RPCs and return 0."""
+    try:
+        daemon = build_daemon(config)
+    except (ConfigError, ModelError):
+        raise
+    address = await daemon.start()
+    print(f"veriscope-device: serving on {address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    print("veriscope-device: draining in-flight RPCs", flush=True)
+    await daemon.stop()
+    print("veriscope-device: stopped", flush=True)
+    return 0

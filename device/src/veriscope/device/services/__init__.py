@@ -1,0 +1,1 @@
+"""gRPC servicers. They only translate between the wire (veriscope.v1) and the daemon's layers."""

@@ -1,0 +1,131 @@
+"""ScanService: guided scans, uploads and verdicts over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from veriscope.device.errors import InvalidArgument, ResourceExhausted
+from veriscope.device.scans.filter import parse_filter
+from veriscope.device.scans.manager import ScanManager
+from veriscope.device.scans.records import ScanRecord
+from veriscope.device.services._convert import image_to_pb, scan_to_pb, settings_from_pb, timestamp
+from veriscope.device.services._errors import ServicerContext, rpc, scan_id_from_name
+from veriscope.v1 import scan_service_pb2 as pb
+from veriscope.v1 import scan_service_pb2_grpc
+
+_EVENT_TYPES = {
+    "snapshot": pb.SCAN_EVENT_TYPE_SNAPSHOT,
+    "image_accepted": pb.SCAN_EVENT_TYPE_IMAGE_ACCEPTED,
+    "retake_requested": pb.SCAN_EVENT_TYPE_RETAKE_REQUESTED,
+    "region_complete": pb.SCAN_EVENT_TYPE_REGION_COMPLETE,
+    "analyzing": pb.SCAN_EVENT_TYPE_ANALYZING,
+    "finished": pb.SCAN_EVENT_TYPE_FINISHED,
+}
+MAX_CHUNK_BYTES = 1024 * 1024 + 1024
+
+
+class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
+    """Serves ScanService from a :class:`ScanManager`."""
+
+    def __init__(self, manager: ScanManager) -> None:
+        self._m = manager
+
+    def _scan(self, scan: ScanRecord) -> pb.Scan:
+        return scan_to_pb(scan, self._m.region_specs(scan.item_type), self._m.next_region(scan))
+
+    @rpc
+    async def CreateScan(
+        self, request: pb.CreateScanRequest, context: ServicerContext
+    ) -> pb.CreateScanResponse:
+        scan = await self._m.create(request.scan.item_type, request.scan.partner_item_id)
+        return pb.CreateScanResponse(scan=self._scan(scan))
+
+    @rpc
+    async def CaptureRegion(
+        self, request: pb.CaptureRegionRequest, context: ServicerContext
+    ) -> pb.CaptureRegionResponse:
+        scan_id = scan_id_from_name(request.name)
+        if not request.region:
+            raise InvalidArgument("region is required")
+        settings = settings_from_pb(request.settings) if request.HasField("settings") else None
+        image, scan = await self._m.capture_region(scan_id, request.region, settings)
+        return pb.CaptureRegionResponse(
+            image=image_to_pb(scan_id, image), retake_required=not image.quality.ok, scan=self._scan(scan)
+        )
+
+    @rpc
+    async def UploadImage(
+        self, request_iterator: AsyncIterator[pb.UploadImageRequest], context: ServicerContext
+    ) -> pb.UploadImageResponse:
+        header: pb.UploadImageHeader | None = None
+        chunks: list[bytes] = []
+        received = 0
+        limit = self._m.limits.max_upload_bytes
+        async for message in request_iterator:
+            kind = message.WhichOneof("payload")
+            if header is None:
+                if kind != "header":
+                    raise InvalidArgument("the first UploadImage message must be the header")
+                header = message.header
+                scan_id_from_name(header.name, "header.name")
+                if not header.region:
+                    raise InvalidArgument("header.region is required")
+                if header.size_bytes == 0:
+                    raise InvalidArgument("header.size_bytes is required (the file's size, at least 1 byte)")
+                if header.size_bytes > limit:
+                    raise ResourceExhausted(
+                        f"header.size_bytes {header.size_bytes} exceeds the upload limit of {limit} bytes"
+                    )
+                continue
+            if kind != "chunk":
+                raise InvalidArgument("only one header is allowed per UploadImage stream")
+            if len(message.chunk) > MAX_CHUNK_BYTES:
+                raise InvalidArgument(f"chunk of {len(message.chunk)} bytes is larger than 1 MiB")
+            received += len(message.chunk)
+            if received > header.size_bytes:
+                raise InvalidArgument(f"received more bytes than header.size_bytes ({header.size_bytes})")
+            chunks.append(message.chunk)
+        if header is None:
+            raise InvalidArgument("UploadImage stream was empty; send a header then chunks")
+        if received != header.size_bytes:
+            raise InvalidArgument(f"upload ended after {received} of {header.size_bytes} bytes (truncated)")
+        scan_id = scan_id_from_name(header.name, "header.name")
+        image, scan = await self._m.upload_image(
+            scan_id, header.region, b"".join(chunks), declared_sha256=header.sha256
+        )
+        return pb.UploadImageResponse(image=image_to_pb(scan_id, image), scan=self._scan(scan))
+
+    @rpc
+    async def CompleteScan(
+        self, request: pb.CompleteScanRequest, context: ServicerContext
+    ) -> pb.CompleteScanResponse:
+        scan = await self._m.complete(scan_id_from_name(request.name))
+        return pb.CompleteScanResponse(scan=self._scan(scan))
+
+    @rpc
+    async def GetScan(self, request: pb.GetScanRequest, context: ServicerContext) -> pb.GetScanResponse:
+        return pb.GetScanResponse(scan=self._scan(self._m.get(scan_id_from_name(request.name))))
+
+    @rpc
+    async def ListScans(self, request: pb.ListScansRequest, context: ServicerContext) -> pb.ListScansResponse:
+        scans, token = self._m.list(parse_filter(request.filter), request.page_size, request.page_token)
+        return pb.ListScansResponse(scans=[self._scan(s) for s in scans], next_page_token=token)
+
+    @rpc
+    async def WatchScan(
+        self, request: pb.WatchScanRequest, context: ServicerContext
+    ) -> AsyncIterator[pb.WatchScanResponse]:
+        async for event in self._m.watch(scan_id_from_name(request.name)):
+            yield pb.WatchScanResponse(
+                type=_EVENT_TYPES[event.type],
+                event_time=timestamp(event.time),
+                region=event.region,
+                message=event.message,
+                scan=self._scan(event.scan),
+            )
+
+    @rpc
+    async def CancelScan(
+        self, request: pb.CancelScanRequest, context: ServicerContext
+    ) -> pb.CancelScanResponse:
+        return pb.CancelScanResponse(scan=self._scan(await self._m.cancel(scan_id_from_name(request.name))))

@@ -1,0 +1,191 @@
+"""decide(): the verdict rules, on hand-made analyses (no model involved)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from veriscope.device.errors import InvalidArgument, NotFound
+from veriscope.device.inference.bundle import ModelBundle, bundle_from_manifest
+from veriscope.device.pipeline.inference import ImageAnalysis
+from veriscope.device.pipeline.verdict import ImageEntry, ItemDecision, Reason, Verdict, decide
+
+MATERIALS = ["coated-canvas", "grained-leather", "woven-fabric"]
+THRESHOLD = 0.6
+HIGH = 0.7
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ModelBundle:
+    manifest: dict[str, Any] = {
+        "format_version": 1,
+        "name": "verdict-test",
+        "version": "0.0.1",
+        "created": "2026-01-01T00:00:00+00:00",
+        "model": {"file": "model.tflite", "sha256": "0" * 64, "size_bytes": 1},
+        "input": {"name": "tiles", "tile_px": 32, "channels": 3, "dtype": "uint8", "scale": 1.0, "zero_point": 0},
+        "preprocessing": {"work_width_px": 128, "tile_px": 32, "grid_rows": 1, "grid_cols": 2},
+        "outputs": {
+            "signature": "serving_default",
+            "material_logits": {"classes": [*MATERIALS, "other"]},
+            "authenticity_logits": {"materials": MATERIALS},
+            "embedding": {"size": 2},
+        },
+        "materials": MATERIALS,
+        "lighting": ["white_ring"],
+        "calibration": {m: {"slope": 1.0, "intercept": 0.0} for m in MATERIALS},
+        "open_set": {m: {"mean": [0.0, 0.0], "std": [1.0, 1.0], "distance_ref": 1.0} for m in MATERIALS},
+        "thresholds": {"item": THRESHOLD, "abstain_band": [THRESHOLD, HIGH], "familiarity": 0.5, "target_far": 0.01},
+        "item_types": [
+            {
+                "name": "tote-classic",
+                "display_name": "Classic tote",
+                "regions": [
+                    {"name": "canvas", "material": "coated-canvas", "min_images": 2, "hint": "side panel"},
+                    {"name": "trim", "material": "grained-leather", "min_images": 2, "hint": "top edge"},
+                ],
+            }
+        ],
+    }
+    return bundle_from_manifest(Path("."), manifest)
+
+
+def analysis(material: str, score: float, familiarity: float = 0.9) -> ImageAnalysis:
+    logit = math.log(score / (1.0 - score))
+    return ImageAnalysis(
+        material=material,
+        score=score,
+        logit=logit,
+        familiarity=familiarity,
+        familiar=familiarity >= 0.5,
+        predicted_material=material if familiarity >= 0.5 else "other",
+        tile_scores=np.full((1, 2), score, np.float32),
+        tile_familiarity=np.full((1, 2), familiarity, np.float32),
+        reasons=("test",),
+    )
+
+
+def images(material: str, *scores: float, prefix: str = "img") -> list[ImageEntry]:
+    return [ImageEntry(f"{prefix}{i}", True, analysis(material, s)) for i, s in enumerate(scores)]
+
+
+def good_item() -> dict[str, list[ImageEntry]]:
+    return {"canvas": images("coated-canvas", 0.95, 0.9), "trim": images("grained-leather", 0.92, 0.97, prefix="t")}
+
+
+def test_all_regions_genuine_is_authentic(bundle: ModelBundle) -> None:
+    decision = decide(bundle, "tote-classic", good_item())
+    assert isinstance(decision, ItemDecision)
+    assert decision.verdict == Verdict.AUTHENTIC == "AUTHENTIC"
+    assert decision.reason is None
+    assert decision.threshold == THRESHOLD
+    assert [r.region for r in decision.regions] == ["canvas", "trim"]
+    # Region score is the sigmoid of the mean image logit; the item takes the weakest region.
+    canvas = decision.regions[0]
+    expected = 1.0 / (1.0 + math.exp(-(math.log(0.95 / 0.05) + math.log(0.9 / 0.1)) / 2.0))
+    assert canvas.score == pytest.approx(expected)
+    assert decision.score == pytest.approx(min(r.score or 0.0 for r in decision.regions))
+    assert canvas.familiarity == pytest.approx(0.9)
+    assert [(i.image_id, i.quality_ok) for i in canvas.images] == [("img0", True), ("img1", True)]
+    assert "Classic tote" in decision.summary
+
+
+def test_spec_object_and_plain_tuples_are_accepted(bundle: ModelBundle) -> None:
+    plain = {
+        region: [(e.image_id, e.quality_ok, e.analysis) for e in entries] for region, entries in good_item().items()
+    }
+    decision = decide(bundle, bundle.item_type("tote-classic"), plain)
+    assert decision.verdict == "AUTHENTIC"
+
+
+def test_one_counterfeit_region_makes_the_item_unverified(bundle: ModelBundle) -> None:
+    item = good_item()
+    item["trim"] = images("grained-leather", 0.2, 0.3)
+    decision = decide(bundle, "tote-classic", item)
+    assert (decision.verdict, decision.reason) == ("UNVERIFIED", Reason.COUNTERFEIT_INDICATORS)
+    assert decision.score < THRESHOLD
+    assert "trim" in decision.summary
+
+
+def test_score_inside_the_abstain_band_is_not_authentic(bundle: ModelBundle) -> None:
+    item = good_item()
+    item["canvas"] = images("coated-canvas", 0.65, 0.66)
+    decision = decide(bundle, "tote-classic", item)
+    assert THRESHOLD <= decision.score < HIGH
+    assert (decision.verdict, decision.reason) == ("UNVERIFIED", "COUNTERFEIT_INDICATORS")
+    assert "too close to call" in decision.summary
+
+
+def test_unfamiliar_image_is_never_authentic(bundle: ModelBundle) -> None:
+    item = good_item()
+    item["canvas"] = [
+        *images("coated-canvas", 0.99, 0.99),
+        ImageEntry("odd", True, analysis("coated-canvas", 0.99, 0.1)),
+    ]
+    decision = decide(bundle, "tote-classic", item)
+    assert (decision.verdict, decision.reason) == ("UNVERIFIED", "UNFAMILIAR_MATERIAL")
+    assert decision.regions[0].familiarity == pytest.approx(0.1)
+
+
+def test_unfamiliar_outranks_counterfeit(bundle: ModelBundle) -> None:
+    item = {
+        "canvas": [ImageEntry("odd", True, analysis("coated-canvas", 0.5, 0.1)), *images("coated-canvas", 0.9)],
+        "trim": images("grained-leather", 0.1, 0.1),
+    }
+    assert decide(bundle, "tote-classic", item).reason == "UNFAMILIAR_MATERIAL"
+
+
+def test_missing_region_is_insufficient_coverage(bundle: ModelBundle) -> None:
+    item = good_item()
+    del item["trim"]
+    decision = decide(bundle, "tote-classic", item)
+    assert (decision.verdict, decision.reason) == ("UNVERIFIED", "INSUFFICIENT_COVERAGE")
+    assert decision.regions[1].score is None and decision.regions[1].images == []
+    assert "trim (2 more)" in decision.summary
+
+
+def test_failed_images_that_would_cover_the_shortfall_are_insufficient_quality(bundle: ModelBundle) -> None:
+    item = good_item()
+    item["trim"] = [*images("grained-leather", 0.95), ImageEntry("blurred", False, None)]
+    decision = decide(bundle, "tote-classic", item)
+    assert (decision.verdict, decision.reason) == ("UNVERIFIED", "INSUFFICIENT_QUALITY")
+    trim = decision.regions[1]
+    assert [(i.image_id, i.quality_ok, i.score) for i in trim.images][1] == ("blurred", False, None)
+    assert any("quality" in e for e in trim.explanations)
+
+
+def test_too_few_failed_images_is_coverage_not_quality(bundle: ModelBundle) -> None:
+    item = good_item()
+    item["trim"] = [ImageEntry("blurred", False, None)]  # Short by two, only one failed.
+    assert decide(bundle, "tote-classic", item).reason == "INSUFFICIENT_COVERAGE"
+
+
+def test_analysis_of_a_failed_image_is_ignored(bundle: ModelBundle) -> None:
+    item = good_item()
+    item["trim"] = [*images("grained-leather", 0.95), ImageEntry("glare", False, analysis("grained-leather", 0.01))]
+    decision = decide(bundle, "tote-classic", item)
+    assert decision.reason == "INSUFFICIENT_QUALITY"
+    assert decision.regions[1].score == pytest.approx(0.95)
+
+
+def test_counterfeit_in_a_complete_region_outranks_a_missing_region(bundle: ModelBundle) -> None:
+    decision = decide(bundle, "tote-classic", {"canvas": images("coated-canvas", 0.1, 0.2)})
+    assert decision.reason == "COUNTERFEIT_INDICATORS"
+
+
+def test_nothing_analysed_scores_zero(bundle: ModelBundle) -> None:
+    decision = decide(bundle, "tote-classic", {})
+    assert (decision.reason, decision.score) == ("INSUFFICIENT_COVERAGE", 0.0)
+
+
+def test_bad_inputs_are_rejected(bundle: ModelBundle) -> None:
+    with pytest.raises(InvalidArgument, match="lining"):
+        decide(bundle, "tote-classic", {"lining": []})
+    with pytest.raises(InvalidArgument, match="analysed as woven-fabric"):
+        decide(bundle, "tote-classic", {"canvas": images("woven-fabric", 0.9)})
+    with pytest.raises(NotFound):
+        decide(bundle, "scarf-twill", {})

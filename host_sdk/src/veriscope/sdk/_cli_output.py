@@ -1,0 +1,258 @@
+"""What the ``veriscope`` command line prints: plain-text renderings, JSON encoding and the scan progress display."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from veriscope.sdk._models import (
+    DeviceInfo,
+    DeviceStatus,
+    ModelInfo,
+    PlacedItem,
+    Reason,
+    Scan,
+    ScanEvent,
+    ScanEventType,
+    ScanResult,
+    SimulatedMaterial,
+)
+
+
+def to_json(data: Any) -> str:
+    """Encode ``data`` as strict JSON (indented); NaN and infinities, which JSON lacks, become null."""
+    return json.dumps(_finite(data), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(value) for value in data]
+    return data
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Render rows as a left-aligned plain-text table with a header line."""
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def score(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
+def _time(scan: Scan) -> str:
+    return scan.create_time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def reason_text(reason: Reason | None) -> str:
+    return "" if reason is None else reason.name.lower().replace("_", " ")
+
+
+# --- Commands ----------------------------------------------------------------------------------------------------
+
+
+def device_text(device: DeviceInfo) -> str:
+    hw = device.hardware
+    ctl = hw.controller
+    model = "none" if device.model is None else f"{device.model.name} {device.model.version}"
+    controller = (
+        f"{ctl.kind} firmware {ctl.firmware_version} (protocol {ctl.protocol_version})"
+        if ctl.connected
+        else "not connected"
+    )
+    lines = [
+        f"Device        {device.device_id}  ({hw.model}{', simulated' if hw.simulated else ''})",
+        f"Software      {device.software_version}  (API {device.api_version or '?'})",
+        f"Model         {model}",
+        f"Camera        {hw.camera_model}  {hw.sensor_width_px}x{hw.sensor_height_px} px",
+        f"Controller    {controller}",
+        f"Capabilities  {', '.join(sorted(c.name.lower() for c in device.capabilities)) or 'none'}",
+        "",
+        "Item types",
+    ]
+    for item_type in device.item_types:
+        lines.append(f"  {item_type.name}  {item_type.display_name}")
+        rows = [["", r.name, r.material, f"x{r.min_images}", r.hint] for r in item_type.regions]
+        lines.extend("  " + line for line in table(["", "REGION", "MATERIAL", "IMAGES", "WHERE"], rows).splitlines())
+    if not device.item_types:
+        lines.append("  none")
+    return "\n".join(lines)
+
+
+def status_text(status: DeviceStatus) -> str:
+    temperature = "unknown" if status.board_temperature_c is None else f"{status.board_temperature_c:.1f} C"
+    lines = [
+        f"State         {status.state.name}{'  ' + status.message if status.message else ''}",
+        f"Uptime        {int(status.uptime.total_seconds())} s",
+        f"Active scan   {status.active_scan_id or 'none'}",
+        f"Controller    {'connected' if status.controller_connected else 'not connected'}",
+        f"Temperature   {temperature}",
+        f"Focus         {status.focus_steps} steps",
+        f"Lit           {', '.join(c.name.lower() for c in status.lit_channels) or 'none'}",
+        f"Storage free  {status.storage_free_bytes / 1e9:.2f} GB",
+    ]
+    return "\n".join(lines)
+
+
+def models_text(models: Sequence[ModelInfo]) -> str:
+    if not models:
+        return "no models installed"
+    rows = [
+        [m.model_id, "yes" if m.active else "", f"{m.threshold:.2f}", ", ".join(m.materials), m.ref.sha256[:12]]
+        for m in models
+    ]
+    return table(["MODEL", "ACTIVE", "THRESHOLD", "MATERIALS", "SHA256"], rows)
+
+
+def result_text(result: ScanResult) -> str:
+    verdict = result.verdict.name + (f" ({reason_text(result.reason)})" if result.reason else "")
+    lines = [f"{verdict}  score {score(result.score)} (threshold {score(result.threshold)})"]
+    if result.summary:
+        lines.append(result.summary)
+    lines.append(f"scan {result.scan_id}  item {result.item_type}  model {result.model.name} {result.model.version}")
+    lines.append("")
+    rows = []
+    rejected: list[str] = []
+    for region in result.regions:
+        ok = sum(1 for image in region.images if image.quality.ok)
+        bad = len(region.images) - ok
+        rows.append(
+            [region.region, region.material, score(region.score), f"{ok} ok" + (f", {bad} rejected" if bad else "")]
+        )
+        for image in region.images:
+            if not image.quality.ok:
+                issues = ", ".join(issue.code for issue in image.quality.issues) or "rejected"
+                hints = "; ".join(image.quality.hints)
+                rejected.append(f"  {region.region}  {image.image_id}  {issues}" + (f": {hints}" if hints else ""))
+    lines.append(table(["REGION", "MATERIAL", "SCORE", "IMAGES"], rows))
+    if rejected:
+        lines += ["", "Rejected images", *rejected]
+    explained = [(r.region, e) for r in result.regions for e in r.explanations]
+    if explained:
+        lines += ["", "Why", *(f"  {region}: {text}" for region, text in explained)]
+    return "\n".join(lines)
+
+
+def scan_text(scan: Scan) -> str:
+    lines = [
+        f"Scan          {scan.scan_id}",
+        f"Item type     {scan.item_type}" + (f"  (partner id {scan.partner_item_id})" if scan.partner_item_id else ""),
+        f"State         {scan.state.name}" + (f": {scan.error_message}" if scan.error_message else ""),
+        f"Created       {scan.create_time.isoformat()}",
+    ]
+    if scan.next_region:
+        lines.append(f"Next region   {scan.next_region}")
+    lines.append("")
+    rows = [[r.region, r.material, f"{r.accepted_images}/{r.min_images}", r.rejected_images] for r in scan.regions]
+    lines.append(table(["REGION", "MATERIAL", "ACCEPTED", "REJECTED"], rows))
+    if scan.result is not None:
+        lines += ["", result_text(scan.result)]
+    return "\n".join(lines)
+
+
+def scans_text(scans: Sequence[Scan]) -> str:
+    if not scans:
+        return "no scans"
+    rows = [
+        [
+            s.scan_id,
+            _time(s),
+            s.item_type,
+            s.state.name,
+            "" if s.result is None else s.result.verdict.name,
+            "" if s.result is None else score(s.result.score),
+        ]
+        for s in scans
+    ]
+    return table(["SCAN", "CREATED (UTC)", "ITEM TYPE", "STATE", "VERDICT", "SCORE"], rows)
+
+
+def scan_summary(scan: Scan) -> dict[str, Any]:
+    """The JSON of one row of ``veriscope scans``."""
+    result = scan.result
+    return {
+        "scan_id": scan.scan_id,
+        "item_type": scan.item_type,
+        "partner_item_id": scan.partner_item_id,
+        "state": scan.state.name,
+        "verdict": None if result is None else result.verdict.name,
+        "reason": None if result is None or result.reason is None else result.reason.name,
+        "score": None if result is None else result.score,
+        "create_time": scan.to_dict()["create_time"],
+    }
+
+
+def placed_text(item: PlacedItem | None) -> str:
+    return "the stage is empty" if item is None else f"{item.item_type}  source {item.source}  seed {item.seed}"
+
+
+def sources_text(materials: Sequence[SimulatedMaterial]) -> str:
+    rows = [[m.name, ", ".join(m.sources), ", ".join(m.superfake_sources)] for m in materials]
+    return table(["MATERIAL", "SOURCES", "SUPERFAKES"], rows)
+
+
+# --- Progress ----------------------------------------------------------------------------------------------------
+
+
+def event_text(event: ScanEvent) -> str:
+    """One line describing a scan event, for the progress display."""
+    kind, region, scan = event.type, event.region or "", event.scan
+    if kind is ScanEventType.SNAPSHOT:
+        regions = ", ".join(f"{r.region} x{r.min_images}" for r in scan.regions)
+        return f"scan {scan.scan_id}: {scan.item_type} ({regions})"
+    if kind is ScanEventType.IMAGE_ACCEPTED:
+        progress = next((r for r in scan.regions if r.region == region), None)
+        count = f" ({progress.accepted_images}/{progress.min_images})" if progress else ""
+        return f"{region}: image accepted{count}"
+    if kind is ScanEventType.RETAKE_REQUESTED:
+        return f"{region}: retake needed: {event.message}"
+    if kind is ScanEventType.IMAGE_REJECTED:
+        return f"{region}: image rejected: {event.message}"
+    if kind is ScanEventType.RETAKES_EXHAUSTED:
+        return f"{region}: still failing after the allowed retakes, moving on: {event.message}"
+    if kind is ScanEventType.REGION_COMPLETE:
+        return f"{region}: done"
+    if kind is ScanEventType.ANALYZING:
+        return "analyzing..."
+    if kind is ScanEventType.FINISHED:
+        result = scan.result
+        return "finished" if result is None else f"finished: {result.verdict.name}"
+    return event.message or kind.name.lower()
+
+
+_STICKY = {ScanEventType.RETAKE_REQUESTED, ScanEventType.IMAGE_REJECTED, ScanEventType.RETAKES_EXHAUSTED}
+
+
+class Progress:
+    """Shows scan events on ``stream``: one rewritten live line on a terminal, one plain line per event otherwise.
+
+    On a terminal, quality problems stay on screen while routine steps overwrite each other.
+    """
+
+    def __init__(self, stream: TextIO, *, live: bool) -> None:
+        self._stream = stream
+        self._live = live
+        self._dirty = False
+
+    def __call__(self, event: ScanEvent) -> None:
+        line = event_text(event)
+        if not self._live:
+            self._stream.write(line + "\n")
+        else:
+            self._stream.write("\r\x1b[K" + line + ("\n" if event.type in _STICKY else ""))
+            self._dirty = event.type not in _STICKY
+        self._stream.flush()
+
+    def close(self) -> None:
+        """Clear the live line, so what follows starts on a clean line."""
+        if self._live and self._dirty:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._dirty = False

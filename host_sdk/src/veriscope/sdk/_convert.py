@@ -1,0 +1,461 @@
+"""Translation between veriscope.v1 wire messages and the SDK's models (``_models``).
+
+Every function here is pure. Responses that break the API's promises (a scan
+name that is not ``"scans/{id}"``, a verdict this SDK does not know) raise
+:class:`ProtocolError`; state-like enums the SDK does not know map to their
+``UNSPECIFIED`` member instead, so a newer device does not break listings.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf import timestamp_pb2
+
+from veriscope.sdk._exceptions import ProtocolError
+from veriscope.sdk._models import (
+    AutofocusResult,
+    Capability,
+    CaptureResult,
+    CaptureSettings,
+    Component,
+    ControllerInfo,
+    DeviceInfo,
+    DeviceState,
+    DeviceStatus,
+    FocusSample,
+    Hardware,
+    ImageFormat,
+    ImageMetadata,
+    ImageOrigin,
+    ImageResult,
+    ImageUpload,
+    ItemType,
+    LightingChannel,
+    ModelInfo,
+    ModelInput,
+    ModelRef,
+    PlacedItem,
+    PreviewFrame,
+    QualityIssue,
+    QualityReport,
+    Reason,
+    Region,
+    RegionCapture,
+    RegionProgress,
+    RegionResult,
+    Scan,
+    ScanEvent,
+    ScanEventType,
+    ScanImage,
+    ScanPage,
+    ScanResult,
+    ScanState,
+    SimulatedMaterial,
+    Slot,
+    SlotState,
+    UpdateStatus,
+    Verdict,
+)
+from veriscope.v1 import (
+    capture_service_pb2,
+    common_pb2,
+    device_service_pb2,
+    model_service_pb2,
+    scan_service_pb2,
+    simulation_service_pb2,
+    update_service_pb2,
+)
+
+E = TypeVar("E", bound=enum.Enum)
+
+SCAN_NAME_PREFIX = "scans/"
+
+# (SDK enum, generated enum wrapper, prefix of the wire names). Tests walk this table to prove both sides agree.
+ENUM_PAIRS: tuple[tuple[type[enum.Enum], Any, str], ...] = (
+    (LightingChannel, common_pb2.LightingChannel, "LIGHTING_CHANNEL_"),
+    (ImageFormat, common_pb2.ImageFormat, "IMAGE_FORMAT_"),
+    (Capability, device_service_pb2.Capability, "CAPABILITY_"),
+    (DeviceState, device_service_pb2.DeviceState, "DEVICE_STATE_"),
+    (ScanState, scan_service_pb2.ScanState, "SCAN_STATE_"),
+    (Verdict, scan_service_pb2.Verdict, "VERDICT_"),
+    (Reason, scan_service_pb2.VerdictReason, "VERDICT_REASON_"),
+    (ImageOrigin, scan_service_pb2.ImageOrigin, "IMAGE_ORIGIN_"),
+    (ScanEventType, scan_service_pb2.ScanEventType, "SCAN_EVENT_TYPE_"),
+    (Component, update_service_pb2.Component, "COMPONENT_"),
+    (SlotState, update_service_pb2.SlotState, "SLOT_STATE_"),
+)
+_PREFIX: dict[type[enum.Enum], tuple[Any, str]] = {sdk: (wire, prefix) for sdk, wire, prefix in ENUM_PAIRS}
+
+
+def enum_from_pb(sdk_enum: type[E], value: int) -> E | None:
+    """Map a wire enum number to the SDK member of the same name; None for UNSPECIFIED-less enums and unknown numbers."""
+    wire, prefix = _PREFIX[sdk_enum]
+    try:
+        name: str = wire.Name(value)
+    except ValueError:
+        return None
+    return sdk_enum.__members__.get(name.removeprefix(prefix))
+
+
+def enum_to_pb(member: enum.Enum | None) -> int:
+    """Map an SDK enum member to its wire number; None maps to 0 (UNSPECIFIED)."""
+    if member is None:
+        return 0
+    wire, prefix = _PREFIX[type(member)]
+    number: int = wire.Value(prefix + member.name)
+    return number
+
+
+def _state(sdk_enum: type[E], value: int) -> E:
+    member = enum_from_pb(sdk_enum, value)
+    return member if member is not None else sdk_enum["UNSPECIFIED"]
+
+
+def _time(msg: Any, field_name: str) -> datetime | None:
+    if not msg.HasField(field_name):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(msg, field_name)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _or_none(value: str) -> str | None:
+    return value or None
+
+
+def scan_name(scan_id: str) -> str:
+    """Return the resource name of a scan id."""
+    return SCAN_NAME_PREFIX + scan_id
+
+
+def scan_id_from_name(name: str) -> str:
+    """Return the id of a ``"scans/{scan_id}"`` name; raise ProtocolError for anything else."""
+    scan_id = name.removeprefix(SCAN_NAME_PREFIX)
+    if not name.startswith(SCAN_NAME_PREFIX) or not scan_id or "/" in scan_id:
+        raise ProtocolError(f"device sent scan name {name!r}, expected 'scans/{{scan_id}}'")
+    return scan_id
+
+
+# --- Shared messages ---------------------------------------------------------------------------------------------
+
+
+def model_ref_from_pb(pb: common_pb2.ModelRef) -> ModelRef:
+    return ModelRef(name=pb.name, version=pb.version, sha256=pb.sha256)
+
+
+def item_type_from_pb(pb: common_pb2.ItemType) -> ItemType:
+    return ItemType(
+        name=pb.name,
+        display_name=pb.display_name or pb.name,
+        regions=tuple(
+            Region(name=r.name, material=r.material, min_images=r.min_images, hint=r.hint) for r in pb.regions
+        ),
+    )
+
+
+def quality_issue_from_pb(pb: common_pb2.QualityIssue) -> QualityIssue:
+    code = pb.code
+    if not code:
+        # Older or terser devices may send only the kind; derive the same stable name from it.
+        kind = common_pb2.QualityIssueKind.DESCRIPTOR.values_by_number.get(pb.kind)
+        code = kind.name.removeprefix("QUALITY_ISSUE_KIND_").lower() if kind is not None and pb.kind else "unknown"
+    return QualityIssue(code=code, hint=pb.hint, value=pb.value, threshold=pb.threshold)
+
+
+def quality_from_pb(pb: common_pb2.QualityReport) -> QualityReport:
+    return QualityReport(
+        ok=pb.ok,
+        issues=tuple(quality_issue_from_pb(issue) for issue in pb.issues),
+        metrics={metric.name: metric.value for metric in pb.metrics},
+    )
+
+
+def metadata_from_pb(pb: common_pb2.ImageMetadata) -> ImageMetadata:
+    return ImageMetadata(
+        width_px=pb.width,
+        height_px=pb.height,
+        exposure_us=pb.exposure_us,
+        analogue_gain=pb.analogue_gain,
+        lighting=enum_from_pb(LightingChannel, pb.lighting),
+        led_duty_pct=pb.led_duty_pct,
+        focus_steps=pb.focus_steps,
+        lens_position=pb.lens_position,
+        device_id=_or_none(pb.device_id),
+        capture_time=_time(pb, "capture_time"),
+        camera_model=pb.camera_model,
+    )
+
+
+def capture_settings_to_pb(settings: CaptureSettings | None) -> common_pb2.CaptureSettings:
+    """Build the wire settings; unset fields stay 0/absent so the device chooses."""
+    pb = common_pb2.CaptureSettings()
+    if settings is None:
+        return pb
+    pb.exposure_us = settings.exposure_us or 0
+    pb.analogue_gain = settings.analogue_gain or 0.0
+    pb.lighting = enum_to_pb(settings.lighting)  # type: ignore[assignment]
+    pb.led_duty_pct = settings.led_duty_pct or 0
+    if settings.focus_steps is not None:
+        pb.focus_steps = settings.focus_steps
+    if settings.lens_position is not None:
+        pb.lens_position = settings.lens_position
+    return pb
+
+
+# --- Device ------------------------------------------------------------------------------------------------------
+
+
+def device_from_pb(pb: device_service_pb2.Device) -> DeviceInfo:
+    hw = pb.hardware
+    ctl = hw.controller
+    capabilities = (enum_from_pb(Capability, c) for c in pb.capabilities)
+    return DeviceInfo(
+        device_id=pb.device_id,
+        software_version=pb.software_version,
+        api_version=pb.api_version,
+        model=model_ref_from_pb(pb.active_model) if pb.HasField("active_model") else None,
+        hardware=Hardware(
+            model=hw.model,
+            camera_model=hw.camera_model,
+            sensor_width_px=hw.sensor_width,
+            sensor_height_px=hw.sensor_height,
+            controller=ControllerInfo(
+                connected=ctl.connected,
+                kind=ctl.kind,
+                firmware_version=ctl.firmware_version,
+                protocol_version=ctl.protocol_version,
+                build_id=ctl.build_id,
+            ),
+            simulated=hw.simulated,
+        ),
+        capabilities=frozenset(c for c in capabilities if c is not None),
+        item_types=tuple(item_type_from_pb(t) for t in pb.item_types),
+        signing_public_key=_or_none(pb.signing_public_key),
+    )
+
+
+def status_from_pb(pb: device_service_pb2.DeviceStatus) -> DeviceStatus:
+    lit = (enum_from_pb(LightingChannel, c) for c in pb.lit_channels)
+    temperature = pb.board_temperature_c
+    return DeviceStatus(
+        state=_state(DeviceState, pb.state),
+        message=pb.message,
+        uptime=pb.uptime.ToTimedelta(),
+        active_scan_id=scan_id_from_name(pb.active_scan) if pb.active_scan else None,
+        controller_connected=pb.controller_connected,
+        board_temperature_c=None if math.isnan(temperature) else temperature,
+        focus_steps=pb.focus_steps,
+        lit_channels=tuple(c for c in lit if c is not None),
+        storage_free_bytes=pb.storage_free_bytes,
+        read_time=_time(pb, "read_time"),
+    )
+
+
+# --- Capture -----------------------------------------------------------------------------------------------------
+
+
+def capture_from_pb(pb: capture_service_pb2.CaptureResponse) -> CaptureResult:
+    return CaptureResult(
+        data=pb.image.data,
+        format=enum_from_pb(ImageFormat, pb.image.format),
+        metadata=metadata_from_pb(pb.image.metadata),
+        quality=quality_from_pb(pb.quality),
+    )
+
+
+def preview_frame_from_pb(pb: capture_service_pb2.StreamPreviewResponse) -> PreviewFrame:
+    return PreviewFrame(
+        jpeg=pb.jpeg,
+        sequence=pb.sequence,
+        capture_time=_time(pb, "capture_time"),
+        width_px=pb.width,
+        height_px=pb.height,
+        sharpness=pb.sharpness,
+    )
+
+
+def autofocus_from_pb(pb: capture_service_pb2.AutofocusResponse) -> AutofocusResult:
+    return AutofocusResult(
+        converged=pb.converged,
+        best_position=pb.best_position,
+        best_sharpness=pb.best_sharpness,
+        curve=tuple(FocusSample(position=s.position, sharpness=s.sharpness) for s in pb.curve),
+        steps_taken=pb.steps_taken,
+    )
+
+
+# --- Scans -------------------------------------------------------------------------------------------------------
+
+
+def scan_image_from_pb(pb: scan_service_pb2.ScanImage) -> ScanImage:
+    return ScanImage(
+        image_id=pb.image_id,
+        region=pb.region,
+        origin=_state(ImageOrigin, pb.origin),
+        quality=quality_from_pb(pb.quality),
+        metadata=metadata_from_pb(pb.metadata) if pb.HasField("metadata") else None,
+        sha256=pb.sha256,
+        size_bytes=pb.size_bytes,
+        format=enum_from_pb(ImageFormat, pb.format),
+    )
+
+
+def _optional(msg: Any, field_name: str) -> float | None:
+    if not msg.HasField(field_name):
+        return None
+    value: float = getattr(msg, field_name)
+    return value
+
+
+def scan_result_from_pb(scan: scan_service_pb2.Scan, scan_id: str) -> ScanResult:
+    """Build the verdict of a completed scan; raise ProtocolError when its verdict or reason is unknown."""
+    pb = scan.result
+    verdict = enum_from_pb(Verdict, pb.verdict)
+    if verdict is None:
+        raise ProtocolError(f"scan {scan_id!r} has a result without a known verdict ({pb.verdict})")
+    reason = enum_from_pb(Reason, pb.reason)
+    if reason is None and pb.reason != scan_service_pb2.VERDICT_REASON_UNSPECIFIED:
+        raise ProtocolError(f"scan {scan_id!r} has an unknown verdict reason ({pb.reason})")
+    return ScanResult(
+        scan_id=scan_id,
+        item_type=scan.item_type,
+        partner_item_id=_or_none(scan.partner_item_id),
+        verdict=verdict,
+        reason=reason,
+        score=pb.score,
+        threshold=pb.threshold,
+        summary=pb.summary,
+        model=model_ref_from_pb(pb.model),
+        regions=tuple(
+            RegionResult(
+                region=r.region,
+                material=r.material,
+                score=_optional(r, "score"),
+                familiarity=_optional(r, "familiarity"),
+                explanations=tuple(r.explanations),
+                images=tuple(
+                    ImageResult(
+                        image_id=i.image_id,
+                        score=_optional(i, "score"),
+                        familiarity=_optional(i, "familiarity"),
+                        quality=quality_from_pb(i.quality),
+                    )
+                    for i in r.images
+                ),
+            )
+            for r in pb.regions
+        ),
+        complete_time=_time(pb, "complete_time"),
+    )
+
+
+def scan_from_pb(pb: scan_service_pb2.Scan) -> Scan:
+    """Build a scan; raise ProtocolError when its name or create_time is missing or malformed."""
+    scan_id = scan_id_from_name(pb.name)
+    create_time = _time(pb, "create_time")
+    if create_time is None:
+        raise ProtocolError(f"scan {scan_id!r} has no create_time")
+    has_result = pb.HasField("result") and pb.result.verdict != scan_service_pb2.VERDICT_UNSPECIFIED
+    return Scan(
+        scan_id=scan_id,
+        item_type=pb.item_type,
+        partner_item_id=_or_none(pb.partner_item_id),
+        state=_state(ScanState, pb.state),
+        create_time=create_time,
+        update_time=_time(pb, "update_time"),
+        regions=tuple(
+            RegionProgress(
+                region=r.region,
+                material=r.material,
+                min_images=r.min_images,
+                accepted_images=r.accepted_images,
+                rejected_images=r.rejected_images,
+                hint=r.hint,
+            )
+            for r in pb.regions
+        ),
+        images=tuple(scan_image_from_pb(i) for i in pb.images),
+        next_region=_or_none(pb.next_region),
+        result=scan_result_from_pb(pb, scan_id) if has_result else None,
+        error_message=_or_none(pb.error_message),
+    )
+
+
+def scan_page_from_pb(pb: scan_service_pb2.ListScansResponse) -> ScanPage:
+    return ScanPage(scans=tuple(scan_from_pb(s) for s in pb.scans), next_page_token=_or_none(pb.next_page_token))
+
+
+def region_capture_from_pb(pb: scan_service_pb2.CaptureRegionResponse) -> RegionCapture:
+    return RegionCapture(
+        image=scan_image_from_pb(pb.image), retake_required=pb.retake_required, scan=scan_from_pb(pb.scan)
+    )
+
+
+def image_upload_from_pb(pb: scan_service_pb2.UploadImageResponse) -> ImageUpload:
+    return ImageUpload(image=scan_image_from_pb(pb.image), scan=scan_from_pb(pb.scan))
+
+
+def scan_event_from_pb(pb: scan_service_pb2.WatchScanResponse) -> ScanEvent:
+    return ScanEvent(
+        type=_state(ScanEventType, pb.type),
+        scan=scan_from_pb(pb.scan),
+        region=_or_none(pb.region),
+        message=pb.message,
+        event_time=_time(pb, "event_time"),
+    )
+
+
+# --- Models, updates, simulation ---------------------------------------------------------------------------------
+
+
+def model_from_pb(pb: model_service_pb2.Model) -> ModelInfo:
+    lighting = (enum_from_pb(LightingChannel, c) for c in pb.lighting)
+    tensor = pb.input
+    return ModelInfo(
+        model_id=pb.name.removeprefix("models/"),
+        ref=model_ref_from_pb(pb.ref),
+        active=pb.active,
+        materials=tuple(pb.materials),
+        lighting=tuple(c for c in lighting if c is not None),
+        input=ModelInput(
+            width_px=tensor.width,
+            height_px=tensor.height,
+            channels=tensor.channels,
+            dtype=tensor.dtype,
+            scale=tensor.scale,
+            zero_point=tensor.zero_point,
+        )
+        if pb.HasField("input")
+        else None,
+        size_bytes=pb.size_bytes,
+        threshold=pb.threshold,
+        manifest_json=pb.manifest_json,
+        create_time=_time(pb, "create_time"),
+        item_types=tuple(item_type_from_pb(t) for t in pb.item_types),
+    )
+
+
+def update_status_from_pb(pb: update_service_pb2.GetUpdateStatusResponse) -> UpdateStatus:
+    return UpdateStatus(
+        slots=tuple(
+            Slot(
+                component=_state(Component, s.component),
+                label=s.label,
+                version=s.version,
+                state=_state(SlotState, s.state),
+                install_time=_time(s, "install_time"),
+            )
+            for s in pb.slots
+        )
+    )
+
+
+def placed_item_from_pb(pb: simulation_service_pb2.PlacedItem) -> PlacedItem:
+    return PlacedItem(item_type=pb.item_type, source=pb.source, seed=pb.seed)
+
+
+def material_from_pb(pb: simulation_service_pb2.SimulatedMaterial) -> SimulatedMaterial:
+    return SimulatedMaterial(name=pb.name, sources=tuple(pb.sources), superfake_sources=tuple(pb.superfake_sources))

@@ -1,0 +1,432 @@
+"""The blocking Client against a scripted in-process unit. test_async_client.py mirrors this file test for test."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from sdk_fakes import ITEM_TYPE, JPEG_MAGIC, FakeServer, FakeUnit, MiB, blurry_report, ok_report, png_bytes
+
+from veriscope.sdk import (
+    Capability,
+    CaptureSettings,
+    Client,
+    DeadlineExceededError,
+    DeviceState,
+    DeviceUnavailableError,
+    FailedPreconditionError,
+    ImageFormat,
+    ImageOrigin,
+    LightingChannel,
+    NotFoundError,
+    Reason,
+    ScanEvent,
+    ScanEventType,
+    ScanState,
+    Verdict,
+    VeriscopeError,
+)
+from veriscope.sdk._exceptions import error_class_for
+from veriscope.v1 import scan_service_pb2
+
+
+@pytest.fixture
+def client(address: str) -> Iterator[Client]:
+    with Client(address, metadata=[("x-test", "yes")]) as client:
+        yield client
+
+
+# --- Device ------------------------------------------------------------------------------------------------------
+
+
+def test_get_device_maps_identity_versions_and_item_types(client: Client) -> None:
+    device = client.get_device()
+    assert device.device_id == "VS-0001"
+    assert device.software_version == "0.1.0"
+    assert device.api_version == "v1"
+    assert device.model is not None and (device.model.name, device.model.version) == ("veriscope-demo", "1.2.0")
+    assert device.hardware.sensor_width_px == 4056 and device.hardware.simulated
+    assert device.hardware.controller.firmware_version == "1.0.0" and device.hardware.controller.protocol_version == 1
+    # The unknown capability 99 from a newer device is skipped, not an error.
+    assert device.capabilities == {Capability.CAPTURE, Capability.UPLOAD, Capability.SIMULATION}
+    tote = device.item_type(ITEM_TYPE)
+    assert tote.display_name == "Classic tote"
+    assert tote.region_names == ("canvas", "handle")
+    assert (tote.regions[0].material, tote.regions[0].min_images) == ("coated-canvas", 2)
+    assert device.signing_public_key is None
+    with pytest.raises(KeyError, match="wallet-zip"):
+        device.item_type("nope")
+
+
+def test_get_status_maps_units_and_unknown_temperature(client: Client) -> None:
+    status = client.get_status()
+    assert status.state is DeviceState.BUSY
+    assert status.uptime == timedelta(seconds=3723, milliseconds=250)
+    assert status.active_scan_id == "scan-0042"
+    assert status.board_temperature_c is None  # NaN on the wire means unknown
+    assert status.lit_channels == (LightingChannel.WHITE_RING, LightingChannel.UV)
+    assert status.storage_free_bytes == 12_000_000_000
+    assert status.read_time == datetime.fromtimestamp(1_780_000_005.5, tz=UTC)
+
+
+def test_metadata_goes_with_every_call(client: Client, unit: FakeUnit) -> None:
+    client.get_status()
+    assert unit.metadata[-1]["x-test"] == "yes"
+
+
+# --- Capture -----------------------------------------------------------------------------------------------------
+
+
+def test_capture_receives_frames_larger_than_grpc_default_and_sends_settings(
+    client: Client, unit: FakeUnit, server: FakeServer
+) -> None:
+    unit.capture_size_bytes = 6 * MiB  # above gRPC's 4 MiB default receive limit
+    settings = CaptureSettings(exposure_us=12_000, lighting=LightingChannel.RAKING, focus_steps=0)
+    result = client.capture(settings)
+    assert len(result.data) == 6 * MiB and result.format is ImageFormat.PNG
+    sent = server.capture.last_request
+    assert sent is not None and sent.settings.exposure_us == 12_000
+    assert sent.settings.HasField("focus_steps") and sent.settings.focus_steps == 0  # 0 is a position, not "unset"
+    assert result.metadata.lighting is LightingChannel.RAKING and result.metadata.exposure_us == 12_000
+    # The device sent only the issue kind; the SDK derives the stable code from it.
+    assert not result.quality.ok
+    assert [issue.code for issue in result.quality.issues] == ["out_of_focus"]
+    assert result.quality.metrics == {"sharpness": 41.0}
+
+
+def test_stream_preview_yields_frames_and_stops_when_the_caller_does(client: Client) -> None:
+    frames = list(client.stream_preview(max_frames=3, width_px=320))
+    assert [f.sequence for f in frames] == [0, 1, 2]
+    assert frames[0].jpeg.startswith(JPEG_MAGIC) and frames[0].width_px == 320
+    endless = client.stream_preview()
+    taken = [next(endless).sequence for _ in range(2)]
+    endless.close()  # closing cancels the device's stream; must not hang
+    assert taken == [0, 1]
+
+
+def test_autofocus_maps_the_focus_curve(client: Client) -> None:
+    result = client.autofocus(lighting=LightingChannel.WHITE_RING, max_steps=10)
+    assert result.converged and result.best_position == 1200 and result.steps_taken == 3
+    assert [s.position for s in result.curve] == [800, 1200, 1600]
+
+
+# --- Guided scan -------------------------------------------------------------------------------------------------
+
+
+def test_scan_captures_every_region_and_returns_the_verdict(client: Client, unit: FakeUnit) -> None:
+    events: list[ScanEvent] = []
+    result = client.scan(ITEM_TYPE, partner_item_id="listing-1", on_event=events.append)
+    assert result.verdict is Verdict.AUTHENTIC and result.reason is None and result.authentic
+    assert result.score == pytest.approx(0.93) and result.threshold == pytest.approx(0.8)
+    assert result.partner_item_id == "listing-1" and result.summary == "Looks genuine."
+    assert (result.model.name, result.model.version) == ("veriscope-demo", "1.2.0")
+    assert [r.region for r in result.regions] == ["canvas", "handle"]
+    assert [len(r.images) for r in result.regions] == [2, 1]
+    assert result.regions[0].images[0].score == pytest.approx(0.9)
+    assert result.regions[0].explanations == ("coated-canvas grain matches genuine references",)
+    assert unit.count("CaptureRegion") == 3 and unit.count("CompleteScan") == 1
+    assert [e.type for e in events] == [
+        ScanEventType.SNAPSHOT,
+        ScanEventType.CAPTURING,
+        ScanEventType.IMAGE_ACCEPTED,
+        ScanEventType.CAPTURING,
+        ScanEventType.IMAGE_ACCEPTED,
+        ScanEventType.REGION_COMPLETE,
+        ScanEventType.CAPTURING,
+        ScanEventType.IMAGE_ACCEPTED,
+        ScanEventType.REGION_COMPLETE,
+        ScanEventType.ANALYZING,
+        ScanEventType.FINISHED,
+    ]
+    assert "Front panel, centre" in events[1].message
+
+
+def test_scan_retakes_a_region_that_fails_the_quality_gate(client: Client, unit: FakeUnit) -> None:
+    unit.capture_quality.extend([blurry_report(), ok_report()])
+    events: list[ScanEvent] = []
+    result = client.scan(ITEM_TYPE, on_event=events.append)
+    assert unit.count("CaptureRegion") == 4
+    retakes = [e for e in events if e.type is ScanEventType.RETAKE_REQUESTED]
+    assert len(retakes) == 1 and retakes[0].region == "canvas"
+    assert retakes[0].message == "Press the scanner flat and refocus"
+    assert retakes[0].image is not None and retakes[0].image.quality.issues[0].value == 41.0
+    canvas = result.regions[0]
+    assert [i.quality.ok for i in canvas.images] == [False, True, True]
+    assert canvas.images[0].score is None and canvas.images[0].quality.issues[0].code == "out_of_focus"
+    assert result.verdict is Verdict.AUTHENTIC
+
+
+def test_scan_completes_with_insufficient_quality_when_retakes_run_out(client: Client, unit: FakeUnit) -> None:
+    unit.capture_quality.extend([blurry_report()] * 3)
+    events: list[ScanEvent] = []
+    result = client.scan(ITEM_TYPE, max_retakes_per_region=2, on_event=events.append)
+    # canvas: 3 failures (the first capture and 2 retakes), then the scan moves on to handle.
+    assert unit.count("CaptureRegion") == 4
+    assert [e.region for e in events if e.type is ScanEventType.RETAKES_EXHAUSTED] == ["canvas"]
+    assert result.verdict is Verdict.UNVERIFIED and result.reason is Reason.INSUFFICIENT_QUALITY
+    assert result.regions[0].score is None and len(result.regions[1].images) == 1
+
+
+def test_scan_without_retakes_gives_up_after_one_failure(client: Client, unit: FakeUnit) -> None:
+    unit.capture_quality.extend([ok_report(), blurry_report()])
+    result = client.scan(ITEM_TYPE, max_retakes_per_region=0)
+    assert unit.count("CaptureRegion") == 3
+    assert result.reason is Reason.INSUFFICIENT_QUALITY
+
+
+def test_scan_cancels_the_scan_when_a_capture_fails(client: Client, unit: FakeUnit) -> None:
+    unit.faults["CaptureRegion"] = (grpc.StatusCode.UNAVAILABLE, "camera timed out")
+    with pytest.raises(DeviceUnavailableError, match="camera timed out") as caught:
+        client.scan(ITEM_TYPE)
+    assert caught.value.method == "veriscope.v1.ScanService/CaptureRegion"
+    assert unit.calls[-1] == "CancelScan"
+    assert unit.scans["scan-0001"].state == scan_service_pb2.SCAN_STATE_CANCELLED
+
+
+def test_scan_cancels_the_scan_on_keyboard_interrupt(client: Client, unit: FakeUnit) -> None:
+    def interrupt(event: ScanEvent) -> None:
+        if event.type is ScanEventType.IMAGE_ACCEPTED:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.scan(ITEM_TYPE, on_event=interrupt)
+    assert unit.scans["scan-0001"].state == scan_service_pb2.SCAN_STATE_CANCELLED
+    assert unit.count("CompleteScan") == 0
+
+
+def test_scan_of_an_unknown_item_type_raises_not_found(client: Client, unit: FakeUnit) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        client.scan("handbag-unknown")
+    assert caught.value.code == "NOT_FOUND" and caught.value.details == 'item type "handbag-unknown" not found'
+    assert "CancelScan" not in unit.calls
+
+
+# --- Analyze -----------------------------------------------------------------------------------------------------
+
+
+def test_analyze_uploads_a_12_megapixel_image_in_1_mib_chunks(client: Client, unit: FakeUnit, tmp_path: Path) -> None:
+    big = png_bytes(12_000_000)  # 12 MP worth of bytes: three times gRPC's default message limit
+    jpeg = tmp_path / "handle.jpg"
+    jpeg.write_bytes(JPEG_MAGIC + b"jpeg-body" * 1000)
+    events: list[ScanEvent] = []
+    result = client.analyze(
+        ITEM_TYPE, [("canvas", big), ("canvas", png_bytes(5000)), ("handle", jpeg)], on_event=events.append
+    )
+    assert result.verdict is Verdict.AUTHENTIC
+    first = unit.uploads[0]
+    assert first.data == big  # intact, and the fake checked the header's sha256 against it
+    assert first.header.sha256 == hashlib.sha256(big).hexdigest() and first.header.size_bytes == len(big)
+    assert max(first.chunk_sizes) == MiB and len(first.chunk_sizes) == math.ceil(len(big) / MiB)
+    assert unit.uploads[2].data == jpeg.read_bytes()
+    assert unit.uploads[2].header.format == 2  # IMAGE_FORMAT_JPEG, detected from the bytes
+    assert [e.type for e in events].count(ScanEventType.UPLOADING) == 3
+    assert [e.type for e in events].count(ScanEventType.REGION_COMPLETE) == 2
+
+
+def test_analyze_reports_rejected_uploads(client: Client, unit: FakeUnit) -> None:
+    unit.upload_quality.extend([ok_report(), blurry_report()])
+    events: list[ScanEvent] = []
+    result = client.analyze(
+        ITEM_TYPE,
+        [("canvas", png_bytes(100)), ("canvas", png_bytes(101)), ("handle", png_bytes(102))],
+        on_event=events.append,
+    )
+    rejected = [e for e in events if e.type is ScanEventType.IMAGE_REJECTED]
+    assert len(rejected) == 1 and rejected[0].message == "Press the scanner flat and refocus"
+    assert result.verdict is Verdict.UNVERIFIED and result.reason is Reason.INSUFFICIENT_QUALITY
+
+
+def test_analyze_checks_every_image_before_creating_the_scan(client: Client, unit: FakeUnit, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"missing\.png"):
+        client.analyze(ITEM_TYPE, [("canvas", png_bytes(10)), ("handle", tmp_path / "missing.png")])
+    with pytest.raises(ValueError, match="neither PNG nor JPEG"):
+        client.analyze(ITEM_TYPE, [("canvas", b"GIF89a....")])
+    with pytest.raises(ValueError, match="at least one"):
+        client.analyze(ITEM_TYPE, [])
+    with pytest.raises(ValueError, match="empty"):
+        client.analyze(ITEM_TYPE, [("canvas", b"")])
+    assert unit.calls == []
+
+
+def test_analyze_cancels_when_a_region_is_not_of_the_item_type(client: Client, unit: FakeUnit) -> None:
+    with pytest.raises(ValueError, match="'strap' is not a region of item type 'tote-classic'"):
+        client.analyze(ITEM_TYPE, [("strap", png_bytes(10))])
+    assert unit.calls == ["CreateScan", "CancelScan"]
+
+
+# --- Scans: single steps -----------------------------------------------------------------------------------------
+
+
+def test_scan_steps_one_by_one(client: Client, unit: FakeUnit) -> None:
+    scan = client.create_scan(ITEM_TYPE)
+    assert scan.state is ScanState.IN_PROGRESS and scan.next_region == "canvas"
+    assert scan.create_time == datetime.fromtimestamp(1_780_000_000.5, tz=UTC)
+    assert scan.create_time.tzinfo is not None
+    captured = client.capture_region(scan.scan_id, "canvas", settings=CaptureSettings(led_duty_pct=40))
+    assert not captured.retake_required and captured.image.origin is ImageOrigin.CAMERA
+    assert captured.image.metadata is not None and captured.image.metadata.device_id == "VS-0001"
+    assert captured.scan.regions[0].accepted_images == 1
+    uploaded = client.upload_image(f"scans/{scan.scan_id}", "canvas", png_bytes(2048))
+    assert uploaded.image.origin is ImageOrigin.UPLOAD and uploaded.image.size_bytes == 2048
+    assert uploaded.image.metadata is not None and uploaded.image.metadata.device_id is None
+    assert uploaded.scan.next_region == "handle"
+    done = client.complete_scan(scan.scan_id)
+    assert done.state is ScanState.COMPLETED and done.verdict is Verdict.UNVERIFIED
+    assert done.result is not None and done.result.reason is Reason.INSUFFICIENT_COVERAGE
+    again = client.get_scan(scan.scan_id)
+    assert again == done
+    with pytest.raises(FailedPreconditionError, match="COMPLETED"):
+        client.cancel_scan(scan.scan_id)
+
+
+def test_cancel_scan(client: Client) -> None:
+    scan = client.create_scan(ITEM_TYPE)
+    assert client.cancel_scan(scan.scan_id).state is ScanState.CANCELLED
+
+
+def test_get_scan_of_an_unknown_scan_raises_not_found(client: Client) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        client.get_scan("abc")
+    assert str(caught.value) == 'NOT_FOUND: scan "abc" not found'
+    assert caught.value.method == "veriscope.v1.ScanService/GetScan"
+
+
+def test_list_scans_pages_newest_first(client: Client, unit: FakeUnit, server: FakeServer) -> None:
+    for _ in range(5):
+        client.create_scan(ITEM_TYPE)
+    page = client.list_scans(page_size=2, filter="verdict = AUTHENTIC")
+    assert [s.scan_id for s in page.scans] == ["scan-0005", "scan-0004"]
+    assert server.scan.last_list_request is not None and server.scan.last_list_request.filter == "verdict = AUTHENTIC"
+    second = client.list_scans(page_size=2, page_token=page.next_page_token)
+    assert [s.scan_id for s in second.scans] == ["scan-0003", "scan-0002"]
+    assert [s.scan_id for s in client.iter_scans(page_size=2)] == [f"scan-{i:04d}" for i in range(5, 0, -1)]
+    assert client.list_scans().next_page_token is None
+
+
+def test_watch_scan_yields_the_device_events(client: Client) -> None:
+    scan = client.create_scan(ITEM_TYPE)
+    events = list(client.watch_scan(scan.scan_id))
+    assert [e.type for e in events] == [ScanEventType.SNAPSHOT, ScanEventType.RETAKE_REQUESTED, ScanEventType.FINISHED]
+    assert events[1].region == "canvas" and events[1].event_time is not None
+    with pytest.raises(NotFoundError):
+        list(client.watch_scan("nope"))
+
+
+# --- Models, updates, simulation ---------------------------------------------------------------------------------
+
+
+def test_models_and_updates(client: Client) -> None:
+    models = client.list_models()  # two pages of one
+    assert [m.model_id for m in models] == ["veriscope-demo@1.2.0", "veriscope-demo@1.1.0"]
+    active = client.get_model()
+    assert active.active and active.threshold == pytest.approx(0.8)
+    assert active.lighting == (LightingChannel.WHITE_RING, LightingChannel.RAKING)
+    assert active.input is not None and (active.input.width_px, active.input.dtype) == (224, "int8")
+    assert active.item_types[0].region_names == ("canvas", "handle")
+    assert client.get_model("veriscope-demo@1.1.0").input is None
+    with pytest.raises(NotFoundError):
+        client.get_model("nope@0")
+    status = client.get_update_status()
+    assert [(s.component.name, s.state.name) for s in status.slots] == [
+        ("MODEL", "TRIAL"),
+        ("DEVICE_SOFTWARE", "ACTIVE"),
+    ]
+    assert status.slots[1].install_time is None
+
+
+def test_simulation(client: Client) -> None:
+    assert client.get_placed_item() is None
+    placed = client.place_item(ITEM_TYPE, "counterfeit-a", 2**63 - 1)
+    assert (placed.item_type, placed.source, placed.seed) == (ITEM_TYPE, "counterfeit-a", 2**63 - 1)
+    assert client.get_placed_item() == placed
+    client.clear_item()
+    assert client.get_placed_item() is None
+    materials = client.list_sources()  # two pages of one
+    assert [m.name for m in materials] == ["coated-canvas", "leather"]
+    assert materials[0].superfake_sources == ("counterfeit-b",)
+
+
+# --- Errors and deadlines ----------------------------------------------------------------------------------------
+
+STATUS_CODES = [code for code in grpc.StatusCode if code is not grpc.StatusCode.OK]
+
+
+@pytest.mark.parametrize("code", STATUS_CODES, ids=[c.name for c in STATUS_CODES])
+def test_every_status_code_maps_to_its_exception(client: Client, unit: FakeUnit, code: grpc.StatusCode) -> None:
+    unit.faults["GetDevice"] = (code, f"scripted {code.name}")
+    with pytest.raises(VeriscopeError) as caught:
+        client.get_device()
+    error = caught.value
+    assert type(error) is error_class_for(code)
+    assert error.code == code.name and error.details == f"scripted {code.name}"
+    assert error.method == "veriscope.v1.DeviceService/GetDevice"
+    assert not isinstance(error, grpc.RpcError)
+
+
+def test_client_deadline_applies(address: str, unit: FakeUnit) -> None:
+    unit.delays_s["GetStatus"] = 30
+    with Client(address, timeout_s=0.05) as hasty, pytest.raises(DeadlineExceededError):
+        hasty.get_status()
+
+
+def test_call_deadline_overrides_the_client_deadline(client: Client, unit: FakeUnit) -> None:
+    unit.delays_s["GetStatus"] = 30
+    with pytest.raises(DeadlineExceededError) as caught:
+        client.get_status(timeout_s=0.05)
+    assert caught.value.method == "veriscope.v1.DeviceService/GetStatus"
+
+
+def test_unreachable_device_raises_device_unavailable(unused_address: str) -> None:
+    with Client(unused_address) as client, pytest.raises(DeviceUnavailableError):
+        client.get_device()
+
+
+# --- Arguments and lifecycle -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.scan(""), "item_type must not be empty"),
+        (lambda c: c.scan("tote classic"), "item_type must not contain whitespace"),
+        (lambda c: c.scan(ITEM_TYPE, max_retakes_per_region=-1), "max_retakes_per_region must be 0..1000"),
+        (lambda c: c.scan(ITEM_TYPE, partner_item_id="x" * 129), "partner_item_id must be at most 128"),
+        (lambda c: c.get_scan("a/b"), "scan_id must be"),
+        (lambda c: c.capture_region("s1", ""), "region must not be empty"),
+        (lambda c: c.list_scans(page_size=0), "page_size must be 1..1000"),
+        (lambda c: c.place_item(ITEM_TYPE, "genuine", -1), "seed must be 0..9223372036854775807"),
+        (lambda c: c.get_status(timeout_s=0), "timeout_s must be a finite number of seconds > 0"),
+        (lambda c: c.capture(CaptureSettings(analogue_gain=20)), "analogue_gain must be 1.0..16.0"),
+        (lambda c: c.stream_preview(max_fps=60), "max_fps must be 1..30"),
+    ],
+)
+def test_bad_arguments_raise_before_any_call(client: Client, unit: FakeUnit, call: object, message: str) -> None:
+    assert callable(call)
+    with pytest.raises(ValueError, match=message):
+        call(client)
+    assert unit.calls == []
+
+
+def test_closed_client_refuses_calls(address: str) -> None:
+    client = Client(address)
+    client.close()
+    client.close()
+    assert client.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        client.get_device()
+
+
+def test_constructor_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match="timeout_s"):
+        Client(timeout_s=-1)
+    with pytest.raises(ValueError, match="lowercase"):
+        Client(metadata=[("X-Token", "t")])
+    with pytest.raises(TypeError, match="channel_credentials"):
+        Client(channel_credentials="tls")  # type: ignore[arg-type]
+    with Client("unit:1") as client:
+        assert repr(client) == "Client('unit:1')"

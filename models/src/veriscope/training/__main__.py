@@ -1,0 +1,7 @@
+"""``python -m veriscope.training``."""
+
+import sys
+
+from veriscope.training.cli import main
+
+sys.exit(main())

@@ -1,0 +1,76 @@
+"""Fits what the manifest stores from model outputs: score calibration, open-set statistics and thresholds.
+
+Pure numpy, no TensorFlow, so it runs the same on float and int8 outputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from veriscope.device.pipeline.scoring import sigmoid
+
+
+def fit_platt(logits: npt.ArrayLike, genuine: npt.ArrayLike, *, l2: float = 1e-3) -> tuple[float, float]:
+    """Fit (slope, intercept) so that sigmoid(slope * z + intercept) estimates P(genuine | z).
+
+    Uses Platt's smoothed targets and a little L2 on the slope, so a perfectly
+    separated validation set still gives a finite slope. The slope is kept
+    positive: a higher raw logit must never mean less genuine.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(genuine, dtype=np.float64)
+    n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
+    if n_pos == 0 or n_neg == 0:
+        return 1.0, 0.0
+    target = np.where(y > 0.5, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    a, b = 1.0, 0.0
+    for _ in range(100):
+        p = 0.5 * (1.0 + np.tanh(0.5 * (a * z + b)))
+        w = np.maximum(p * (1.0 - p), 1e-9)
+        grad = np.array([np.sum((p - target) * z) + l2 * a, np.sum(p - target)])
+        hess = np.array([[np.sum(w * z * z) + l2, np.sum(w * z)], [np.sum(w * z), np.sum(w) + 1e-9]])
+        step = np.linalg.solve(hess, grad)
+        a, b = a - step[0], b - step[1]
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    return max(float(a), 1e-3), float(b)
+
+
+def embedding_stats(embeddings: npt.ArrayLike) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Per-dimension mean and standard deviation; dimensions that never vary get a small floor."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    mean = e.mean(axis=0)
+    std = e.std(axis=0)
+    floor = max(1e-3 * float(np.mean(std)), 1e-6)
+    return mean.astype(np.float32), np.maximum(std, floor).astype(np.float32)
+
+
+def distance_ref(distances: npt.ArrayLike, quantile: float) -> float:
+    """The embedding distance at which familiarity is one half: the ``quantile`` of in-distribution distances."""
+    return max(float(np.quantile(np.asarray(distances, dtype=np.float64), quantile)), 1e-6)
+
+
+def far_threshold(fake_scores: npt.ArrayLike, target_far: float) -> float:
+    """The lowest score threshold whose false-accept rate on ``fake_scores`` is at most ``target_far``.
+
+    Accept means score >= threshold. With too few fakes to resolve the target,
+    this is just above the highest fake score. Returns a value in 0..1.
+    """
+    f = np.sort(np.asarray(fake_scores, dtype=np.float64))[::-1]
+    if len(f) == 0:
+        return 0.5
+    allowed = math.floor(target_far * len(f) + 1e-9)
+    if allowed >= len(f):
+        return 0.0
+    # Just above the (allowed + 1)-th highest fake, measured in logits so it stays strictly inside (0, 1).
+    p = min(max(float(f[allowed]), 1e-6), 1.0 - 1e-6)
+    return float(sigmoid(math.log(p / (1.0 - p)) + 1e-3))
+
+
+def abstain_high(threshold: float, margin_logit: float) -> float:
+    """The upper edge of the abstain band: ``margin_logit`` calibrated logits above the threshold."""
+    t = min(max(threshold, 1e-6), 1.0 - 1e-6)
+    return float(sigmoid(math.log(t / (1.0 - t)) + margin_logit))

@@ -1,0 +1,113 @@
+"""Renders MODEL_CARD.md from a bundle manifest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100.0 * float(value):.1f} %"
+
+
+def _metric_rows(metrics: Mapping[str, Any]) -> list[str]:
+    rows = [
+        "| metric | float | int8 |",
+        "| --- | --- | --- |",
+    ]
+    spec = [
+        ("test", "genuine_verification_rate", "Genuine items verified (test)"),
+        ("test", "far_trained_sources", "False accepts, trained counterfeit sources (test)"),
+        ("test", "far_held_out_sources", "False accepts, held-out counterfeit sources"),
+        ("test", "far_all_counterfeits", "False accepts, all counterfeits (test + held-out)"),
+        ("validation", "genuine_verification_rate", "Genuine items verified (validation)"),
+        ("validation", "far_trained_sources", "False accepts (validation, threshold fitted here)"),
+        ("open_set", "in_distribution_familiar_rate", "Test images accepted as their material"),
+        ("open_set", "cross_material_rejection_rate", "Test images rejected as another material"),
+        ("open_set", "outlier_rejection_rate", "Non-material frames rejected"),
+    ]
+    for section, key, label in spec:
+        values = [metrics.get(v, {}).get(section, {}).get(key) for v in ("float", "int8")]
+        rows.append(f"| {label} | {_pct(values[0])} | {_pct(values[1])} |")
+    auc = [metrics.get(v, {}).get("test", {}).get("item_auc") for v in ("float", "int8")]
+    rows.append(f"| Item score AUC, genuine vs all counterfeits (test) | {auc[0]} | {auc[1]} |")
+    return rows
+
+
+def _per_source(metrics: Mapping[str, Any]) -> list[str]:
+    rows = ["| material/source | items | accepted (int8) | unfamiliar (int8) |", "| --- | --- | --- | --- |"]
+    for key, row in metrics.get("int8", {}).get("test", {}).get("per_source", {}).items():
+        rows.append(f"| {key} | {row['items']} | {row['accepted']} | {row['unfamiliar']} |")
+    return rows
+
+
+def render(manifest: Mapping[str, Any]) -> str:
+    """The model card text."""
+    t = manifest["thresholds"]
+    training = manifest.get("training", {})
+    metrics = manifest.get("metrics", {})
+    pre = manifest["preprocessing"]
+    types = ", ".join(f"`{it['name']}`" for it in manifest["item_types"])
+    smoke = (
+        "\n> **Smoke build**: trained for seconds on tiny data to test the pipeline. Not for use.\n"
+        if training.get("smoke")
+        else ""
+    )
+    lines = [
+        f"# Model card: {manifest['name']} {manifest['version']}",
+        smoke,
+        "## What it does",
+        "",
+        "Judges microscope images (about 200x, white ring light) of coated canvas, grained leather and woven "
+        "fabric: is the surface the expected material, and does its texture match genuine specimens? "
+        "Each frame is scaled to "
+        f"{pre['work_width_px']} px wide and cut into a {pre['grid_rows']} x {pre['grid_cols']} grid of "
+        f"{pre['tile_px']} px tiles; a depthwise-separable CNN scores every tile. Image scores are calibrated "
+        "per material; an item's score is its weakest region's.",
+        "",
+        f"Materials: {', '.join(manifest['materials'])}. Item types: {types}. Lighting: {', '.join(manifest['lighting'])}.",
+        "",
+        "## Decision",
+        "",
+        f"- Item threshold {t['item']:.3f}, chosen for a false-accept rate of {_pct(t['target_far'])} on validation items.",
+        f"- Abstain band {t['abstain_band'][0]:.3f}..{t['abstain_band'][1]:.3f}: AUTHENTIC needs at least "
+        f"{t['abstain_band'][1]:.3f}.",
+        f"- Familiarity threshold {t['familiarity']:.2f}: below it an image is UNFAMILIAR_MATERIAL. Familiarity is the "
+        "lesser of the material head's probability and an embedding-distance score against the material's "
+        "training statistics; the material head also has an `other` class trained on synthetic non-material "
+        "tiles (flat colour, noise, gradients, blobs, stripes).",
+        "",
+        "## Data",
+        "",
+        f"Simulated specimens from `{training.get('data_root', '?')}`, split by item (never by image): "
+        f"{training.get('split', {})}. Counterfeit sources {', '.join(manifest['held_out_sources'])} are held out "
+        "of training and threshold choice for every material and reported separately.",
+        "",
+        "## Metrics (per item)",
+        "",
+        "Test items were seen neither in training nor in calibration. An item is one specimen judged on all "
+        "its images as the device would (same tiling, calibration and verdict code).",
+        "",
+        *_metric_rows(metrics),
+        "",
+        *_per_source(metrics),
+        "",
+        "## Model",
+        "",
+        f"- Parameters: {training.get('parameters', '?')}; int8 TFLite file: {manifest['model']['size_bytes']} bytes.",
+        f"- Training: {training.get('epochs', '?')} epochs x {training.get('steps_per_epoch', '?')} steps of "
+        f"{training.get('batch_size', '?')} tiles, {training.get('train_seconds', '?')} s on "
+        f"{training.get('machine', '?')}, TensorFlow {training.get('tensorflow', '?')}.",
+        f"- Inference: {metrics.get('inference_ms_per_2028x1520_frame', '?')} ms per 2028 x 1520 frame "
+        "(tiling and int8 model), measured on the training machine.",
+        "",
+        "## Limits",
+        "",
+        "- Trained only on simulated specimens; real captures need a model trained on real ones.",
+        "- Knows only the materials and item types listed; anything else should come out UNFAMILIAR_MATERIAL, "
+        "but unfamiliarity is learnt from few kinds of outliers.",
+        "- Held-out counterfeit sources estimate how the model meets new makers; a false-accept rate measured "
+        "on a few dozen items is coarse.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""The settings of one training run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from veriscope.device.inference.tiling import Tiling
+
+MATERIALS = ("coated-canvas", "grained-leather", "woven-fabric")
+"""The materials Veriscope's simulator and the demo model know."""
+
+GENUINE_SOURCE = "genuine"
+"""The source name of genuine specimens; every other source is a counterfeit."""
+
+HELD_OUT_SOURCES = ("counterfeit-e", "counterfeit-f")
+"""Counterfeit sources kept out of training and threshold choice, reported separately."""
+
+OUTLIER_CLASS = "other"
+"""The material class trained on synthetic non-material tiles (blank, noise, gradients, stripes)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. Defaults are the demo model's."""
+
+    data_root: Path
+    """Specimen images as ``ROOT/<material>/<source>/<item_id>/*.png``."""
+    bundle_dir: Path
+    """Where the model bundle is written."""
+    name: str = "veriscope-demo"
+    version: str = "0.1.0"
+    materials: tuple[str, ...] = MATERIALS
+    held_out_sources: tuple[str, ...] = HELD_OUT_SOURCES
+    lighting: tuple[str, ...] = ("white_ring",)
+    tiling: Tiling = field(default_factory=lambda: Tiling(work_width_px=512, tile_px=96, grid_rows=3, grid_cols=4))
+    embedding_size: int = 32
+    width_multiplier: float = 1.0
+    """Scales the network's channel counts."""
+    epochs: int = 10
+    steps_per_epoch: int = 150
+    batch_size: int = 64
+    crops_per_image: int = 6
+    """Random training crops cut from each decoded image before moving on."""
+    scale_jitter: float = 0.0
+    """Training crops are scaled by up to this fraction either way. Off by default: the captures already vary
+    in scale as much as the unit does, and some counterfeits differ from genuine only by a few percent in
+    weave or screen pitch, which extra scale jitter would hide."""
+    outlier_fraction: float = 0.1
+    """Share of each batch drawn from synthetic outlier tiles."""
+    learning_rate: float = 3e-3
+    val_fraction: float = 0.25
+    """Share of each (material, source)'s items used to calibrate and choose thresholds."""
+    test_fraction: float = 0.25
+    """Share of each (material, source)'s items kept to report metrics on."""
+    target_far: float = 0.01
+    """False-accept rate the item threshold is chosen for on validation items."""
+    abstain_margin_logit: float = 0.5
+    """Width of the abstain band above the threshold, in calibrated logits."""
+    familiarity_threshold: float = 0.5
+    """Least image familiarity accepted as the expected material."""
+    familiar_quantile: float = 0.995
+    """Share of in-distribution validation tiles whose embedding familiarity stays above one half."""
+    representative_images: int = 120
+    """Training images whose tiles calibrate the int8 quantisation."""
+    open_set_images: int = 240
+    """Training images whose tile embeddings give each material's open-set statistics."""
+    seed: int = 0
+    threads: int = 2
+    """CPU threads TensorFlow may use."""
+    smoke: bool = False
+    """A tiny run through the same code path, for tests."""
+    item_types: tuple[dict[str, object], ...] = ()
+    """The catalog snapshot written to the manifest; empty means one single-region type per material."""
+
+    def smoke_variant(self) -> TrainConfig:
+        """This config cut down to a run of seconds."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            epochs=1,
+            steps_per_epoch=4,
+            batch_size=16,
+            crops_per_image=2,
+            representative_images=8,
+            open_set_images=12,
+            width_multiplier=0.5,
+            tiling=Tiling(work_width_px=256, tile_px=64, grid_rows=2, grid_cols=2),
+            smoke=True,
+        )

@@ -1,0 +1,295 @@
+"""One training run, end to end: data, fit, int8 export, calibration, evaluation, bundle."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from veriscope.device.inference.bundle import ModelBundle
+from veriscope.device.inference.tiling import frame_to_tiles
+from veriscope.device.pipeline import scoring
+from veriscope.device.pipeline.inference import Analyzer
+from veriscope.device.pipeline.scoring import RawOutputs
+from veriscope.training import calibrate, card, evaluate
+from veriscope.training.config import OUTLIER_CLASS, TrainConfig
+from veriscope.training.data import Item, Split, load_image, scan, split_items
+from veriscope.training.evaluate import ItemOutputs
+from veriscope.training.manifest import MODEL_FILE, Sections, build_manifest, provisional_bundle, write_bundle
+
+Runner = Callable[[np.ndarray], RawOutputs]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced."""
+
+    bundle: ModelBundle
+    metrics: dict[str, Any]
+    train_seconds: float
+
+
+def _log(message: str) -> None:
+    print(f"[train {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _configure_tensorflow(config: TrainConfig) -> Any:
+    from veriscope.training._tf import tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(config.threads)
+    except RuntimeError:
+        pass  # Already initialised by an earlier run in this process; the first setting stands.
+    tf.keras.utils.set_random_seed(config.seed)
+    return tf
+
+
+def _spread(items: Sequence[Item], count: int, seed: int) -> list[Path]:
+    """About ``count`` image paths spread evenly over items and materials."""
+    paths = [p for item in items for p in item.images]
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(paths), size=min(count, len(paths)), replace=False)
+    return [paths[i] for i in sorted(picked)]
+
+
+def outlier_frames(count: int, seed: int, *, width_px: int = 640, height_px: int = 480) -> list[np.ndarray]:
+    """Full frames that show no material: flat colours, noise, gradients and smooth blobs."""
+    rng = np.random.default_rng(seed)
+    frames: list[np.ndarray] = []
+    for i in range(count):
+        colour = rng.uniform(20, 235, size=3)
+        kind = i % 4
+        if kind == 0:
+            frame = np.broadcast_to(colour, (height_px, width_px, 3)).copy()
+        elif kind == 1:
+            frame = colour + rng.normal(0, rng.uniform(15, 60), size=(height_px, width_px, 3))
+        elif kind == 2:
+            ramp = np.linspace(0, 1, width_px)[None, :, None]
+            frame = colour * (1 - ramp) + rng.uniform(0, 255, size=3) * ramp + np.zeros((height_px, 1, 1))
+        else:
+            coarse = rng.uniform(0, 255, size=(6, 8, 3)).astype(np.uint8)
+            frame = np.asarray(Image.fromarray(coarse).resize((width_px, height_px), Image.Resampling.BICUBIC))
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return frames
+
+
+def _outputs(items: Sequence[Item], runner: Runner, config: TrainConfig) -> list[ItemOutputs]:
+    return [
+        ItemOutputs(item, tuple(runner(frame_to_tiles(load_image(p), config.tiling)) for p in item.images))
+        for item in items
+    ]
+
+
+def fit_sections(
+    config: TrainConfig,
+    bundle_dir: Path,
+    base_manifest: dict[str, Any],
+    val: Sequence[ItemOutputs],
+    open_set_raw: dict[str, list[RawOutputs]],
+) -> Sections:
+    """Fit calibration, open-set statistics and thresholds from one model variant's outputs."""
+    materials = config.materials
+    calibration: dict[str, dict[str, float]] = {}
+    open_set: dict[str, dict[str, Any]] = {}
+    for m in materials:
+        col = materials.index(m)
+        own = [e for e in val if e.item.material == m]
+        z = [float(np.mean(raw.authenticity_logits[:, col])) for e in own for raw in e.raw]
+        y = [1.0 if e.item.genuine else 0.0 for e in own for _ in e.raw]
+        slope, intercept = calibrate.fit_platt(z, y)
+        calibration[m] = {"slope": slope, "intercept": intercept}
+        mean, std = calibrate.embedding_stats(np.concatenate([r.embedding for r in open_set_raw[m]]))
+        stats = _stats(mean, std, 1.0)
+        distances = np.concatenate([scoring.embedding_distance(raw.embedding, stats) for e in own for raw in e.raw])
+        open_set[m] = {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "distance_ref": calibrate.distance_ref(distances, config.familiar_quantile),
+        }
+    neutral = Sections.placeholder(materials, config.embedding_size).thresholds
+    draft = provisional_bundle(
+        bundle_dir, {**base_manifest, "calibration": calibration, "open_set": open_set, "thresholds": neutral}
+    )
+    fake_scores = [evaluate.judge(draft, e).score for e in val if not e.item.genuine]
+    threshold = calibrate.far_threshold(fake_scores, config.target_far)
+    thresholds = {
+        "item": threshold,
+        "abstain_band": [threshold, calibrate.abstain_high(threshold, config.abstain_margin_logit)],
+        "familiarity": config.familiarity_threshold,
+        "target_far": config.target_far,
+    }
+    return Sections(calibration, open_set, thresholds)
+
+
+def _stats(mean: np.ndarray, std: np.ndarray, ref: float) -> Any:
+    from veriscope.device.inference.bundle import OpenSetStats
+
+    return OpenSetStats(mean=mean, std=std, distance_ref=ref)
+
+
+def _evaluate_variant(
+    config: TrainConfig,
+    bundle: ModelBundle,
+    val: Sequence[ItemOutputs],
+    test: Sequence[ItemOutputs],
+    held_out: Sequence[ItemOutputs],
+    outliers: Sequence[RawOutputs],
+) -> dict[str, Any]:
+    return {
+        "validation": evaluate.item_metrics(bundle, val, config.held_out_sources),
+        "test": evaluate.item_metrics(bundle, [*test, *held_out], config.held_out_sources),
+        "open_set": evaluate.familiarity_metrics(bundle, test, outliers),
+    }
+
+
+def run(config: TrainConfig) -> TrainResult:
+    """Train, export, calibrate, evaluate and write the bundle to ``config.bundle_dir``.
+
+    Raises ``FileNotFoundError`` when the data set is missing and
+    :class:`~veriscope.device.errors.ModelError` if the written bundle fails the
+    device's own checks.
+    """
+    tf = _configure_tensorflow(config)
+    from veriscope.training import data, export, model
+
+    materials = list(config.materials)
+    classes = (*config.materials, OUTLIER_CLASS)
+    items = scan(config.data_root, materials)
+    split: Split = split_items(
+        items,
+        held_out_sources=config.held_out_sources,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+    )
+    _log(f"items: {split.counts()}")
+    n_genuine = sum(len(i.images) for i in split.train if i.genuine)
+    n_fake = sum(len(i.images) for i in split.train if not i.genuine)
+    pos_weight = n_fake / max(n_genuine, 1)
+
+    net = model.build(
+        config.tiling.tile_px,
+        len(classes),
+        len(materials),
+        embedding_size=config.embedding_size,
+        width=config.width_multiplier,
+    )
+    trainable = model.trainable_view(net)
+    total_steps = config.epochs * config.steps_per_epoch
+    schedule = tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.05)
+    trainable.compile(
+        optimizer=tf.keras.optimizers.Adam(schedule),
+        loss={
+            "material_logits": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "authenticity_logits": model.masked_binary_crossentropy(pos_weight),
+        },
+    )
+    stream = data.training_dataset(split.train, materials, config)
+    _log(f"training {net.count_params()} parameters for {config.epochs} x {config.steps_per_epoch} steps")
+    started = time.perf_counter()
+    history = trainable.fit(stream, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, verbose=2)
+    train_seconds = time.perf_counter() - started
+    _log(f"trained in {train_seconds:.0f} s")
+
+    def representative() -> Iterator[np.ndarray]:
+        for path in _spread(split.train, config.representative_images, config.seed):
+            yield frame_to_tiles(load_image(path), config.tiling)
+
+    model_bytes = export.to_tflite_int8(net, representative(), config.tiling.tile_px)
+    _log(f"int8 model: {len(model_bytes)} bytes")
+
+    work = Path(tempfile.mkdtemp(prefix="veriscope-bundle-"))
+    try:
+        (work / MODEL_FILE).write_bytes(model_bytes)
+        placeholder = Sections.placeholder(materials, config.embedding_size)
+        quantisation = export.input_quantisation(work / MODEL_FILE)
+        base = build_manifest(
+            config, model_bytes=model_bytes, input_quantisation=quantisation, classes=classes, sections=placeholder
+        )
+        analyzer = Analyzer(provisional_bundle(work, base), num_threads=config.threads)
+
+        def float_runner(tiles: np.ndarray) -> RawOutputs:
+            m, a, e = (np.asarray(t, dtype=np.float32) for t in net(tiles.astype(np.float32), training=False))
+            return RawOutputs(m, a, e)
+
+        runners: dict[str, Runner] = {"float": float_runner, "int8": analyzer.run_tiles}
+        open_paths = _spread(split.train, config.open_set_images, config.seed + 1)
+        by_path = {p: item.material for item in split.train for p in item.images}
+        frames = outlier_frames(8 if config.smoke else 24, config.seed)
+        variants: dict[str, dict[str, Any]] = {}
+        sections: dict[str, Sections] = {}
+        for variant, runner in runners.items():
+            _log(f"evaluating the {variant} model")
+            open_raw: dict[str, list[RawOutputs]] = {m: [] for m in materials}
+            for path in open_paths:
+                open_raw[by_path[path]].append(runner(frame_to_tiles(load_image(path), config.tiling)))
+            val = _outputs(split.val, runner, config)
+            test = _outputs(split.test, runner, config)
+            held = _outputs(split.held_out, runner, config)
+            fitted = fit_sections(config, work, base, val, open_raw)
+            bundle = provisional_bundle(work, {**base, **_section_fields(fitted)})
+            outliers = [runner(frame_to_tiles(f, config.tiling)) for f in frames]
+            variants[variant] = _evaluate_variant(config, bundle, val, test, held, outliers)
+            variants[variant]["thresholds"] = fitted.thresholds
+            sections[variant] = fitted
+
+        seconds_per_image = _time_inference(analyzer, config)
+        training = {
+            "data_root": str(config.data_root),
+            "split": split.counts(),
+            "epochs": config.epochs,
+            "steps_per_epoch": config.steps_per_epoch,
+            "batch_size": config.batch_size,
+            "parameters": int(net.count_params()),
+            "final_loss": round(float(history.history["loss"][-1]), 4),
+            "train_seconds": round(train_seconds, 1),
+            "seed": config.seed,
+            "smoke": config.smoke,
+            "machine": f"{platform.machine()} ({config.threads} threads)",
+            "tensorflow": tf.__version__,
+        }
+        metrics = {
+            "float": variants["float"],
+            "int8": variants["int8"],
+            "model_bytes": len(model_bytes),
+            "inference_ms_per_2028x1520_frame": round(seconds_per_image * 1000.0, 2),
+        }
+        manifest = build_manifest(
+            config,
+            model_bytes=model_bytes,
+            input_quantisation=quantisation,
+            classes=classes,
+            sections=sections["int8"],
+            training=training,
+            metrics=metrics,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    bundle = write_bundle(config.bundle_dir, manifest, model_bytes, card.render(manifest))
+    _log(f"wrote {config.bundle_dir}")
+    return TrainResult(bundle=bundle, metrics=metrics, train_seconds=train_seconds)
+
+
+def _section_fields(sections: Sections) -> dict[str, Any]:
+    return {"calibration": sections.calibration, "open_set": sections.open_set, "thresholds": sections.thresholds}
+
+
+def _time_inference(analyzer: Analyzer, config: TrainConfig) -> float:
+    """Median seconds to tile and run one full 2028 x 1520 frame (single call, the device's path)."""
+    rng = np.random.default_rng(config.seed)
+    frame = rng.integers(0, 256, size=(1520, 2028, 3), dtype=np.uint8)
+    times = []
+    for _ in range(3 if config.smoke else 15):
+        started = time.perf_counter()
+        analyzer.run_tiles(analyzer.tiles(frame))
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))

@@ -1,0 +1,125 @@
+"""The training pipeline: splits, calibration maths, preprocessing shared with the device, and a smoke run.
+
+Tests that need TensorFlow skip when it is not installed (the runtime venv has
+no TensorFlow; install requirements-train.lock to run them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from veriscope.device.inference import load_bundle
+from veriscope.device.inference.tiling import Tiling, to_work_scale
+from veriscope.device.pipeline.inference import Analyzer
+from veriscope.training import calibrate
+from veriscope.training.config import TrainConfig
+from veriscope.training.data import Item, load_image, scan, split_items
+
+TF_REASON = "TensorFlow is not installed (pip install --require-hashes -r requirements-train.lock)"
+
+
+def _items(material: str, source: str, n: int) -> list[Item]:
+    return [Item(material, source, f"{source}-{i}", (Path(f"{source}-{i}/0.png"),)) for i in range(n)]
+
+
+def test_split_is_by_item_and_keeps_held_out_sources_apart() -> None:
+    items = _items("m", "genuine", 12) + _items("m", "counterfeit-a", 8) + _items("m", "counterfeit-e", 5)
+    split = split_items(items, held_out_sources=("counterfeit-e",), val_fraction=0.25, test_fraction=0.25, seed=3)
+    ids = [{i.item_id for i in part} for part in (split.train, split.val, split.test, split.held_out)]
+    assert sum(len(s) for s in ids) == 25
+    assert all(not (a & b) for n, a in enumerate(ids) for b in ids[n + 1 :])
+    assert {i.source for i in split.held_out} == {"counterfeit-e"} and len(split.held_out) == 5
+    assert not any(i.source == "counterfeit-e" for i in (*split.train, *split.val, *split.test))
+    assert (len(ids[1]), len(ids[2])) == (5, 5)  # 3 + 2 of each per (material, source) group
+    again = split_items(items, held_out_sources=("counterfeit-e",), val_fraction=0.25, test_fraction=0.25, seed=3)
+    assert again == split
+
+
+def test_scan_reads_the_dataset_layout(tmp_path: Path) -> None:
+    for source, item in (("genuine", "g1"), ("counterfeit-a", "a1")):
+        folder = tmp_path / "woven-fabric" / source / item
+        folder.mkdir(parents=True)
+        for n in range(2):
+            Image.new("RGB", (8, 8)).save(folder / f"{n:03d}.png")
+    items = scan(tmp_path, ["woven-fabric"])
+    assert [(i.source, i.item_id, len(i.images), i.genuine) for i in items] == [
+        ("counterfeit-a", "a1", 2, False),
+        ("genuine", "g1", 2, True),
+    ]
+    with pytest.raises(FileNotFoundError, match="coated-canvas"):
+        scan(tmp_path, ["coated-canvas"])
+
+
+def test_platt_fit_is_monotone_and_calibrated() -> None:
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(2.0, 1.0, 500), rng.normal(-2.0, 1.0, 500)])
+    y = np.concatenate([np.ones(500), np.zeros(500)])
+    slope, intercept = calibrate.fit_platt(z, y)
+    assert slope > 0
+    p = 1.0 / (1.0 + np.exp(-(slope * z + intercept)))
+    # Two unit Gaussians 4 apart: the true log-odds are 4z, so a good fit has slope near 4 and intercept near 0.
+    assert slope == pytest.approx(4.0, rel=0.25) and abs(intercept) < 0.5
+    assert abs(float(p[y == 1].mean()) - 0.98) < 0.03
+    separated = calibrate.fit_platt([3.0, 4.0, -3.0, -4.0], [1, 1, 0, 0])
+    assert math.isfinite(separated[0]) and separated[0] > 0
+
+
+def test_far_threshold_meets_the_target() -> None:
+    fakes = np.linspace(0.0, 0.9, 200)
+    t = calibrate.far_threshold(fakes, 0.05)
+    assert float(np.mean(fakes >= t)) <= 0.05
+    assert float(np.mean(fakes >= t - 0.01)) > 0.05  # and is the lowest that does
+    assert calibrate.far_threshold([0.2, 0.4], 0.01) > 0.4
+    high = calibrate.abstain_high(0.5, 0.5)
+    assert high == pytest.approx(1.0 / (1.0 + math.exp(-0.5)))
+
+
+def test_embedding_stats_floor_constant_dimensions() -> None:
+    mean, std = calibrate.embedding_stats([[1.0, 5.0], [3.0, 5.0]])
+    np.testing.assert_allclose(mean, [2.0, 5.0])
+    assert std[0] == pytest.approx(1.0) and std[1] > 0
+
+
+def test_training_decodes_and_scales_exactly_as_the_device(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow", reason=TF_REASON)
+    from veriscope.training.data import decode_to_work_scale
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, size=(300, 401, 3), dtype=np.uint8)
+    path = tmp_path / "frame.png"
+    Image.fromarray(frame).save(path)
+    tiling = Tiling(work_width_px=128, tile_px=32, grid_rows=2, grid_cols=2)
+    trained = np.asarray(decode_to_work_scale(str(path), tiling))
+    np.testing.assert_array_equal(trained, to_work_scale(load_image(path), tiling))
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_a_bundle_the_device_loads_and_runs(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow", reason=TF_REASON)
+    from veriscope.device.specimen import generate_dataset
+    from veriscope.training import train
+
+    data = tmp_path / "data"
+    for sources, count in ((["genuine"], 4), (["counterfeit-a", "counterfeit-e"], 3)):
+        generate_dataset(data, sources=sources, items_per_source=count, images_per_item=1, image_width=256, seed=2)
+    config = replace(TrainConfig(data_root=data, bundle_dir=tmp_path / "bundle", name="smoke"), threads=1)
+    result = train.run(config.smoke_variant())
+
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.name == "smoke" and bundle.sha256 == result.bundle.sha256
+    assert bundle.size_bytes < 2 * 1024 * 1024
+    assert (tmp_path / "bundle" / "MODEL_CARD.md").read_text().startswith("# Model card: smoke")
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["held_out_sources"] == ["counterfeit-e", "counterfeit-f"]
+    assert set(manifest["metrics"]) >= {"float", "int8"}
+    assert manifest["metrics"]["int8"]["test"]["items"]["held_out"] == 3 * 3
+    assert manifest["training"]["split"]["held_out"]["items"] == 9
+    analysis = Analyzer(bundle).analyze_image(load_image(next(data.rglob("*.png"))), "coated-canvas")
+    assert 0.0 <= analysis.score <= 1.0 and analysis.tile_scores.shape == (2, 2)

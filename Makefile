@@ -11,7 +11,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-PKGS   := protos/python device host_sdk firmware_tools
+PKGS   := protos/python device host_sdk firmware_tools models
 BUF    := protos/node_modules/.bin/buf
 PYTEST_ARGS ?=
 

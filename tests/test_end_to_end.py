@@ -113,7 +113,9 @@ def test_async_client_scan(sim_daemon: DaemonProcess) -> None:
 
 def _render(item: VirtualItem, region: str, seed: int, width: int | None = None, sensor: tuple[int, int] | None = None):
     rng = np.random.default_rng(seed)
-    optics = imaging.Optics() if sensor is None else imaging.Optics(sensor_width_px=sensor[0], sensor_height_px=sensor[1])
+    optics = (
+        imaging.Optics() if sensor is None else imaging.Optics(sensor_width_px=sensor[0], sensor_height_px=sensor[1])
+    )
     pose = imaging.good_pose(rng)
     return imaging.render(
         item.surface(region),
@@ -171,6 +173,8 @@ def test_health_and_reflection(sim_daemon: DaemonProcess) -> None:
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert {"veriscope.v1.ScanService", "veriscope.v1.SimulationService", "grpc.health.v1.Health"} <= names

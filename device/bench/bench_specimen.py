@@ -63,8 +63,15 @@ def main() -> None:
         ("4056x3040 full 12 MP", Optics(sensor_width_px=4056, sensor_height_px=3040), None, ring, pose, focus, 3),
     ]
     for name, optics, width, duties, p, f, repeat in cases:
-        median, best = timed(
-            lambda optics=optics, width=width, duties=duties, p=p, f=f: render(
+
+        def frame(
+            optics: Optics = optics,
+            width: int | None = width,
+            duties: dict[Lighting, int] = duties,
+            p: Pose = p,
+            f: float = f,
+        ) -> object:
+            return render(
                 surface,
                 p,
                 duties=duties,
@@ -74,9 +81,9 @@ def main() -> None:
                 rng=rng,
                 optics=optics,
                 width=width,
-            ),
-            repeat,
-        )
+            )
+
+        median, best = timed(frame, repeat)
         print(f"  {name:32s} {median:7.1f} / {best:7.1f}")
 
     with tempfile.TemporaryDirectory() as tmp:

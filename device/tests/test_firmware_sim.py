@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import serial
 
 from veriscope.device.controller import _protocol as proto
-from veriscope.device.controller.avrsim import AvrSim, FirmwarePaths, build_firmware, toolchain_missing
+from veriscope.device.controller.avrsim import AvrSim, FirmwarePaths, Observation, build_firmware, toolchain_missing
 from veriscope.device.controller.serial_board import SerialController
 from veriscope.device.errors import ControllerError
 from veriscope.device.types import Lighting
@@ -50,14 +50,14 @@ def ctl(sim: AvrSim, events: list[proto.BoardEvent]) -> Iterator[SerialControlle
     c.close()
 
 
-def duty_is(**expected: int) -> object:
+def duty_is(**expected: int) -> Callable[[Observation], bool]:
     """Predicate on a ``led`` observation: every named channel at the expected percent, to the PWM's resolution."""
     return lambda o: all(abs(o.as_float(ch) - pct) < 0.5 for ch, pct in expected.items())
 
 
-def wait_until(predicate: object, timeout_s: float = 10.0) -> None:
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)

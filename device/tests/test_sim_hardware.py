@@ -19,7 +19,9 @@ def rig() -> tuple[SimBench, SimulatedController, Imager]:
     return bench, controller, Imager(SimulatedCamera(bench), controller)
 
 
-@pytest.mark.parametrize(("source", "region"), [("genuine", "canvas"), ("counterfeit-d", "trim"), ("genuine", "lining")])
+@pytest.mark.parametrize(
+    ("source", "region"), [("genuine", "canvas"), ("counterfeit-d", "trim"), ("genuine", "lining")]
+)
 def test_autofocus_reaches_the_sharpest_plane_in_bounded_steps(rig, source: str, region: str) -> None:
     bench, controller, imager = rig
     bench.place("tote-classic", source, 5)
@@ -36,7 +38,7 @@ def test_autofocus_reaches_the_sharpest_plane_in_bounded_steps(rig, source: str,
 
 
 def test_refine_follows_a_new_spot(rig) -> None:
-    bench, controller, imager = rig
+    bench, _controller, imager = rig
     bench.place("tote-classic", "genuine", 9)
     imager.autofocus()
     bench.present("canvas")
@@ -70,7 +72,7 @@ def test_lighting_reaches_the_camera(rig) -> None:
 
 
 def test_empty_stage_is_dim_and_featureless(rig) -> None:
-    bench, _, imager = rig
+    _bench, _, imager = rig
     judged = imager.capture(CaptureSettings())
     assert judged.frame.pixels.mean() < 60
     # Nothing to reflect the light: the gate calls it too dark, as it would a lens cap.

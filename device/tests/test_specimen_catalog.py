@@ -25,7 +25,8 @@ from veriscope.device.specimen import (
 
 def test_materials_and_sources_have_the_agreed_names() -> None:
     assert MATERIALS == ("coated-canvas", "grained-leather", "woven-fabric")
-    assert SOURCES == tuple(["genuine"] + [f"counterfeit-{c}" for c in "abcdef"])
+    expected_sources = tuple(["genuine"] + [f"counterfeit-{c}" for c in "abcdef"])
+    assert expected_sources == SOURCES
     assert set(HELD_OUT_SOURCES) == {"counterfeit-e", "counterfeit-f"}
     assert set(MATERIAL_DESCRIPTIONS) == set(MATERIALS)
 

@@ -19,30 +19,30 @@ def test_tiny_dataset_has_the_layout_and_manifest(tmp_path: Path) -> None:
         tmp_path / "ds",
         materials=["woven-fabric"],
         sources=["genuine", "counterfeit-a"],
-        items_per_source=2,
-        images_per_item=2,
+        items_per_source=1,
+        images_per_item=3,
         image_width=128,
         seed=3,
         progress=lambda done, total: calls.append((done, total)),
     )
     root = tmp_path / "ds"
-    assert summary.images == 8 and summary.items == 4
-    assert summary.counts == {"woven-fabric": {"genuine": 4, "counterfeit-a": 4}}
+    assert summary.images == 6 and summary.items == 2
+    assert summary.counts == {"woven-fabric": {"genuine": 3, "counterfeit-a": 3}}
     pngs = sorted(root.glob("*/*/*/*.png"))
-    assert len(pngs) == 8
+    assert len(pngs) == 6
     for png in pngs:
         material, source, item_id, name = png.relative_to(root).parts
         assert material == "woven-fabric" and source in ("genuine", "counterfeit-a")
-        assert source in item_id and name in ("000.png", "001.png")
+        assert source in item_id and name in ("000.png", "001.png", "002.png")
         with Image.open(png) as im:
             assert im.size == (128, 96) and im.mode == "RGB"
     item_dirs = {p.parent for p in pngs}
-    assert len(item_dirs) == 4, "item ids are unique per physical item"
+    assert len(item_dirs) == 2, "item ids are unique per physical item"
     manifest = json.loads((root / "dataset.json").read_text())
-    assert manifest["total_images"] == 8 and manifest["total_items"] == 4
+    assert manifest["total_images"] == 6 and manifest["total_items"] == 2
     fake = manifest["materials"]["woven-fabric"]["counterfeit-a"]
-    assert fake["images"] == 4 and fake["items"] == 2 and fake["description"] and fake["superfake"] is False
-    assert calls[0] == (0, 8) and calls[-1] == (8, 8)
+    assert fake["images"] == 3 and fake["items"] == 1 and fake["description"] and fake["superfake"] is False
+    assert calls[0] == (0, 6) and calls[-1] == (6, 6)
     # Two images of one item show the same surface at different places, so they differ.
     first, second = (np.asarray(Image.open(p)) for p in pngs[:2])
     assert np.abs(first.astype(int) - second).mean() > 3.0

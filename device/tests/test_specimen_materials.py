@@ -68,11 +68,11 @@ def feature(image: np.ndarray) -> np.ndarray:
     k = np.hypot(np.fft.fftfreq(g.shape[0])[:, None], np.fft.rfftfreq(g.shape[1])[None, :])
     edges = np.geomspace(0.01, 0.5, 30)
     ring = np.digitize(k, edges)
-    return np.log(np.array([power[ring == b].mean() for b in range(1, len(edges))]))
+    return np.asarray(np.log(np.array([power[ring == b].mean() for b in range(1, len(edges))])))
 
 
 def mean_feature(shots: list[np.ndarray]) -> np.ndarray:
-    return np.mean([feature(s) for s in shots], axis=0)
+    return np.asarray(np.mean([feature(s) for s in shots], axis=0))
 
 
 def test_every_material_and_source_renders_a_plausible_frame(frames: Frames) -> None:

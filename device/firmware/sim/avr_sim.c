@@ -56,8 +56,6 @@
 #define FREQ_HZ 16000000UL
 #define BOOT_PC 0x7E00
 #define FLASH_SIZE 0x8000
-/* Room past the end of flash: some bootloader builds spill a few bytes past 0x7FFF. */
-#define FLASH_SHADOW 0x100
 #define SLICE_CYCLES 1600          /* 100 us of chip time between I/O services */
 #define LINE_CYCLES (FREQ_HZ / 11520) /* one byte at 115200 8N1 */
 #define STEP_IDLE_CYCLES (FREQ_HZ / 200) /* 5 ms without a pulse ends a burst */
@@ -147,7 +145,11 @@ static int hexval(const char *s, int n) {
     return v;
 }
 
-/* Load an Intel HEX file into flash (records 00, 01, 02, 04; 03 and 05 ignored). Returns bytes loaded. */
+/* Load an Intel HEX file into flash (records 00, 01, 02, 04; 03 and 05 ignored). Returns bytes loaded.
+ * Data at or above `size` is an error, unless it lies past the end of flash, where it is dropped
+ * with a note: Debian's Optiboot build is 532 bytes and spills 20 bytes (its appStart) past 0x7FFF.
+ * The chip cannot hold them; its program counter wraps, so a call there lands at 0x0004, the
+ * application's second vector, which an avr-gcc application turns into a jump to its start. */
 static size_t load_hex(const char *path, uint8_t *flash, size_t size) {
     FILE *f = fopen(path, "r");
     if (!f) die("cannot open %s: %s", path, strerror(errno));
@@ -174,9 +176,15 @@ static size_t load_hex(const char *path, uint8_t *flash, size_t size) {
         if (sum) die("%s:%d: bad checksum", path, lineno);
         if (type == 0) {
             uint32_t at = base + (uint32_t)addr;
-            if (at + (uint32_t)count > size) die("%s:%d: data at 0x%05X does not fit in flash", path, lineno, at);
-            memcpy(flash + at, data, (size_t)count);
-            loaded += (size_t)count;
+            uint32_t fit = at >= FLASH_SIZE ? 0 : at + (uint32_t)count > FLASH_SIZE ? FLASH_SIZE - at : (uint32_t)count;
+            if (fit < (uint32_t)count && size == FLASH_SIZE) {
+                fprintf(stderr, "veriscope-avr-sim: %s:%d: %u bytes past the end of flash dropped\n", path, lineno,
+                        (unsigned)(count - (int)fit));
+            } else if (at + (uint32_t)count > size) {
+                die("%s:%d: data at 0x%05X does not fit below 0x%05zX", path, lineno, at, size);
+            }
+            memcpy(flash + at, data, fit);
+            loaded += fit;
         } else if (type == 1) {
             break;
         } else if (type == 2) {
@@ -222,6 +230,9 @@ static void on_reset(struct avr_io_t *io) {
 static avr_io_t reset_hook = {.kind = "veriscope-reset", .reset = on_reset};
 
 static void chip_reset(const char *cause, uint8_t mcusr) {
+    /* A watchdog reset that simavr has scheduled but not yet run would otherwise be folded
+     * into this one, leaving the watchdog armed at 16 ms: let it happen first. */
+    if (avr->run != avr_callback_run_raw) avr_run(avr);
     pending_reset = cause;
     avr_reset(avr);
     avr->data[A_MCUSR] = mcusr;
@@ -343,8 +354,13 @@ static void service_terminal(void) {
             if (ev->mask & IN_OPEN) {
                 clients++;
                 emit("client t_us=%llu open count=%d", (unsigned long long)t_us(), clients);
-                /* DTR: every open resets the chip into its bootloader. */
+                /* DTR: every open resets the chip into its bootloader. What the client has
+                 * written so far arrived during the reset pulse, and is lost, as on a board. */
                 if (powered) chip_reset("ext", MCUSR_EXTRF);
+                uint8_t junk[512];
+                while (read(master_fd, junk, sizeof junk) > 0) {
+                }
+                host_len = host_pos = 0;
             } else if (ev->mask & IN_CLOSE) {
                 if (clients > 0) clients--;
                 emit("client t_us=%llu close count=%d", (unsigned long long)t_us(), clients);
@@ -489,11 +505,9 @@ int main(int argc, char **argv) {
     avr->frequency = FREQ_HZ;
     avr->vcc = avr->avcc = avr->aref = 5000;
     avr->log = LOG_WARNING;
-    uint8_t *flash = realloc(avr->flash, FLASH_SIZE + FLASH_SHADOW);
-    if (!flash) die("out of memory");
-    memset(flash, 0xFF, FLASH_SIZE + FLASH_SHADOW);
-    avr->flash = flash;
-    load_hex(bootloader, flash, FLASH_SIZE + FLASH_SHADOW);
+    uint8_t *flash = avr->flash;
+    memset(flash, 0xFF, FLASH_SIZE);
+    load_hex(bootloader, flash, FLASH_SIZE);
     if (app) {
         size_t n = load_hex(app, flash, BOOT_PC);
         fprintf(stderr, "veriscope-avr-sim: %zu application bytes from %s\n", n, app);

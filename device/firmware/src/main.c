@@ -77,6 +77,14 @@ static uint8_t pending_action;
 static uint8_t cache_valid, cache_seq, cache_op, cache_len;
 static uint8_t cache[VS_PAYLOAD_MAX];
 
+/* After a watchdog reset the watchdog stays on at 16 ms. The bootloader normally turns it off,
+ * but not on every path, so turn it off before the C runtime even starts. */
+void early_wdt_off(void) __attribute__((naked, used, section(".init3")));
+void early_wdt_off(void) {
+    MCUSR = 0;
+    wdt_disable();
+}
+
 static void mark_reset(uint8_t cause) {
     reset_marker = cause;
     reset_marker_check = (uint8_t)~cause;
@@ -319,8 +327,6 @@ int main(void) {
     reset_cause = (reset_marker_check == expected_check && reset_marker <= VS_RESET_SOFTWARE) ? reset_marker
                                                                                              : VS_RESET_POWER_OR_EXTERNAL;
     mark_reset(VS_RESET_POWER_OR_EXTERNAL);
-    MCUSR = 0;
-    wdt_disable();
     memcpy_P(build_id, fw_info.build_id, sizeof fw_info.build_id);
     build_id[16] = 0;
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from veriscope.device.controller import Controller, ControllerInfo, FocusRange
 from veriscope.device.errors import InvalidArgument
 from veriscope.device.specimen import catalog, imaging, materials
 from veriscope.device.specimen.surface import Surface, VirtualItem
@@ -176,3 +178,58 @@ def _material_of(region: str) -> str | None:
             if r.name == region:
                 return r.material
     return None
+
+
+class MirroredController(Controller):
+    """A real (or emulated) controller board whose LED and focus commands also act on the simulated bench.
+
+    It lets the simulated camera see what a real board was told to do, so the
+    daemon can drive the emulated ATmega328P during a simulated scan and the
+    pins and the images agree.
+    """
+
+    def __init__(self, board: Controller, bench: SimBench) -> None:
+        self._board = board
+        self._bench = bench
+
+    @property
+    def info(self) -> ControllerInfo:
+        """The board's identity."""
+        return self._board.info
+
+    def set_leds(self, duty_pct: Mapping[Lighting, int]) -> None:
+        """Set the board's LEDs, then the bench's."""
+        self._board.set_leds(duty_pct)
+        self._bench.set_leds(dict(duty_pct))
+
+    def leds(self) -> dict[Lighting, int]:
+        """The board's LED duties."""
+        return self._board.leds()
+
+    @property
+    def focus_range(self) -> FocusRange:
+        """The board's soft limits."""
+        return self._board.focus_range
+
+    def move_focus(self, target_steps: int) -> int:
+        """Move the board's motor; the bench follows to where it arrived."""
+        reached = self._board.move_focus(target_steps)
+        self._bench.set_focus_steps(reached)
+        return reached
+
+    def focus_position(self) -> int:
+        """The board's focus position."""
+        return self._board.focus_position()
+
+    def home_focus(self) -> None:
+        """Home the board's motor."""
+        self._board.home_focus()
+        self._bench.set_focus_steps(self._board.focus_position())
+
+    def temperature_c(self) -> float:
+        """The board's temperature."""
+        return self._board.temperature_c()
+
+    def close(self) -> None:
+        """Close the board."""
+        self._board.close()

@@ -55,11 +55,15 @@ class CameraConfig:
     """The camera."""
 
     kind: str = "simulated"
-    """Which implementation: "simulated" (more kinds arrive with the capture work)."""
+    """Which implementation: "simulated", "picamera" (a Raspberry Pi camera) or "replay" (frames from a folder)."""
     width: int = 2028
     """Capture width in pixels."""
     height: int = 1520
     """Capture height in pixels."""
+    camera_num: int = 0
+    """Which Pi camera, for kind "picamera"."""
+    folder: str = ""
+    """Folder of PNG/JPEG frames to play back, for kind "replay"."""
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,17 @@ class ControllerConfig:
     """The controller board."""
 
     kind: str = "simulated"
-    """Which implementation: "simulated"."""
+    """Which implementation: "simulated" (pure Python) or "serial" (the ATmega328P board over USB serial)."""
     port: str = ""
-    """Serial port (for example /dev/ttyUSB0) or USB VID:PID, for a real board."""
+    """Serial port of the board, for example /dev/ttyUSB0; for kind "serial", give this or usb_id."""
+    usb_id: str = ""
+    """USB VID:PID of the board's serial adapter, for example "1a86:7523"; used when port is empty."""
+    autofocus_min_steps: int = 0
+    """Lower end of the autofocus search, in focus motor steps."""
+    autofocus_max_steps: int = 0
+    """Upper end of the autofocus search, in steps; 0 searches up to the board's soft limit."""
+    handshake_timeout_s: float = 5.0
+    """How long to wait for the board's hello after opening the port (the bootloader runs first), in seconds."""
 
 
 @dataclass(frozen=True)
@@ -217,14 +229,33 @@ def _validate(section: Any, prefix: str) -> None:
         _require(0 <= section.grace_period_s <= 300, prefix + "grace_period_s", "must be 0..300 seconds")
         _require(1 <= section.max_concurrent_rpcs <= 10_000, prefix + "max_concurrent_rpcs", "must be 1..10000")
     elif isinstance(section, CameraConfig):
-        _require(section.kind in {"simulated"}, prefix + "kind", f"must be one of: simulated; got {section.kind!r}")
-        _require(64 <= section.width <= 8192, prefix + "width", f"must be 64..8192 pixels, got {section.width}")
-        _require(64 <= section.height <= 8192, prefix + "height", f"must be 64..8192 pixels, got {section.height}")
-    elif isinstance(section, ControllerConfig):
-        kinds = {"simulated"}
+        kinds = {"simulated", "picamera", "replay"}
         _require(
             section.kind in kinds, prefix + "kind", f"must be one of: {', '.join(sorted(kinds))}; got {section.kind!r}"
         )
+        _require(64 <= section.width <= 8192, prefix + "width", f"must be 64..8192 pixels, got {section.width}")
+        _require(64 <= section.height <= 8192, prefix + "height", f"must be 64..8192 pixels, got {section.height}")
+        _require(0 <= section.camera_num <= 7, prefix + "camera_num", f"must be 0..7, got {section.camera_num}")
+        if section.kind == "replay":
+            _require(bool(section.folder), prefix + "folder", "kind 'replay' needs the folder of frames to play")
+    elif isinstance(section, ControllerConfig):
+        kinds = {"simulated", "serial"}
+        _require(
+            section.kind in kinds, prefix + "kind", f"must be one of: {', '.join(sorted(kinds))}; got {section.kind!r}"
+        )
+        if section.kind == "serial":
+            _require(bool(section.port or section.usb_id), prefix + "port", "kind 'serial' needs port or usb_id")
+        if section.usb_id:
+            vid, sep, pid = section.usb_id.partition(":")
+            ok = bool(sep) and all(len(x) == 4 and all(c in "0123456789abcdefABCDEF" for c in x) for x in (vid, pid))
+            _require(ok, prefix + "usb_id", f"must be VID:PID in hex, like 1a86:7523; got {section.usb_id!r}")
+        _require(section.autofocus_min_steps >= 0, prefix + "autofocus_min_steps", "must be >= 0")
+        _require(
+            section.autofocus_max_steps == 0 or section.autofocus_max_steps > section.autofocus_min_steps,
+            prefix + "autofocus_max_steps",
+            "must be 0 (the board's limit) or greater than autofocus_min_steps",
+        )
+        _require(0.5 <= section.handshake_timeout_s <= 120, prefix + "handshake_timeout_s", "must be 0.5..120 seconds")
     elif isinstance(section, ModelConfig):
         _require(1 <= section.num_threads <= 16, prefix + "num_threads", "must be 1..16")
     elif isinstance(section, ScanConfig):
@@ -236,7 +267,6 @@ def _validate(section: Any, prefix: str) -> None:
         _require(1 <= section.max_open_scans <= 10_000, prefix + "max_open_scans", "must be 1..10000")
     elif isinstance(section, Config) and section.simulate:
         _require(section.camera.kind == "simulated", "camera.kind", "must be 'simulated' when simulating")
-        _require(section.controller.kind == "simulated", "controller.kind", "must be 'simulated' when simulating")
 
 
 def _valid_listen(listen: str) -> bool:

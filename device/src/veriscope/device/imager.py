@@ -47,10 +47,22 @@ class Imager:
     """
 
     def __init__(
-        self, camera: Camera, controller: Controller, *, quality_thresholds: Mapping[str, float] | None = None
+        self,
+        camera: Camera,
+        controller: Controller,
+        *,
+        quality_thresholds: Mapping[str, float] | None = None,
+        focus_window: tuple[int, int] | None = None,
     ) -> None:
         self.camera = camera
         self.controller = controller
+        rng = controller.focus_range
+        lo, hi = focus_window or (rng.min_steps, rng.max_steps)
+        if not rng.min_steps <= lo < hi <= rng.max_steps:
+            raise InvalidArgument(
+                f"autofocus window {lo}..{hi} must lie inside the board's soft limits {rng.min_steps}..{rng.max_steps}"
+            )
+        self._focus_window = (lo, hi)
         self._thresholds = quality.thresholds_from(quality_thresholds)
         self._lock = threading.RLock()
         self.exposure_us = DEFAULT_EXPOSURE_US
@@ -85,9 +97,11 @@ class Imager:
             lens_position=settings.lens_position,
         )
         frame = self.camera.capture(resolved, width=width)
+        # Exposure and gain are what the camera reports it used (a real sensor clamps and quantises);
+        # lighting and focus are what the controller did.
         applied = AppliedSettings(
-            exposure_us=int(resolved.exposure_us or 0),
-            analogue_gain=float(resolved.analogue_gain or 0.0),
+            exposure_us=frame.settings.exposure_us,
+            analogue_gain=frame.settings.analogue_gain,
             lighting=settings.lighting,
             led_duty_pct=duty,
             focus_steps=self.controller.focus_position(),
@@ -123,8 +137,7 @@ class Imager:
         position, in about 10 frames: enough to follow the small height changes
         between spots of one region after a full search found the surface.
         """
-        rng = self.controller.focus_range
-        lo, hi = rng.min_steps, rng.max_steps
+        lo, hi = self._focus_window
         if refine:
             here = self.controller.focus_position()
             lo, hi = max(lo, here - REFINE_SPAN_STEPS), min(hi, here + REFINE_SPAN_STEPS)

@@ -47,7 +47,16 @@ def spawn_daemon(data_dir: Path, *extra: str, simulate: bool = True, timeout_s: 
     it exits or stays silent for ``timeout_s`` seconds.
     """
     exe = Path(sys.executable).with_name("veriscope-device")
-    cmd = [str(exe), "serve", *(["--simulate"] if simulate else []), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), *extra]
+    cmd = [
+        str(exe),
+        "serve",
+        *(["--simulate"] if simulate else []),
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("VERISCOPE_")}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: queue.Queue[str | None] = queue.Queue()

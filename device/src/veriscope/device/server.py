@@ -19,8 +19,11 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from veriscope.device.bench import SimBench
+from veriscope.device.camera import Camera
 from veriscope.device.config import Config
-from veriscope.device.errors import ConfigError, ModelError
+from veriscope.device.controller import Controller
+from veriscope.device.errors import ConfigError, InvalidArgument, ModelError, VeriscopeError
 from veriscope.device.imager import Imager
 from veriscope.device.inference import ModelBundle, load_bundle
 from veriscope.device.pipeline.inference import Analyzer
@@ -30,6 +33,7 @@ from veriscope.device.services.capture import CaptureServicer
 from veriscope.device.services.device import DeviceContext, DeviceServicer, ModelServicer, UpdateServicer
 from veriscope.device.services.scan import ScanServicer
 from veriscope.device.services.simulation import SimulationServicer
+from veriscope.device.stage import OperatorStage
 from veriscope.v1 import (
     capture_service_pb2,
     capture_service_pb2_grpc,
@@ -71,6 +75,44 @@ def _device_id(config: Config, data_dir: Path) -> str:
     return device_id
 
 
+def _camera(config: Config, bench: SimBench | None) -> Camera:
+    """The camera the configuration asks for."""
+    kind = config.camera.kind
+    if kind == "simulated":
+        from veriscope.device.camera.simulated import SimulatedCamera
+
+        assert bench is not None
+        return SimulatedCamera(bench)
+    if kind == "picamera":
+        from veriscope.device.camera.picamera import Picamera2Camera
+
+        return Picamera2Camera(config.camera.camera_num, still_size=(config.camera.width, config.camera.height))
+    from veriscope.device.camera.replay import ReplayCamera
+
+    return ReplayCamera(config.camera.folder, max_pixels=config.scan.max_image_pixels)
+
+
+def _controller(config: Config, bench: SimBench | None) -> Controller:
+    """The controller board the configuration asks for."""
+    if config.controller.kind == "simulated":
+        from veriscope.device.controller.simulated import SimulatedController
+
+        assert bench is not None
+        return SimulatedController(bench)
+    from veriscope.device.controller.serial_board import SerialController
+
+    board = SerialController(
+        config.controller.port or None,
+        usb_id=config.controller.usb_id or None,
+        handshake_timeout_s=config.controller.handshake_timeout_s,
+    )
+    if bench is None:
+        return board
+    from veriscope.device.bench import MirroredController
+
+    return MirroredController(board, bench)
+
+
 @dataclass
 class Daemon:
     """A built, not yet started daemon."""
@@ -102,6 +144,15 @@ class Daemon:
         """Stop accepting RPCs, let in-flight ones finish within the grace period, then close."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.server.grace_period_s if grace_s is None else grace_s)
+        imager = self.context.imager
+        if imager is not None:
+            try:
+                imager.lights_off()
+            except VeriscopeError as exc:
+                _log.warning("could not switch the lights off at shutdown: %s", exc)
+            imager.camera.close()
+        if self.context.controller is not None:
+            self.context.controller.close()
         self.store.close()
 
 
@@ -123,23 +174,27 @@ def build_daemon(config: Config) -> Daemon:
 
     bench = None
     if config.camera.kind == "simulated" or config.controller.kind == "simulated":
-        from veriscope.device.bench import SimBench
-
         bench = SimBench(sensor_width_px=config.camera.width, sensor_height_px=config.camera.height)
-    from veriscope.device.camera.simulated import SimulatedCamera
-    from veriscope.device.controller.simulated import SimulatedController
-
-    assert bench is not None
-    camera = SimulatedCamera(bench)
-    controller = SimulatedController(bench)
-    imager = Imager(camera, controller, quality_thresholds=bundle.quality_thresholds)
+    camera = _camera(config, bench)
+    controller = _controller(config, bench)
+    window = None
+    if config.controller.autofocus_min_steps or config.controller.autofocus_max_steps:
+        window = (
+            config.controller.autofocus_min_steps,
+            config.controller.autofocus_max_steps or controller.focus_range.max_steps,
+        )
+    try:
+        imager = Imager(camera, controller, quality_thresholds=bundle.quality_thresholds, focus_window=window)
+    except InvalidArgument as exc:
+        raise ConfigError("controller.autofocus_max_steps", str(exc)) from None
     limits = ScanLimits(
         max_upload_bytes=config.scan.max_upload_bytes,
         max_image_pixels=config.scan.max_image_pixels,
         max_images_per_scan=config.scan.max_images_per_scan,
         max_open_scans=config.scan.max_open_scans,
     )
-    manager = ScanManager(store, bundle, analyzer, device_id=device_id, imager=imager, stage=bench, limits=limits)
+    stage = bench if bench is not None and config.camera.kind == "simulated" else OperatorStage()
+    manager = ScanManager(store, bundle, analyzer, device_id=device_id, imager=imager, stage=stage, limits=limits)
     ctx = DeviceContext(
         device_id=device_id,
         hardware_model="veriscope-sim" if config.simulate else "veriscope-pi",
@@ -172,7 +227,7 @@ def build_daemon(config: Config) -> Daemon:
         scan_service_pb2.DESCRIPTOR.services_by_name["ScanService"].full_name,
         capture_service_pb2.DESCRIPTOR.services_by_name["CaptureService"].full_name,
     ]
-    if config.simulate:
+    if config.simulate and bench is not None:
         simulation_service_pb2_grpc.add_SimulationServiceServicer_to_server(SimulationServicer(bench), server)
         services.append(simulation_service_pb2.DESCRIPTOR.services_by_name["SimulationService"].full_name)
     health_servicer = health_aio.HealthServicer()

@@ -1,12 +1,98 @@
-"""The ``veriscope-tool`` command line."""
+"""The ``veriscope-tool`` command line: the field technician's toolkit.
+
+Commands:
+
+``flash-controller --port PORT FIRMWARE.hex``
+    Flash the controller board through its bootloader and verify it. Exit status 0 on
+    success, 1 when flashing failed (the message says whether the board holds a
+    half-written image), 2 when the image was refused before anything was written.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from veriscope.tools.flash import FlashError, ImageError, flash_image, load_image, open_port
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``veriscope-tool`` command line and return its exit code."""
-    parser = argparse.ArgumentParser(prog="veriscope-tool")
-    parser.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="veriscope-tool", description="Veriscope field technician's toolkit.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    fc = commands.add_parser(
+        "flash-controller",
+        help="flash the controller board's firmware through its bootloader, and verify it",
+        description="Flash an Intel HEX image into the controller board (ATmega328P, Optiboot) over STK500v1, "
+        "then read every page back.",
+    )
+    fc.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
+    fc.add_argument("--baud", type=int, default=115200, help="bootloader line rate (default 115200)")
+    fc.add_argument("--retries", type=int, default=3, help="attempts per command and per page (default 3)")
+    fc.add_argument("--sync-timeout", type=float, default=5.0, help="seconds to wait for the bootloader (default 5)")
+    fc.add_argument("firmware", type=Path, metavar="FIRMWARE.hex", help="the image to flash")
+    args = parser.parse_args(argv)
+    if args.command == "flash-controller":
+        return _flash_controller(args)
+    parser.print_help()
+    return 2
+
+
+def _flash_controller(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    try:
+        image = load_image(args.firmware)
+    except ImageError as exc:
+        err.print(f"[bold red]refused:[/] {exc}")
+        return 2
+    what = image.info.describe() if image.info else f"{args.firmware.name} (no Veriscope identity block)"
+    err.print(f"flashing {what}: {image.byte_count} bytes in {len(image.pages)} pages to {args.port}")
+
+    with Progress(
+        TextColumn("{task.description:7}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    ) as bar:
+        tasks: dict[str, TaskID] = {phase: bar.add_task(phase, total=image.byte_count) for phase in ("write", "verify")}
+        last_pct = {"write": -1, "verify": -1}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bar.update(tasks[phase], completed=done)
+            pct = 100 * done // total
+            if not err.is_terminal and pct // 25 != last_pct[phase] // 25:
+                # Plain progress lines when the output is a log, not a terminal.
+                last_pct[phase] = pct
+                print(f"{phase}: {done}/{total} bytes ({pct}%)", file=sys.stderr, flush=True)
+
+        try:
+            with open_port(args.port, args.baud) as port:
+                report = flash_image(
+                    port,
+                    image,
+                    attempts=args.retries,
+                    sync_timeout_s=args.sync_timeout,
+                    progress=progress,
+                    port_name=args.port,
+                )
+        except FlashError as exc:
+            label = "[bold red]FAILED, board holds a half-written image:[/]" if exc.partial else "[bold red]failed:[/]"
+            err.print(f"{label} {exc}")
+            return 1
+    rate = report.bytes_written / report.write_seconds if report.write_seconds else 0.0
+    err.print(
+        f"[green]done:[/] wrote and verified {report.bytes_written} bytes in {report.seconds:.1f} s "
+        f"(writing {rate:.0f} B/s), {report.retries} retries"
+    )
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

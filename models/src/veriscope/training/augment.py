@@ -1,9 +1,9 @@
 """Training-time tile sampling and augmentation, and synthetic outlier tiles, as TensorFlow ops.
 
 Augmentations model what varies between captures of one surface and not between
-materials or makers: position, rotation and mirroring, a few percent of scale,
-exposure and contrast, and sensor noise. Hue is left alone, since dye colour can
-be evidence.
+materials or makers: position, rotation and mirroring, optionally scale,
+exposure, contrast and white balance (a few percent per channel), and sensor
+noise. Hue is otherwise left alone, since dye colour can be evidence.
 
 Outlier tiles (blank, noise, gradients, smooth blobs, stripes) teach the
 material head a class for "none of the materials", so inputs unlike any
@@ -35,9 +35,10 @@ def random_tiles(pixels: Any, count: int, tile_px: int, scale_jitter: float) -> 
         crop = tf.image.random_flip_left_right(crop)
         tiles.append(crop)
     batch = tf.stack(tiles)
-    gain = tf.random.uniform([count, 1, 1, 1], 0.9, 1.1)
-    mean = tf.reduce_mean(batch, axis=[1, 2, 3], keepdims=True)
-    contrast = tf.random.uniform([count, 1, 1, 1], 0.9, 1.1)
+    # Exposure, contrast and a little white balance vary between units and sessions.
+    gain = tf.random.uniform([count, 1, 1, 1], 0.85, 1.15) * tf.random.uniform([count, 1, 1, 3], 0.96, 1.04)
+    mean = tf.reduce_mean(batch, axis=[1, 2], keepdims=True)
+    contrast = tf.random.uniform([count, 1, 1, 1], 0.85, 1.15)
     batch = (batch - mean) * contrast + mean * gain
     noise_std = tf.random.uniform([count, 1, 1, 1], 0.0, 3.0)
     batch = batch + tf.random.normal(tf.shape(batch)) * noise_std

@@ -13,30 +13,42 @@ import numpy.typing as npt
 from veriscope.device.pipeline.scoring import sigmoid
 
 
-def fit_platt(logits: npt.ArrayLike, genuine: npt.ArrayLike, *, l2: float = 1e-3) -> tuple[float, float]:
+def fit_platt(logits: npt.ArrayLike, genuine: npt.ArrayLike, *, l2: float = 1e-2) -> tuple[float, float]:
     """Fit (slope, intercept) so that sigmoid(slope * z + intercept) estimates P(genuine | z).
 
-    Uses Platt's smoothed targets and a little L2 on the slope, so a perfectly
-    separated validation set still gives a finite slope. The slope is kept
-    positive: a higher raw logit must never mean less genuine.
+    Uses Platt's smoothed targets and a little L2 on the slope (on standardised
+    logits), so a perfectly separated validation set still gives a finite
+    slope. Damped Newton steps keep the fit stable whatever the logits' scale.
+    The slope is kept positive: a higher raw logit must never mean less genuine.
     """
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(genuine, dtype=np.float64)
     n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
     if n_pos == 0 or n_neg == 0:
         return 1.0, 0.0
+    centre, scale = float(z.mean()), float(z.std()) or 1.0
+    x = (z - centre) / scale
     target = np.where(y > 0.5, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+    def loss(a: float, b: float) -> float:
+        u = a * x + b
+        return float(np.sum(np.logaddexp(0.0, u) - target * u)) + 0.5 * l2 * a * a
+
     a, b = 1.0, 0.0
-    for _ in range(100):
-        p = 0.5 * (1.0 + np.tanh(0.5 * (a * z + b)))
-        w = np.maximum(p * (1.0 - p), 1e-9)
-        grad = np.array([np.sum((p - target) * z) + l2 * a, np.sum(p - target)])
-        hess = np.array([[np.sum(w * z * z) + l2, np.sum(w * z)], [np.sum(w * z), np.sum(w) + 1e-9]])
+    for _ in range(200):
+        p = 0.5 * (1.0 + np.tanh(0.5 * (a * x + b)))
+        w = np.maximum(p * (1.0 - p), 1e-12)
+        grad = np.array([np.sum((p - target) * x) + l2 * a, np.sum(p - target)])
+        hess = np.array([[np.sum(w * x * x) + l2, np.sum(w * x)], [np.sum(w * x), np.sum(w) + 1e-9]])
         step = np.linalg.solve(hess, grad)
-        a, b = a - step[0], b - step[1]
-        if np.max(np.abs(step)) < 1e-9:
+        current, t = loss(a, b), 1.0
+        while t > 1e-6 and loss(a - t * step[0], b - t * step[1]) > current:
+            t *= 0.5
+        a, b = a - t * step[0], b - t * step[1]
+        if np.max(np.abs(t * step)) < 1e-10:
             break
-    return max(float(a), 1e-3), float(b)
+    slope = min(max(a / scale, 1e-3), 1e4)
+    return float(slope), float(b - slope * centre)
 
 
 def embedding_stats(embeddings: npt.ArrayLike) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
@@ -70,7 +82,36 @@ def far_threshold(fake_scores: npt.ArrayLike, target_far: float) -> float:
     return float(sigmoid(math.log(p / (1.0 - p)) + 1e-3))
 
 
+def choose_threshold(
+    fake_scores: npt.ArrayLike,
+    genuine_scores: npt.ArrayLike,
+    *,
+    target_far: float,
+    genuine_quantile: float,
+    margin_logit: float,
+) -> float:
+    """The item threshold: meets ``target_far`` on the fakes, centred in the gap to the genuine items if there is one.
+
+    The least threshold meeting the false-accept target sits just above the
+    fakes; when the genuine items' ``genuine_quantile`` score lies well above
+    it, the threshold moves to the middle of the gap (in logits), leaving room
+    for the abstain band of ``margin_logit`` above it. Unseen counterfeits tend
+    to land between the two, so the middle rejects more of them than the edge.
+    """
+    least = far_threshold(fake_scores, target_far)
+    g = np.asarray(genuine_scores, dtype=np.float64)
+    if len(g) == 0:
+        return least
+    lo = _logit(least)
+    hi = _logit(float(np.quantile(g, genuine_quantile))) - margin_logit
+    return least if hi <= lo else float(sigmoid(0.5 * (lo + hi)))
+
+
+def _logit(p: float) -> float:
+    q = min(max(p, 1e-6), 1.0 - 1e-6)
+    return math.log(q / (1.0 - q))
+
+
 def abstain_high(threshold: float, margin_logit: float) -> float:
     """The upper edge of the abstain band: ``margin_logit`` calibrated logits above the threshold."""
-    t = min(max(threshold, 1e-6), 1.0 - 1e-6)
-    return float(sigmoid(math.log(t / (1.0 - t)) + margin_logit))
+    return float(sigmoid(_logit(threshold) + margin_logit))

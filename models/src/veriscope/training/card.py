@@ -79,7 +79,7 @@ def render(manifest: Mapping[str, Any]) -> str:
         "",
         "## Data",
         "",
-        f"Simulated specimens from `{training.get('data_root', '?')}`, split by item (never by image): "
+        f"Simulated specimens ({training.get('data', {})}), split by item (never by image): "
         f"{training.get('split', {})}. Counterfeit sources {', '.join(manifest['held_out_sources'])} are held out "
         "of training and threshold choice for every material and reported separately.",
         "",

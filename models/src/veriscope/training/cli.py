@@ -50,6 +50,8 @@ def _train(args: argparse.Namespace) -> int:
         config = replace(config, epochs=args.epochs)
     if args.steps is not None:
         config = replace(config, steps_per_epoch=args.steps)
+    if args.checkpoint:
+        config = replace(config, checkpoint=Path(args.checkpoint), reuse_checkpoint=args.reuse_checkpoint)
     if args.smoke:
         config = config.smoke_variant()
     train.run(config)
@@ -75,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--steps", type=int, help="steps per epoch")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--checkpoint", help="save the trained float network here (.keras)")
+    tr.add_argument("--reuse-checkpoint", action="store_true", help="load --checkpoint instead of training")
     tr.add_argument("--smoke", action="store_true", help="a seconds-long run through the same code path")
     tr.set_defaults(run=_train)
     args = parser.parse_args(argv)

@@ -55,6 +55,8 @@ class TrainConfig:
     """Share of each (material, source)'s items kept to report metrics on."""
     target_far: float = 0.01
     """False-accept rate the item threshold is chosen for on validation items."""
+    genuine_quantile: float = 0.02
+    """Genuine validation items below this share's score are allowed to fall in or below the abstain band."""
     abstain_margin_logit: float = 0.5
     """Width of the abstain band above the threshold, in calibrated logits."""
     familiarity_threshold: float = 0.5
@@ -68,6 +70,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     """CPU threads TensorFlow may use."""
+    checkpoint: Path | None = None
+    """Where to save the trained float network (``.keras``); with ``reuse_checkpoint``, load it instead of training."""
+    reuse_checkpoint: bool = False
     smoke: bool = False
     """A tiny run through the same code path, for tests."""
     item_types: tuple[dict[str, object], ...] = ()

@@ -7,12 +7,26 @@ items as the counterfeits together to learn what varies between real items.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import veriscope.device.specimen as specimen
 from veriscope.device.specimen import GENUINE, MATERIALS, SOURCES, generate_dataset
+
+RECORD_FILE = "training-data.json"
+"""Written beside the images: how they were made, for the bundle's provenance."""
+
+
+def simulator_fingerprint() -> str:
+    """SHA-256 over the simulator's source files: a bundle trained on one version may not fit another's images."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(specimen.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def generate(
@@ -53,6 +67,15 @@ def generate(
                 workers=workers,
             )
             written += summary.images
+    record = {
+        "simulator_sha256": simulator_fingerprint(),
+        "seed": seed,
+        "image_width": image_width,
+        "genuine_items": genuine_items,
+        "counterfeit_items": counterfeit_items,
+        "images_per_item": images_per_item,
+    }
+    (root / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if not quiet:
         sys.stderr.write("\n")
     return written

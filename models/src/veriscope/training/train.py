@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import tempfile
@@ -120,7 +121,14 @@ def fit_sections(
         bundle_dir, {**base_manifest, "calibration": calibration, "open_set": open_set, "thresholds": neutral}
     )
     fake_scores = [evaluate.judge(draft, e).score for e in val if not e.item.genuine]
-    threshold = calibrate.far_threshold(fake_scores, config.target_far)
+    genuine_scores = [evaluate.judge(draft, e).score for e in val if e.item.genuine]
+    threshold = calibrate.choose_threshold(
+        fake_scores,
+        genuine_scores,
+        target_far=config.target_far,
+        genuine_quantile=config.genuine_quantile,
+        margin_logit=config.abstain_margin_logit,
+    )
     thresholds = {
         "item": threshold,
         "abstain_band": [threshold, calibrate.abstain_high(threshold, config.abstain_margin_logit)],
@@ -159,7 +167,7 @@ def run(config: TrainConfig) -> TrainResult:
     device's own checks.
     """
     tf = _configure_tensorflow(config)
-    from veriscope.training import data, export, model
+    from veriscope.training import export
 
     materials = list(config.materials)
     classes = (*config.materials, OUTLIER_CLASS)
@@ -172,33 +180,18 @@ def run(config: TrainConfig) -> TrainResult:
         seed=config.seed,
     )
     _log(f"items: {split.counts()}")
-    n_genuine = sum(len(i.images) for i in split.train if i.genuine)
-    n_fake = sum(len(i.images) for i in split.train if not i.genuine)
-    pos_weight = n_fake / max(n_genuine, 1)
-
-    net = model.build(
-        config.tiling.tile_px,
-        len(classes),
-        len(materials),
-        embedding_size=config.embedding_size,
-        width=config.width_multiplier,
-    )
-    trainable = model.trainable_view(net)
-    total_steps = config.epochs * config.steps_per_epoch
-    schedule = tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.05)
-    trainable.compile(
-        optimizer=tf.keras.optimizers.Adam(schedule),
-        loss={
-            "material_logits": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            "authenticity_logits": model.masked_binary_crossentropy(pos_weight),
-        },
-    )
-    stream = data.training_dataset(split.train, materials, config)
-    _log(f"training {net.count_params()} parameters for {config.epochs} x {config.steps_per_epoch} steps")
-    started = time.perf_counter()
-    history = trainable.fit(stream, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, verbose=2)
-    train_seconds = time.perf_counter() - started
-    _log(f"trained in {train_seconds:.0f} s")
+    if config.reuse_checkpoint and config.checkpoint is not None and config.checkpoint.exists():
+        net = tf.keras.models.load_model(config.checkpoint, compile=False)
+        record = json.loads(config.checkpoint.with_suffix(".json").read_text())
+        train_seconds, final_loss = float(record["train_seconds"]), float(record["final_loss"])
+        _log(f"loaded the trained network from {config.checkpoint}")
+    else:
+        net, train_seconds, final_loss = _fit(config, split, materials, classes)
+        if config.checkpoint is not None:
+            config.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            net.save(config.checkpoint)
+            record = {"train_seconds": train_seconds, "final_loss": final_loss}
+            config.checkpoint.with_suffix(".json").write_text(json.dumps(record))
 
     def representative() -> Iterator[np.ndarray]:
         for path in _spread(split.train, config.representative_images, config.seed):
@@ -217,8 +210,14 @@ def run(config: TrainConfig) -> TrainResult:
         )
         analyzer = Analyzer(provisional_bundle(work, base), num_threads=config.threads)
 
+        t = config.tiling.tile_px
+        # One traced graph: calling the Keras model eagerly costs far more than the model itself.
+        predict = tf.function(
+            lambda x: net(x, training=False), input_signature=[tf.TensorSpec([None, t, t, 3], tf.float32)]
+        )
+
         def float_runner(tiles: np.ndarray) -> RawOutputs:
-            m, a, e = (np.asarray(t, dtype=np.float32) for t in net(tiles.astype(np.float32), training=False))
+            m, a, e = (np.asarray(v, dtype=np.float32) for v in predict(tiles.astype(np.float32)))
             return RawOutputs(m, a, e)
 
         runners: dict[str, Runner] = {"float": float_runner, "int8": analyzer.run_tiles}
@@ -244,13 +243,13 @@ def run(config: TrainConfig) -> TrainResult:
 
         seconds_per_image = _time_inference(analyzer, config)
         training = {
-            "data_root": str(config.data_root),
+            "data": _dataset_info(config.data_root),
             "split": split.counts(),
             "epochs": config.epochs,
             "steps_per_epoch": config.steps_per_epoch,
             "batch_size": config.batch_size,
             "parameters": int(net.count_params()),
-            "final_loss": round(float(history.history["loss"][-1]), 4),
+            "final_loss": round(final_loss, 4),
             "train_seconds": round(train_seconds, 1),
             "seed": config.seed,
             "smoke": config.smoke,
@@ -277,6 +276,54 @@ def run(config: TrainConfig) -> TrainResult:
     bundle = write_bundle(config.bundle_dir, manifest, model_bytes, card.render(manifest))
     _log(f"wrote {config.bundle_dir}")
     return TrainResult(bundle=bundle, metrics=metrics, train_seconds=train_seconds)
+
+
+def _fit(config: TrainConfig, split: Split, materials: list[str], classes: tuple[str, ...]) -> tuple[Any, float, float]:
+    """Build and train the network; returns it, the seconds taken and the final loss."""
+    from veriscope.training import data, model
+    from veriscope.training._tf import tf
+
+    n_genuine = sum(len(i.images) for i in split.train if i.genuine)
+    n_fake = sum(len(i.images) for i in split.train if not i.genuine)
+    net = model.build(
+        config.tiling.tile_px,
+        len(classes),
+        len(materials),
+        embedding_size=config.embedding_size,
+        width=config.width_multiplier,
+    )
+    trainable = model.trainable_view(net)
+    total_steps = config.epochs * config.steps_per_epoch
+    schedule = tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps, alpha=0.05)
+    trainable.compile(
+        optimizer=tf.keras.optimizers.Adam(schedule),
+        loss={
+            "material_logits": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "authenticity_logits": model.masked_binary_crossentropy(n_fake / max(n_genuine, 1)),
+        },
+    )
+    stream = data.training_dataset(split.train, materials, config)
+    _log(f"training {net.count_params()} parameters for {config.epochs} x {config.steps_per_epoch} steps")
+    started = time.perf_counter()
+    history = trainable.fit(stream, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, verbose=2)
+    seconds = time.perf_counter() - started
+    _log(f"trained in {seconds:.0f} s")
+    return net, seconds, float(history.history["loss"][-1])
+
+
+def _dataset_info(root: Path) -> dict[str, Any]:
+    """Where the data came from: the simulator's dataset.json summary when there is one."""
+    info: dict[str, Any] = {"root": root.name}
+    for name, keys in (
+        ("dataset.json", ("generator", "jpeg_quality_range")),
+        ("training-data.json", ("simulator_sha256", "seed", "image_width", "genuine_items", "counterfeit_items")),
+    ):
+        try:
+            summary = json.loads((root / name).read_text())
+        except (OSError, ValueError):
+            continue
+        info.update({key: summary[key] for key in keys if key in summary})
+    return info
 
 
 def _section_fields(sections: Sections) -> dict[str, Any]:

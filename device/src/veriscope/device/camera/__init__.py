@@ -1,4 +1,4 @@
-"""The camera interface. Implementations sit beside it: ``simulated``, and later ``picamera`` and ``replay``.
+"""The camera interface. Implementations sit beside it: ``simulated``, ``picamera`` (Raspberry Pi cameras) and ``replay``.
 
 Higher layers (autofocus, scans, preview) see only :class:`Camera`; configuration
 picks the implementation.

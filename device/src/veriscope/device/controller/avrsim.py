@@ -128,6 +128,8 @@ class PinState:
     """Chip resets since the emulator started (power-on included)."""
     clients: int
     """Programs that have the port open."""
+    t_us: int
+    """Chip time of the snapshot, in microseconds since the emulator started."""
 
 
 class AvrSim:
@@ -256,6 +258,7 @@ class AvrSim:
             temperature_c=s.as_float("temp_c"),
             resets=s.as_int("resets"),
             clients=s.as_int("clients"),
+            t_us=s.t_us,
         )
 
     # -- the world around the chip ----------------------------------------------------

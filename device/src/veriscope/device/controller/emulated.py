@@ -581,6 +581,7 @@ class EmulatedBoard:
             elif 0x20 <= b < 0x7F and len(self._line) < 40:
                 self._line.append(b)
             else:
+                # A control byte, a non-ASCII byte or an overlong line: drop the whole line, as the firmware does.
                 self._line_poisoned = True
 
     def _console_line(self, line: str, now: float) -> None:

@@ -257,9 +257,7 @@ class ScanManager:
             raise FailedPrecondition("this unit has no camera; upload images with UploadImage instead")
         owner = self.camera_owner
         if owner is not None and owner != scan_id and owner in self._open_scans:
-            raise FailedPrecondition(
-                f"camera busy: scans/{owner} owns the camera until it completes or is cancelled"
-            )
+            raise FailedPrecondition(f"camera busy: scans/{owner} owns the camera until it completes or is cancelled")
         self.camera_owner = scan_id
 
     def _release_camera(self, scan_id: str) -> None:

@@ -34,9 +34,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
         return scan_to_pb(scan, self._m.region_specs(scan.item_type), self._m.next_region(scan))
 
     @rpc
-    async def CreateScan(
-        self, request: pb.CreateScanRequest, context: ServicerContext
-    ) -> pb.CreateScanResponse:
+    async def CreateScan(self, request: pb.CreateScanRequest, context: ServicerContext) -> pb.CreateScanResponse:
         scan = await self._m.create(request.scan.item_type, request.scan.partner_item_id)
         return pb.CreateScanResponse(scan=self._scan(scan))
 
@@ -96,9 +94,7 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
         return pb.UploadImageResponse(image=image_to_pb(scan_id, image), scan=self._scan(scan))
 
     @rpc
-    async def CompleteScan(
-        self, request: pb.CompleteScanRequest, context: ServicerContext
-    ) -> pb.CompleteScanResponse:
+    async def CompleteScan(self, request: pb.CompleteScanRequest, context: ServicerContext) -> pb.CompleteScanResponse:
         scan = await self._m.complete(scan_id_from_name(request.name))
         return pb.CompleteScanResponse(scan=self._scan(scan))
 
@@ -125,7 +121,5 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             )
 
     @rpc
-    async def CancelScan(
-        self, request: pb.CancelScanRequest, context: ServicerContext
-    ) -> pb.CancelScanResponse:
+    async def CancelScan(self, request: pb.CancelScanRequest, context: ServicerContext) -> pb.CancelScanResponse:
         return pb.CancelScanResponse(scan=self._scan(await self._m.cancel(scan_id_from_name(request.name))))

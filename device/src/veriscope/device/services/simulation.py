@@ -42,9 +42,7 @@ class SimulationServicer(simulation_service_pb2_grpc.SimulationServiceServicer):
         return pb.ClearItemResponse()
 
     @rpc
-    async def ListSources(
-        self, request: pb.ListSourcesRequest, context: ServicerContext
-    ) -> pb.ListSourcesResponse:
+    async def ListSources(self, request: pb.ListSourcesRequest, context: ServicerContext) -> pb.ListSourcesResponse:
         if not 0 <= request.page_size <= 1000:
             raise InvalidArgument(f"page_size must be 0..1000, got {request.page_size}")
         materials = self._bench.materials()

@@ -124,10 +124,14 @@ def synthesize(p: FabricParams, rng: np.random.Generator, plate_seed: int) -> Su
     ux = x - (i + 0.5).astype(np.float32) * np.float32(pw)  # across warp, um
     vy = y - (j + 0.5).astype(np.float32) * np.float32(pf)  # across weft, um
 
+    # +1 where warp passes over weft, -1 under; the twill diagonal steps one yarn per yarn.
+    lattice = np.subtract.outer(np.arange(ny), np.arange(nx))
+    up = np.mod(lattice, r) != 0 if r > 2 else np.mod(lattice, 2) == 0
+    table = np.where(up, np.float32(1.0), np.float32(-1.0)).astype(np.float32)
+
     def over(ii: np.ndarray, jj: np.ndarray) -> F32:
-        # +1 where warp passes over weft, -1 under; the twill diagonal steps one yarn per yarn.
-        up = np.mod(jj - ii, r) != 0 if r > 2 else np.mod(jj - ii, 2) == 0
-        return np.where(up, 1.0, -1.0).astype(np.float32)
+        # ii varies along x only and jj along y only, so one broadcast gather builds the map.
+        return f32(table[np.mod(jj, ny), np.mod(ii, nx)])
 
     # Undulation: each yarn dips smoothly between the crossings it passes over and under.
     tj = vy / np.float32(pf)

@@ -49,11 +49,17 @@ def f32(x: object) -> F32:
     return np.asarray(x, dtype=np.float32)
 
 
+_FFT_FRIENDLY = (256, 384, 512, 640, 768, 1024, 1152, 1280, 1536, 2048)
+
+
 def tile_shape(size_um: tuple[float, float]) -> tuple[int, int]:
-    """Texel counts (ny, nx) for a tile of ``size_um``: near :data:`TEXEL_UM`, multiples of 64 for FFTs and pyramids."""
-    nx = max(64, round(size_um[0] / TEXEL_UM / 64) * 64)
-    ny = max(64, round(size_um[1] / TEXEL_UM / 64) * 64)
-    return ny, nx
+    """Texel counts (ny, nx) for a tile of ``size_um``: near :data:`TEXEL_UM`, and sizes FFTs and pyramids like."""
+
+    def count(length_um: float) -> int:
+        want = length_um / TEXEL_UM
+        return min(_FFT_FRIENDLY, key=lambda n: abs(math.log(n / want)))
+
+    return count(size_um[1]), count(size_um[0])
 
 
 def coords_um(shape: tuple[int, int], size_um: tuple[float, float]) -> tuple[F32, F32]:
@@ -169,12 +175,15 @@ def voronoi(
     d1 = np.full(half, np.inf, dtype=np.float32)
     d2 = np.full(half, np.inf, dtype=np.float32)
     ident = np.zeros(half, dtype=np.int32)
-    # Seeds move at most half a cell, so the 3 x 3 neighbourhood holds the nearest two (weights aside).
-    for oy in (-1, 0, 1):
+    # Seeds move up to half a cell and weights shift borders further, so search two cells out (5 x 5);
+    # a 3 x 3 search leaves straight seams along the seed grid.
+    reach = 2 if jitter > 0.5 or weight_spread > 0.1 else 1
+    span = range(-reach, reach + 1)
+    for oy in span:
         jy = iy + oy
         row = np.mod(jy, gy) * gx
         shift_y = (np.floor_divide(jy, gy) * size_um[1]).astype(np.float32)
-        for ox in (-1, 0, 1):
+        for ox in span:
             jx = ix + ox
             shift_x = (np.floor_divide(jx, gx) * size_um[0]).astype(np.float32)
             cell = row + np.mod(jx, gx)

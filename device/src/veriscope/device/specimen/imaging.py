@@ -1,23 +1,28 @@
 """Image formation of the Veriscope microscope (about 200x): optics, lighting and sensor, as numpy over a surface.
 
-A frame is made in four stages, all in float32 on a working grid of at least
-1.5 um per pixel (finer sensor pixels are interpolated, as the lens cannot
-resolve them anyway):
+A frame is made in four stages on a working grid of at least 1.5 um per pixel
+(finer sensor pixels are interpolated, as the lens cannot resolve them
+anyway); sampling and blur run on 8-bit textures in Pillow, light and sensor
+in float32 numpy:
 
 1. Sampling: the surface tile is mapped onto the grid by the pose (position,
    rotation, magnification), with a pyramid level and box pre-filter so small
    frames do not alias.
-2. Optics: defocus blur grows with the distance between the surface and the
-   focal plane set by the focus motor; tilt makes that distance, and so the
-   blur, vary across the field; lift-off adds a large defocus. Motion smears
+2. Optics: blur grows smoothly with the distance between the surface and the
+   focal plane set by the focus motor (flat within the depth of field, then in
+   proportion), so a contrast search peaks exactly in focus; tilt makes that
+   distance, and so the blur, vary across the field; lift-off adds a large
+   defocus, shrinks the image a little and dims the LEDs. Motion smears
    along a line.
 3. Light: the white ring gives diffuse light plus specular glints from glossy
    facets; the raking LED shades the relief from one side; the UV LED excites
    fluorescence. Each is scaled by its LED duty. Vignetting and dust on the
    cover glass (fixed to the sensor) darken the image.
 4. Sensor: photo-electrons over the exposure, Poisson shot noise (Gaussian
-   approximation) and read noise, full-well clipping, analogue gain, a 12-bit
-   ADC, and an sRGB tone curve to 8 bits.
+   approximation, variance equal to the mean) and read noise, full-well
+   clipping, analogue gain, a 12-bit ADC, and an sRGB tone curve to 8 bits.
+   Smaller frames are what the camera's scaler makes of the full sensor, so
+   their noise is averaged down accordingly.
 
 Calibration: a typical genuine surface at 8000 us, gain 1.0 and the white
 ring at 60 % gives a mean 8-bit level of about 100 to 140; the linear signal is
@@ -44,6 +49,10 @@ _MIN_WORKING_PITCH_UM = 1.5
 _EMPTY_STAGE_ALBEDO = 0.035
 _MAX_MARGIN_PX = 160
 _NOISE_BANK_SIZE = 1 << 22
+# LEDs to surface when the nose cone touches it; sets the fall-off of light with lift-off.
+_LED_DISTANCE_UM = 6000.0
+# Lens to surface: lifting the scanner by d shrinks the image by WD / (WD + d).
+_WORKING_DISTANCE_UM = 12000.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,7 @@ class Optics:
     focus_origin_um: float = 0.0
     """Height of the focal plane at focus step 0, above the stage reference."""
     psf_sigma_um: float = 1.0
-    """In-focus resolution of the lens as a Gaussian sigma; defocus blur equals it at half the depth of field."""
+    """In-focus blur of the lens as a Gaussian sigma; see :meth:`blur_sigma_um` for how defocus adds to it."""
     vignetting: float = 0.3
     """Fractional fall-off of illumination at the frame corners."""
     full_well_e: float = 10000.0
@@ -277,9 +286,11 @@ def render_raw(
     margin = min(_MAX_MARGIN_PX, math.ceil(3.0 * sigma_hi + 0.5 * motion_work) + 2)
     grid_w, grid_h = work_w + 2 * margin, work_h + 2 * margin
 
-    ring_duty = duties.get(Lighting.WHITE_RING, 0) / 100.0
-    rake_duty = duties.get(Lighting.RAKING, 0) / 100.0
-    uv_duty = duties.get(Lighting.UV, 0) / 100.0
+    # Lifted off the surface, the LEDs sit further away and light it more weakly (inverse square).
+    lift_falloff = (_LED_DISTANCE_UM / (_LED_DISTANCE_UM + max(pose.lift_um, 0.0))) ** 2
+    ring_duty = duties.get(Lighting.WHITE_RING, 0) / 100.0 * lift_falloff
+    rake_duty = duties.get(Lighting.RAKING, 0) / 100.0 * lift_falloff
+    uv_duty = duties.get(Lighting.UV, 0) / 100.0 * lift_falloff
 
     if surface is None:
         radiance = _empty_stage(grid_h, grid_w, ring_duty, rake_duty, uv_duty, optics)
@@ -362,8 +373,9 @@ def _surface_radiance(
     # Working pixel (continuous, edge convention) -> sensor um from the frame centre -> item um -> tile texels.
     rot = math.radians(pose.rotation_deg)
     c, s = math.cos(rot), math.sin(rot)
-    to_item = np.array([[c, -s], [s, c]]) * (pitch_um / pose.scale)
-    jac = surface.placement @ np.array([[c, -s], [s, c]]) / pose.scale  # tile um per sensor um
+    scale = pose.scale * _WORKING_DISTANCE_UM / (_WORKING_DISTANCE_UM + max(pose.lift_um, 0.0))
+    to_item = np.array([[c, -s], [s, c]]) * (pitch_um / scale)
+    jac = surface.placement @ np.array([[c, -s], [s, c]]) / scale  # tile um per sensor um
     texel = np.diag([1.0 / surface.texel_um[0], 1.0 / surface.texel_um[1]])
     lin = texel @ surface.placement @ to_item
     centre_item = np.array([pose.x_mm * 1000.0, pose.y_mm * 1000.0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,10 +53,11 @@ def _key(*parts: str | int) -> list[int]:
 class Surface:
     """A periodic patch of one material, encoded for fast imaging.
 
-    The maps are stored as two 8-bit RGBA tiles: ``ring`` holds the albedo
-    (square-root encoded, per-channel scaled) and the ring light's specular
-    highlights; ``relief`` holds the height gradients, fluorescence and
-    gloss. Coarser pyramid levels are built on first use.
+    The maps are stored as two 8-bit, 4-channel tiles: ``ring`` holds the
+    albedo as the ring light shows it (square-root encoded, per-channel
+    scaled) and the ring's specular glints; ``relief`` holds the height
+    gradients, fluorescence and gloss. Coarser pyramid levels are built on
+    first use. Tiles are a few megabytes each.
 
     ``placement`` maps item coordinates (um) to tile coordinates (um) before
     ``offset_um`` is added; it carries the surface's rotation on the item and
@@ -96,8 +98,7 @@ class Surface:
         # Glints come from facets broad enough to mirror the ring into the lens, so use smoother slopes.
         glint_slope = np.sqrt(sx * sx + sy * sy)
         spec = maps.gloss * (
-            0.02
-            + 0.3 * np.exp(-(((glint_slope - _RING_SLOPE) / np.float32(_RING_SLOPE_WIDTH)) ** 2), dtype=np.float32)
+            0.02 + 0.3 * np.exp(-(((glint_slope - _RING_SLOPE) / np.float32(_RING_SLOPE_WIDTH)) ** 2), dtype=np.float32)
         )
         self.spec_scale = float(max(float(spec.max()), 1e-3))
         self.slope_scale = float(max(float(np.percentile(slope[::3, ::3], 99.5)), 1e-3))
@@ -113,6 +114,7 @@ class Surface:
         relief[..., 2] = _encode(maps.fluorescence / np.float32(self.fluor_scale))
         relief[..., 3] = _encode(maps.gloss)
         self._levels: list[tuple[U8, U8]] = [(ring, relief)]
+        self._lock = threading.Lock()
 
     @classmethod
     def uniform(cls, albedo: float | tuple[float, float, float] = 0.18, *, size_um: float = 2048.0) -> Surface:
@@ -130,12 +132,16 @@ class Surface:
         return cls(maps, material="grey-card", source="calibration")
 
     def level(self, k: int) -> tuple[U8, U8]:
-        """The (ring, relief) tiles at pyramid level ``k`` (texels ``2**k`` times larger), built on first use."""
+        """The (ring, relief) tiles at pyramid level ``k`` (texels ``2**k`` times larger), built on first use.
+
+        Safe to call from several threads.
+        """
         k = max(0, min(k, _MAX_LEVELS))
-        while len(self._levels) <= k:
-            ring, relief = self._levels[-1]
-            self._levels.append((_reduce(ring), _reduce(relief)))
-        return self._levels[k]
+        with self._lock:
+            while len(self._levels) <= k:
+                ring, relief = self._levels[-1]
+                self._levels.append((_reduce(ring), _reduce(relief)))
+            return self._levels[k]
 
     @property
     def nbytes(self) -> int:
@@ -151,9 +157,7 @@ def _reduce(tile: U8) -> U8:
     return np.asarray(Image.fromarray(tile, "RGBX").reduce(2), dtype=np.uint8)
 
 
-def _gradients(
-    height: F32, texel_um: tuple[float, float], smooth_um: tuple[float, ...]
-) -> list[tuple[F32, F32]]:
+def _gradients(height: F32, texel_um: tuple[float, float], smooth_um: tuple[float, ...]) -> list[tuple[F32, F32]]:
     """Slopes (dh/dx, dh/dy) of a periodic height map, once per Gaussian smoothing in ``smooth_um`` (spectral)."""
     ny, nx = height.shape
     ky = np.fft.fftfreq(ny, d=texel_um[1]).astype(np.float32)[:, None]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -178,3 +181,31 @@ def test_health_and_reflection(sim_daemon: DaemonProcess) -> None:
         )
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert {"veriscope.v1.ScanService", "veriscope.v1.SimulationService", "grpc.health.v1.Health"} <= names
+
+
+def test_sigterm_drains_in_flight_rpcs(tmp_path: Path) -> None:
+    from veriscope.device.launch import spawn_daemon
+
+    unit = spawn_daemon(tmp_path / "data")
+    try:
+        with Client(unit.address, timeout_s=120) as client:
+            client.place_item(ITEM, "genuine", 5)
+            outcome: dict[str, object] = {}
+
+            def focus() -> None:
+                try:
+                    outcome["result"] = client.autofocus()
+                except Exception as exc:  # recorded for the assertion below
+                    outcome["error"] = exc
+
+            worker = threading.Thread(target=focus)
+            worker.start()
+            time.sleep(1.0)  # the sweep takes several seconds; stop the daemon in the middle of it
+            unit.process.send_signal(signal.SIGTERM)
+            worker.join(60)
+        assert "error" not in outcome, outcome
+        assert outcome["result"].converged  # type: ignore[attr-defined]
+    finally:
+        code = unit.stop()
+    assert code == 0
+    assert any("draining" in line for line in unit.output)

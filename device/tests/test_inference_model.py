@@ -28,6 +28,7 @@ from veriscope.device.types import RGBImage
 BUNDLE_DIR = Path(__file__).resolve().parents[2] / "models" / "bundles" / "veriscope-demo"
 MATERIALS = ("coated-canvas", "grained-leather", "woven-fabric")
 TOTE = {"canvas": "coated-canvas", "trim": "grained-leather", "lining": "woven-fabric"}
+WALLET = {"canvas": "coated-canvas", "interior": "grained-leather"}
 BLATANT = "counterfeit-a"
 SEED = 4242  # Training used seed 1: these items are new.
 
@@ -76,10 +77,12 @@ def entries(analyzer: Analyzer, frames: list[RGBImage], material: str, prefix: s
     return [ImageEntry(f"{prefix}{i}", True, analyzer.analyze_image(f, material)) for i, f in enumerate(frames)]
 
 
-def tote(analyzer: Analyzer, images: Images, sources: dict[str, str]) -> dict[str, list[ImageEntry]]:
+def tote(
+    analyzer: Analyzer, images: Images, sources: dict[str, str], regions: dict[str, str] = TOTE
+) -> dict[str, list[ImageEntry]]:
     return {
         region: entries(analyzer, images[(material, sources.get(region, "genuine"))], material, region)
-        for region, material in TOTE.items()
+        for region, material in regions.items()
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from veriscope.device.errors import InvalidArgument, NotFound
+from veriscope.device.errors import InvalidArgument, ModelError, NotFound
 from veriscope.device.inference.bundle import ModelBundle, bundle_from_manifest
 from veriscope.device.pipeline.inference import ImageAnalysis
 from veriscope.device.pipeline.verdict import ImageEntry, ItemDecision, Reason, Verdict, decide
@@ -189,3 +189,35 @@ def test_bad_inputs_are_rejected(bundle: ModelBundle) -> None:
         decide(bundle, "tote-classic", {"canvas": images("woven-fabric", 0.9)})
     with pytest.raises(NotFound):
         decide(bundle, "scarf-twill", {})
+
+
+def test_each_material_is_judged_against_its_own_threshold(bundle: ModelBundle) -> None:
+    manifest = dict(bundle.manifest)
+    manifest["thresholds"] = {
+        **manifest["thresholds"],
+        "materials": {"grained-leather": {"item": 0.2, "abstain_band": [0.2, 0.3]}},
+    }
+    strict_canvas = bundle_from_manifest(Path("."), manifest)
+    assert strict_canvas.thresholds.for_material("coated-canvas").abstain_high == HIGH
+    item = {"canvas": images("coated-canvas", 0.9, 0.9), "trim": images("grained-leather", 0.5, 0.5, prefix="t")}
+    # 0.5 fails the default 0.7 edge but passes leather's own 0.3.
+    assert decide(bundle, "tote-classic", item).reason == "COUNTERFEIT_INDICATORS"
+    decision = decide(strict_canvas, "tote-classic", item)
+    assert decision.verdict == "AUTHENTIC"
+    # The item reports its deciding region, the one nearest its edge in logits: trim (0.5 vs 0.3), not canvas
+    # (0.9 vs 0.7), though canvas has the higher threshold.
+    assert (decision.score, decision.threshold) == (pytest.approx(0.5), 0.2)
+    item["trim"] = images("grained-leather", 0.25, 0.25, prefix="t")
+    decision = decide(strict_canvas, "tote-classic", item)
+    assert (decision.reason, decision.threshold) == ("COUNTERFEIT_INDICATORS", 0.2)
+    assert "too close to call" in decision.summary
+
+
+def test_per_material_thresholds_must_name_known_materials(bundle: ModelBundle) -> None:
+    manifest = dict(bundle.manifest)
+    manifest["thresholds"] = {
+        **manifest["thresholds"],
+        "materials": {"suede": {"item": 0.2, "abstain_band": [0.2, 0.3]}},
+    }
+    with pytest.raises(ModelError, match=r"thresholds\.materials\.suede"):
+        bundle_from_manifest(Path("."), manifest)

@@ -531,5 +531,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
         return EXIT_INTERRUPTED
-    print(out.to_json(data) if args.json else text)
+    try:
+        print(out.to_json(data) if args.json else text, flush=True)
+    except BrokenPipeError:
+        # The reader (``| head``, say) went away: not an error of ours. Point stdout at devnull so the
+        # interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK

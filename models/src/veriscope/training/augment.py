@@ -1,7 +1,7 @@
 """Training-time tile sampling and augmentation, and synthetic outlier tiles, as TensorFlow ops.
 
 Augmentations model what varies between captures of one surface and not between
-materials or makers: position, rotation and mirroring, optionally scale,
+materials or makers: position, rotation (never mirroring), optionally scale,
 exposure, contrast and white balance (a few percent per channel), and sensor
 noise. Hue is otherwise left alone, since dye colour can be evidence.
 
@@ -31,8 +31,9 @@ def random_tiles(pixels: Any, count: int, tile_px: int, scale_jitter: float) -> 
         side = tf.cast(tf.minimum(tf.round(tile_px * scale), limit), tf.int32)
         crop = tf.image.random_crop(image, tf.stack([side, side, 3]))
         crop = tf.image.resize(crop, [tile_px, tile_px], method="area", antialias=True)
+        # Quarter turns only: the scanner sits at any angle, but never sees a mirror image, and mirroring
+        # would swap S- and Z-twisted yarns and twill directions, which tell some counterfeits apart.
         crop = tf.image.rot90(crop, tf.random.uniform([], 0, 4, dtype=tf.int32))
-        crop = tf.image.random_flip_left_right(crop)
         tiles.append(crop)
     batch = tf.stack(tiles)
     # Exposure, contrast and a little white balance vary between units and sessions.

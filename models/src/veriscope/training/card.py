@@ -69,9 +69,15 @@ def render(manifest: Mapping[str, Any]) -> str:
         "",
         "## Decision",
         "",
-        f"- Item threshold {t['item']:.3f}, chosen for a false-accept rate of {_pct(t['target_far'])} on validation items.",
-        f"- Abstain band {t['abstain_band'][0]:.3f}..{t['abstain_band'][1]:.3f}: AUTHENTIC needs at least "
-        f"{t['abstain_band'][1]:.3f}.",
+        f"- Thresholds per material, each chosen for a false-accept rate of {_pct(t['target_far'])} on that "
+        "material's validation items and centred in the gap to its genuine items; a region is AUTHENTIC-grade "
+        "at or above the top of its abstain band:",
+        "",
+        *[
+            f"  - {m}: threshold {v['item']:.3f}, abstain band {v['abstain_band'][0]:.3f}..{v['abstain_band'][1]:.3f}"
+            for m, v in t.get("materials", {}).items()
+        ],
+        "",
         f"- Familiarity threshold {t['familiarity']:.2f}: below it an image is UNFAMILIAR_MATERIAL. Familiarity is the "
         "lesser of the material head's probability and an embedding-distance score against the material's "
         "training statistics; the material head also has an `other` class trained on synthetic non-material "

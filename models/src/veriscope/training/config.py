@@ -33,7 +33,7 @@ class TrainConfig:
     materials: tuple[str, ...] = MATERIALS
     held_out_sources: tuple[str, ...] = HELD_OUT_SOURCES
     lighting: tuple[str, ...] = ("white_ring",)
-    tiling: Tiling = field(default_factory=lambda: Tiling(work_width_px=512, tile_px=96, grid_rows=3, grid_cols=4))
+    tiling: Tiling = field(default_factory=lambda: Tiling(work_width_px=384, tile_px=128, grid_rows=3, grid_cols=4))
     embedding_size: int = 32
     width_multiplier: float = 1.0
     """Scales the network's channel counts."""

@@ -120,18 +120,25 @@ def fit_sections(
     draft = provisional_bundle(
         bundle_dir, {**base_manifest, "calibration": calibration, "open_set": open_set, "thresholds": neutral}
     )
-    fake_scores = [evaluate.judge(draft, e).score for e in val if not e.item.genuine]
-    genuine_scores = [evaluate.judge(draft, e).score for e in val if e.item.genuine]
-    threshold = calibrate.choose_threshold(
-        fake_scores,
-        genuine_scores,
-        target_far=config.target_far,
-        genuine_quantile=config.genuine_quantile,
-        margin_logit=config.abstain_margin_logit,
-    )
+    per_material: dict[str, dict[str, Any]] = {}
+    for m in materials:
+        scores = [(evaluate.judge(draft, e).score, e.item.genuine) for e in val if e.item.material == m]
+        item = calibrate.choose_threshold(
+            [score for score, genuine in scores if not genuine],
+            [score for score, genuine in scores if genuine],
+            target_far=config.target_far,
+            genuine_quantile=config.genuine_quantile,
+            margin_logit=config.abstain_margin_logit,
+        )
+        per_material[m] = {
+            "item": item,
+            "abstain_band": [item, calibrate.abstain_high(item, config.abstain_margin_logit)],
+        }
+    # The default (for materials without their own) is the strictest of them.
+    strictest = max(per_material.values(), key=lambda t: t["item"])
     thresholds = {
-        "item": threshold,
-        "abstain_band": [threshold, calibrate.abstain_high(threshold, config.abstain_margin_logit)],
+        **strictest,
+        "materials": per_material,
         "familiarity": config.familiarity_threshold,
         "target_far": config.target_far,
     }

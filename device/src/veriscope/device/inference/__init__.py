@@ -13,6 +13,7 @@ from veriscope.device.inference.bundle import (
     OpenSetStats,
     OutputSpec,
     RegionSpec,
+    ScoreThreshold,
     Thresholds,
     load_bundle,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "OpenSetStats",
     "OutputSpec",
     "RegionSpec",
+    "ScoreThreshold",
     "Thresholds",
     "Tiling",
     "frame_to_tiles",

@@ -22,9 +22,11 @@ The manifest (``format_version`` 1) holds:
   authenticity logit of an image to a calibrated logit.
 - ``open_set``: per material, embedding ``mean`` and ``std`` and the normalised
   distance ``distance_ref`` at which embedding familiarity falls to one half.
-- ``thresholds``: ``item`` (calibrated item score chosen for ``target_far``),
+- ``thresholds``: ``item`` (calibrated score chosen for ``target_far``),
   ``abstain_band`` ``[low, high]`` around it (AUTHENTIC needs a score at or
-  above ``high``), and ``familiarity`` (the least image familiarity accepted).
+  above ``high``), optional ``materials`` with an ``item`` and ``abstain_band``
+  per material that overrides them, and ``familiarity`` (the least image
+  familiarity accepted).
 - ``quality`` (optional): overrides of the quality gate's thresholds.
 - ``item_types``: what the model can authenticate, each with ``name``,
   ``display_name`` and ``regions`` (``name``, ``material``, ``min_images``, ``hint``).
@@ -155,19 +157,37 @@ class OpenSetStats:
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """Decision thresholds, all on the 0..1 scale."""
+class ScoreThreshold:
+    """Where scores of one material stop counting as genuine, on the 0..1 scale."""
 
     item: float
-    """Calibrated item score chosen for ``target_far`` on validation items."""
+    """Calibrated score chosen for the bundle's target false-accept rate on validation items."""
     abstain_low: float
     """Lower edge of the abstain band (<= item)."""
     abstain_high: float
     """Upper edge of the abstain band (>= item); AUTHENTIC needs a score at or above it."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Decision thresholds, all on the 0..1 scale."""
+
+    item: float
+    """Default calibrated score threshold, chosen for ``target_far`` on validation items."""
+    abstain_low: float
+    """Lower edge of the default abstain band (<= item)."""
+    abstain_high: float
+    """Upper edge of the default abstain band (>= item); AUTHENTIC needs a score at or above it."""
     familiarity: float
     """The least image familiarity accepted as the expected material."""
     target_far: float
-    """False-accept rate the item threshold was chosen for."""
+    """False-accept rate the item thresholds were chosen for."""
+    per_material: Mapping[str, ScoreThreshold] = field(default_factory=dict)
+    """Thresholds of materials whose counterfeits need their own (from ``thresholds.materials``)."""
+
+    def for_material(self, material: str) -> ScoreThreshold:
+        """The score threshold that applies to regions of ``material``."""
+        return self.per_material.get(material) or ScoreThreshold(self.item, self.abstain_low, self.abstain_high)
 
 
 @dataclass(frozen=True)
@@ -303,7 +323,7 @@ def _build(directory: Path, manifest: Mapping[str, Any], *, source: str) -> Mode
     outputs = _outputs(top, materials)
     calibration = _per_material(top, "calibration", materials, _calibration)
     open_set = _per_material(top, "open_set", materials, lambda f: _open_set(f, outputs.embedding_size))
-    thresholds = _thresholds(top.obj("thresholds"))
+    thresholds = _thresholds(top.obj("thresholds"), materials)
     item_types = _item_types(top, set(materials))
     quality = top.number_map("quality")
     held_out = tuple(top.texts("held_out_sources", min_len=0)) if top.has("held_out_sources") else ()
@@ -399,19 +419,32 @@ def _open_set(f: Fields, size: int) -> OpenSetStats:
     return OpenSetStats(mean=mean, std=std, distance_ref=f.number("distance_ref", lo=1e-6, hi=1e6))
 
 
-def _thresholds(f: Fields) -> Thresholds:
+def _score_threshold(f: Fields) -> ScoreThreshold:
     item = f.number("item", lo=0.0, hi=1.0)
     band = f.items("abstain_band", min_len=2, max_len=2)
     edges = Fields({"low": band[0], "high": band[1]}, f.where("abstain_band"), source=f.source)
     low_value, high_value = edges.number("low", lo=0.0, hi=1.0), edges.number("high", lo=0.0, hi=1.0)
     if not low_value <= item <= high_value:
         raise f.fail("abstain_band", f"must be [low, high] with low <= item ({item}) <= high")
+    return ScoreThreshold(item, low_value, high_value)
+
+
+def _thresholds(f: Fields, materials: tuple[str, ...]) -> Thresholds:
+    default = _score_threshold(f)
+    per_material: dict[str, ScoreThreshold] = {}
+    if f.has("materials"):
+        section = f.obj("materials")
+        for material in section.data:
+            if material not in materials:
+                raise section.fail(material, "names a material the bundle does not have")
+            per_material[material] = _score_threshold(section.obj(material))
     return Thresholds(
-        item=item,
-        abstain_low=low_value,
-        abstain_high=high_value,
+        item=default.item,
+        abstain_low=default.abstain_low,
+        abstain_high=default.abstain_high,
         familiarity=f.number("familiarity", lo=0.0, hi=1.0),
         target_far=f.number("target_far", lo=0.0, hi=1.0),
+        per_material=per_material,
     )
 
 

@@ -192,7 +192,7 @@ def _reasons(
     predicted: str,
     tile_scores: npt.NDArray[np.float32],
 ) -> list[str]:
-    thresholds = bundle.thresholds
+    thresholds = bundle.thresholds.for_material(material)
     if not familiar:
         if predicted != material and predicted in bundle.materials:
             return [f"looks like {predicted}, not {material}"]

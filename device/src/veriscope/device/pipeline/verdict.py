@@ -6,9 +6,10 @@ Rules, applied by :func:`decide` in this order:
    material, or unlike anything in training) makes the item UNVERIFIED with
    ``UNFAMILIAR_MATERIAL``; such an item is never AUTHENTIC.
 2. Scores combine image -> region -> item: a region's logit is the mean of its
-   images' calibrated logits; the item's is the lowest region's, since one
-   counterfeit part makes a counterfeit item. A region with its full set of
-   images scoring below the abstain band's upper edge makes the item UNVERIFIED
+   images' calibrated logits, judged against its own material's threshold; the
+   item takes the region nearest to (or furthest below) its threshold, since
+   one counterfeit part makes a counterfeit item. A region with its full set of
+   images scoring below its abstain band's upper edge makes the item UNVERIFIED
    with ``COUNTERFEIT_INDICATORS`` (below the threshold, or too close to call).
 3. A region with fewer quality-passing images than it needs makes the item
    UNVERIFIED with ``INSUFFICIENT_QUALITY`` when its failed images would have
@@ -19,6 +20,7 @@ Rules, applied by :func:`decide` in this order:
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -26,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from veriscope.device.errors import InvalidArgument
-from veriscope.device.inference.bundle import ItemTypeSpec, ModelBundle, RegionSpec
+from veriscope.device.inference.bundle import ItemTypeSpec, ModelBundle, RegionSpec, ScoreThreshold
 from veriscope.device.pipeline.inference import ImageAnalysis
 from veriscope.device.pipeline.scoring import sigmoid
 
@@ -93,9 +95,10 @@ class ItemDecision:
     reason: str | None
     """None when AUTHENTIC, else a :class:`Reason` value."""
     score: float
-    """Item score 0..1: the lowest analysed region's score, 0 when nothing was analysed."""
+    """Item score 0..1: the score of the deciding region (the one nearest to, or furthest below, its
+    material's threshold), 0 when nothing was analysed."""
     threshold: float
-    """The bundle's item threshold, chosen for its target false-accept rate."""
+    """The deciding region's material threshold, chosen for the bundle's target false-accept rate."""
     summary: str
     """One sentence for the person holding the scanner."""
     regions: list[RegionDecision]
@@ -104,7 +107,9 @@ class ItemDecision:
 @dataclass(frozen=True)
 class _RegionState:
     decision: RegionDecision
-    logit: float | None
+    threshold: ScoreThreshold
+    margin: float | None
+    """Region logit minus the logit of its material's AUTHENTIC edge; None when nothing was analysed."""
     unfamiliar: bool
     shortfall: int
     failed: int
@@ -128,48 +133,54 @@ def decide(
     unknown = sorted(set(images_by_region) - known)
     if unknown:
         raise InvalidArgument(f"item type {spec.name!r} has no region {unknown[0]!r}; its regions: {', '.join(known)}")
-    t = bundle.thresholds
     states = [
         _region(region, [ImageEntry(*e) for e in images_by_region.get(region.name, ())], bundle)
         for region in spec.regions
     ]
     regions = [s.decision for s in states]
-    logits = [s.logit for s in states if s.logit is not None]
-    score = float(sigmoid(min(logits))) if logits else 0.0
+    scored = [s for s in states if s.margin is not None]
+    # The item stands or falls with the region nearest (or furthest below) its own material's threshold.
+    deciding = min(scored, key=lambda s: s.margin or 0.0) if scored else None
+    score = deciding.decision.score or 0.0 if deciding else 0.0
+    threshold = (deciding.threshold if deciding else bundle.thresholds.for_material(spec.regions[0].material)).item
 
     def names(selected: list[_RegionState]) -> str:
         return ", ".join(s.decision.region for s in selected)
 
+    def verdict(reason: Reason | None, summary: str) -> ItemDecision:
+        outcome = Verdict.AUTHENTIC if reason is None else Verdict.UNVERIFIED
+        return ItemDecision(outcome, reason, score, threshold, summary, regions)
+
     unfamiliar = [s for s in states if s.unfamiliar]
     if unfamiliar:
-        summary = (
+        return verdict(
+            Reason.UNFAMILIAR_MATERIAL,
             f"Region {names(unfamiliar)} does not look like the expected material, "
-            f"so the model cannot judge this {spec.display_name}."
+            f"so the model cannot judge this {spec.display_name}.",
         )
-        return ItemDecision(Verdict.UNVERIFIED, Reason.UNFAMILIAR_MATERIAL, score, t.item, summary, regions)
-    low = [s for s in states if s.shortfall == 0 and s.decision.score is not None and s.decision.score < t.abstain_high]
+    low = [s for s in scored if s.shortfall == 0 and (s.margin or 0.0) < 0.0]
     if low:
-        worst = min(s.decision.score or 0.0 for s in low)
-        how = "too close to call" if worst >= t.abstain_low else "below the threshold"
-        summary = (
-            f"Counterfeit indicators in region {names(low)}: score {worst:.2f} is {how} "
-            f"({t.item:.2f}; AUTHENTIC needs {t.abstain_high:.2f})."
+        worst = min(low, key=lambda s: s.margin or 0.0)
+        value, t = worst.decision.score or 0.0, worst.threshold
+        how = "too close to call" if value >= t.abstain_low else "below the threshold"
+        return verdict(
+            Reason.COUNTERFEIT_INDICATORS,
+            f"Counterfeit indicators in region {names(low)}: score {value:.2f} is {how} "
+            f"({t.item:.2f}; AUTHENTIC needs {t.abstain_high:.2f}).",
         )
-        return ItemDecision(Verdict.UNVERIFIED, Reason.COUNTERFEIT_INDICATORS, score, t.item, summary, regions)
     short = [s for s in states if s.shortfall > 0]
     if short:
-        quality = [s for s in short if s.failed >= s.shortfall]
         needed = ", ".join(f"{s.decision.region} ({s.shortfall} more)" for s in short)
-        if quality:
-            summary = f"Not enough sharp, well-exposed images: retake images of {needed}."
-            return ItemDecision(Verdict.UNVERIFIED, Reason.INSUFFICIENT_QUALITY, score, t.item, summary, regions)
-        summary = f"Not every region is covered yet: capture {needed}."
-        return ItemDecision(Verdict.UNVERIFIED, Reason.INSUFFICIENT_COVERAGE, score, t.item, summary, regions)
-    summary = (
+        if any(s.failed >= s.shortfall for s in short):
+            return verdict(
+                Reason.INSUFFICIENT_QUALITY, f"Not enough sharp, well-exposed images: retake images of {needed}."
+            )
+        return verdict(Reason.INSUFFICIENT_COVERAGE, f"Not every region is covered yet: capture {needed}.")
+    return verdict(
+        None,
         f"All {len(states)} regions match genuine {spec.display_name} references "
-        f"(score {score:.2f}, threshold {t.item:.2f})."
+        f"(score {score:.2f}, threshold {threshold:.2f}).",
     )
-    return ItemDecision(Verdict.AUTHENTIC, None, score, t.item, summary, regions)
 
 
 def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) -> _RegionState:
@@ -195,6 +206,7 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
             )
         )
     shortfall = max(0, region.min_images - len(analyses))
+    threshold = bundle.thresholds.for_material(region.material)
     explanations: list[str] = []
     logit: float | None = None
     familiarity: float | None = None
@@ -208,9 +220,9 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
         unfamiliar = bool(strange)
         if strange:
             explanations.append(f"{len(strange)} of {len(analyses)} images: {strange[0].reasons[0]}")
-        elif score >= bundle.thresholds.abstain_high:
+        elif score >= threshold.abstain_high:
             explanations.append(f"texture consistent with genuine {region.material} (score {score:.2f})")
-        elif score >= bundle.thresholds.abstain_low:
+        elif score >= threshold.abstain_low:
             explanations.append(f"texture too close to call (score {score:.2f})")
         else:
             explanations.append(f"counterfeit indicators in the {region.material} texture (score {score:.2f})")
@@ -221,4 +233,10 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
             f"needs {shortfall} more usable image{'s' if shortfall != 1 else ''} ({region.hint})".replace(" ()", "")
         )
     decision = RegionDecision(region.name, region.material, score, familiarity, explanations, images)
-    return _RegionState(decision, logit, unfamiliar, shortfall, failed)
+    margin = None if logit is None else logit - _logit(threshold.abstain_high)
+    return _RegionState(decision, threshold, margin, unfamiliar, shortfall, failed)
+
+
+def _logit(p: float) -> float:
+    q = min(max(p, 1e-9), 1.0 - 1e-9)
+    return math.log(q / (1.0 - q))

@@ -6,6 +6,8 @@ import contextlib
 import copy
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +264,12 @@ def test_frames_are_box_scaled_to_the_working_width() -> None:
 def test_untileable_frames_are_invalid_arguments(frame: np.ndarray) -> None:
     with pytest.raises(InvalidArgument):
         frame_to_tiles(frame, Tiling(work_width_px=128, tile_px=32, grid_rows=2, grid_cols=3))
+
+
+def test_device_inference_never_imports_tensorflow() -> None:
+    code = (
+        "import sys\n"
+        "import veriscope.device.inference, veriscope.device.pipeline.inference, veriscope.device.pipeline.verdict\n"
+        "sys.exit('tensorflow' in sys.modules)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

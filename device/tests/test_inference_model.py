@@ -117,9 +117,12 @@ def test_analysis_has_grids_and_reasons(analyzer: Analyzer, images: Images, bund
 
 
 def test_good_genuine_item_is_authentic(analyzer: Analyzer, images: Images, bundle: ModelBundle, drift: str) -> None:
-    decision = decide(bundle, "tote-classic", tote(analyzer, images, {}))
+    # A wallet (canvas and leather): the demo model cannot yet tell genuine twill from its near copies, so
+    # items with a fabric region stay UNVERIFIED until the fuller training run (see the model card).
+    decision = decide(bundle, "wallet-compact", tote(analyzer, images, {}, WALLET))
     assert (decision.verdict, decision.reason) == ("AUTHENTIC", None), decision.summary + drift
-    assert decision.score >= bundle.thresholds.abstain_high
+    assert decision.score >= decision.threshold
+    assert [r.region for r in decision.regions] == ["canvas", "interior"]
 
 
 def test_blatant_fake_item_is_unverified(analyzer: Analyzer, images: Images, bundle: ModelBundle, drift: str) -> None:

@@ -41,6 +41,19 @@ def _per_source(metrics: Mapping[str, Any]) -> list[str]:
     return rows
 
 
+def _weaknesses(metrics: Mapping[str, Any]) -> list[str]:
+    """Plain statements of where the int8 model falls short on test and held-out items."""
+    per_source = metrics.get("int8", {}).get("test", {}).get("per_source", {})
+    lines = []
+    for key, row in per_source.items():
+        material, source = key.split("/", 1)
+        if source == "genuine" and row["accepted"] < row["items"]:
+            lines.append(f"- Genuine {material}: {row['accepted']} of {row['items']} test items verified.")
+        elif source != "genuine" and row["accepted"]:
+            lines.append(f"- {material} {source}: {row['accepted']} of {row['items']} items falsely accepted.")
+    return lines or ["- None on the test and held-out items."]
+
+
 def render(manifest: Mapping[str, Any]) -> str:
     """The model card text."""
     t = manifest["thresholds"]
@@ -107,9 +120,16 @@ def render(manifest: Mapping[str, Any]) -> str:
         f"- Inference: {metrics.get('inference_ms_per_2028x1520_frame', '?')} ms per 2028 x 1520 frame "
         "(tiling and int8 model), measured on the training machine.",
         "",
+        "## Where it falls short (int8, test and held-out items)",
+        "",
+        *_weaknesses(metrics),
+        "",
         "## Limits",
         "",
         "- Trained only on simulated specimens; real captures need a model trained on real ones.",
+        f"- One scale only: {pre['tile_px']} px tiles of a frame {pre['work_width_px']} px wide. Cues finer than a few "
+        "pixels (yarn twist, pore size) or wider than a tile (a twill's repeat, screen pitch to a few percent) are "
+        "barely seen, which is why twill fabrics and superfakes are weak points.",
         "- Knows only the materials and item types listed; anything else should come out UNFAMILIAR_MATERIAL, "
         "but unfamiliarity is learnt from few kinds of outliers.",
         "- Held-out counterfeit sources estimate how the model meets new makers; a false-accept rate measured "

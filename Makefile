@@ -5,6 +5,7 @@
 #   make install  only set up .venv (from requirements.lock; no TensorFlow)
 #   make protos   regenerate the Python bindings of protos/veriscope/v1
 #   make lock     re-resolve requirements.lock from requirements.in
+#   make train    simulate specimens and train the demo model bundle (installs TensorFlow into .venv)
 #   make firmware build the controller firmware and its emulator into build/firmware/
 
 PYTHON ?= python3
@@ -15,7 +16,7 @@ PKGS   := protos/python device host_sdk firmware_tools models
 BUF    := protos/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck buflint pytest protos lock clean firmware
+.PHONY: install demo test lint typecheck buflint pytest protos lock clean firmware train
 
 install: $(STAMP)
 
@@ -53,6 +54,14 @@ typecheck: install
 
 pytest: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+TRAIN_DATA ?= build/specimens
+TRAIN_EPOCHS ?= 16
+
+train: install
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-train.lock
+	$(PY) -m veriscope.training generate --data $(TRAIN_DATA) --genuine-items 36 --counterfeit-items 12 --images-per-item 4 --seed 1
+	$(PY) -m veriscope.training train --data $(TRAIN_DATA) --bundle models/bundles/veriscope-demo --epochs $(TRAIN_EPOCHS)
 
 firmware:
 	$(MAKE) -C device/firmware OUT=$(CURDIR)/build/firmware

@@ -79,7 +79,9 @@ def test_cli_scans_genuine_and_counterfeit(sim_daemon: DaemonProcess) -> None:
     assert [r["region"] for r in genuine["regions"]] == REGIONS
     # Every region was captured in focus and judged as its own material.
     assert genuine["reason"] in (None, "COUNTERFEIT_INDICATORS"), genuine
-    assert all(image["quality"]["ok"] for r in genuine["regions"] for image in r["images"] if image["score"] is not None)
+    assert all(
+        image["quality"]["ok"] for r in genuine["regions"] for image in r["images"] if image["score"] is not None
+    )
 
     done = cli(sim_daemon, "sim", "place", "--item-type", ITEM, "--source", "counterfeit-a", "--seed", "101")
     assert done.returncode == 0, done.stderr
@@ -97,8 +99,13 @@ def test_cli_scans_genuine_and_counterfeit(sim_daemon: DaemonProcess) -> None:
 
 def test_sync_client_scan(sim_daemon: DaemonProcess) -> None:
     with Client(sim_daemon.address) as client:
+        client.place_item("wallet-compact", "genuine", 12)
+        genuine = client.scan("wallet-compact")
         client.place_item(ITEM, "counterfeit-b", 7)
         result = client.scan(ITEM)
+    assert genuine.verdict is Verdict.AUTHENTIC, genuine
+    assert genuine.reason is None
+    assert [r.region for r in genuine.regions] == ["canvas", "interior"]
     assert result.verdict is Verdict.UNVERIFIED
     assert [r.region for r in result.regions] == REGIONS
     assert all(image.quality.ok for r in result.regions for image in r.images if image.score is not None)

@@ -3,7 +3,7 @@
 Run it with ``make demo`` (or ``.venv/bin/python host_sdk/examples/demo.py``).
 It starts ``veriscope-device serve --simulate`` on a free loopback port with a
 throw-away data directory, places a genuine and then a counterfeit virtual
-tote under the simulated lens, runs the guided scan of every region through
+wallet under the simulated lens, runs the guided scan of every region through
 the SDK, prints both verdicts, and stops the unit.
 """
 
@@ -16,7 +16,9 @@ from pathlib import Path
 from veriscope.device.launch import spawn_daemon
 from veriscope.sdk import Client, ScanEvent, ScanEventType
 
-ITEM_TYPE = "tote-classic"
+# A wallet (printed canvas and leather): the first demo model verifies both materials. Its woven-fabric
+# head does not yet verify genuine fabric, so a tote (with a fabric lining) comes out UNVERIFIED.
+ITEM_TYPE = "wallet-compact"
 ITEMS = [("genuine", 11), ("counterfeit-a", 11)]
 
 

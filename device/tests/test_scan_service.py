@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -169,3 +170,26 @@ def test_list_pages_and_filters(scans: scan_service_pb2_grpc.ScanServiceStub) ->
     only = scans.ListScans(pb.ListScansRequest(filter='partner_item_id = "page-3"')).scans
     assert [s.name for s in only] == [made[3].name]
     assert _code(scans.ListScans, pb.ListScansRequest(filter="colour = red")) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_an_idle_owner_loses_the_camera(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    srv = InProcessDaemon(tmp_path / "data", camera=(320, 240), scan={"camera_idle_timeout_s": 1.0})
+    try:
+        sim = simulation_service_pb2_grpc.SimulationServiceStub(srv.channel)
+        sim.PlaceItem(
+            simulation_service_pb2.PlaceItemRequest(
+                item=simulation_service_pb2.PlacedItem(item_type=ITEM, source="genuine", seed=2)
+            )
+        )
+        stub = scan_service_pb2_grpc.ScanServiceStub(srv.channel)
+        abandoned, waiting = _create(stub), _create(stub)
+        stub.CaptureRegion(pb.CaptureRegionRequest(name=abandoned.name, region="canvas"))
+        time.sleep(1.5)
+        taken = stub.CaptureRegion(pb.CaptureRegionRequest(name=waiting.name, region="canvas"))
+        assert taken.image.region == "canvas"
+        # The idle scan is still in progress; it just has to wait its turn now.
+        assert _code(stub.CaptureRegion, pb.CaptureRegionRequest(name=abandoned.name, region="trim")) == (
+            grpc.StatusCode.FAILED_PRECONDITION
+        )
+    finally:
+        srv.close()

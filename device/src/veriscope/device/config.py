@@ -106,6 +106,8 @@ class ScanConfig:
     """Most images one scan may hold."""
     max_open_scans: int = 32
     """Most scans IN_PROGRESS at once; more are refused with RESOURCE_EXHAUSTED."""
+    camera_idle_timeout_s: float = 300.0
+    """A scan that holds the camera unused this long loses it to the next scan that asks, in seconds."""
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,11 @@ def _validate(section: Any, prefix: str) -> None:
         _require(4096 <= section.max_image_pixels <= 200_000_000, prefix + "max_image_pixels", "must be 4096..2e8")
         _require(1 <= section.max_images_per_scan <= 1000, prefix + "max_images_per_scan", "must be 1..1000")
         _require(1 <= section.max_open_scans <= 10_000, prefix + "max_open_scans", "must be 1..10000")
+        _require(
+            1.0 <= section.camera_idle_timeout_s <= 86_400,
+            prefix + "camera_idle_timeout_s",
+            "must be 1..86400 seconds",
+        )
     elif isinstance(section, Config) and section.simulate:
         _require(section.camera.kind == "simulated", "camera.kind", "must be 'simulated' when simulating")
 

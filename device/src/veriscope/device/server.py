@@ -192,6 +192,7 @@ def build_daemon(config: Config) -> Daemon:
         max_image_pixels=config.scan.max_image_pixels,
         max_images_per_scan=config.scan.max_images_per_scan,
         max_open_scans=config.scan.max_open_scans,
+        camera_idle_timeout_s=config.scan.camera_idle_timeout_s,
     )
     stage = bench if bench is not None and config.camera.kind == "simulated" else OperatorStage()
     manager = ScanManager(store, bundle, analyzer, device_id=device_id, imager=imager, stage=stage, limits=limits)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from veriscope.device.scans.store import ScanFilter, ScanStore
 from veriscope.device.stage import Stage
 from veriscope.device.types import CaptureSettings, Lighting
 
+_log = logging.getLogger("veriscope.device.scans")
 MAX_PARTNER_ITEM_ID_CHARS = 128
 _WATCH_QUEUE_SIZE = 256
 
@@ -70,6 +73,8 @@ class ScanLimits:
     max_image_pixels: int = 40_000_000
     max_images_per_scan: int = 64
     max_open_scans: int = 32
+    camera_idle_timeout_s: float = 300.0
+    """A scan that owns the camera but has not used it for this long loses it to the next scan that asks."""
 
 
 def _now() -> datetime:
@@ -107,6 +112,7 @@ class ScanManager:
         self._watchers: dict[str, set[asyncio.Queue[ScanEvent]]] = {}
         self._open_scans: set[str] = set()
         self.camera_owner: str | None = None
+        self._camera_used = time.monotonic()
         self._focused_region: dict[str, str] = {}
         self.camera_lock = asyncio.Lock()
         """Held while any code uses the camera; CaptureService shares it."""
@@ -252,13 +258,28 @@ class ScanManager:
         if len(scan.images) >= self._limits.max_images_per_scan:
             raise ResourceExhausted(f"scan {scan.scan_id!r} already holds {len(scan.images)} images (the limit)")
 
+    def busy_owner(self) -> str | None:
+        """The scan that holds the camera now, or None when it is free (or its owner sat idle too long)."""
+        owner = self.camera_owner
+        if owner is None or owner not in self._open_scans:
+            return None
+        if time.monotonic() - self._camera_used > self._limits.camera_idle_timeout_s:
+            return None
+        return owner
+
     def _take_camera(self, scan_id: str) -> None:
         if self._imager is None:
             raise FailedPrecondition("this unit has no camera; upload images with UploadImage instead")
-        owner = self.camera_owner
-        if owner is not None and owner != scan_id and owner in self._open_scans:
-            raise FailedPrecondition(f"camera busy: scans/{owner} owns the camera until it completes or is cancelled")
+        owner = self.busy_owner()
+        if owner is not None and owner != scan_id:
+            raise FailedPrecondition(
+                f"camera busy: scans/{owner} owns the camera until it completes or is cancelled "
+                f"(or sits idle for {self._limits.camera_idle_timeout_s:.0f} s)"
+            )
+        if self.camera_owner not in (None, scan_id):
+            _log.warning("scans/%s lost the camera to scans/%s after sitting idle", self.camera_owner, scan_id)
         self.camera_owner = scan_id
+        self._camera_used = time.monotonic()
 
     def _release_camera(self, scan_id: str) -> None:
         if self.camera_owner == scan_id:
@@ -284,6 +305,7 @@ class ScanManager:
             async with self.camera_lock:
                 judged = await asyncio.to_thread(self._capture_blocking, imager, region, wanted, focus)
             self._focused_region[scan_id] = region
+            self._camera_used = time.monotonic()
             data = await asyncio.to_thread(codec.encode, judged.frame.pixels, codec.ImageFormat.PNG)
             digest = await asyncio.to_thread(self._store.put_image, data, codec.ImageFormat.PNG)
             frame = judged.frame

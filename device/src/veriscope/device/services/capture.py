@@ -32,7 +32,7 @@ class CaptureServicer(capture_service_pb2_grpc.CaptureServiceServicer):
         self._manager = manager
 
     def _check_free(self) -> None:
-        owner = self._manager.camera_owner
+        owner = self._manager.busy_owner()
         if owner is not None:
             raise FailedPrecondition(f"camera busy: scans/{owner} owns the camera until it completes or is cancelled")
 

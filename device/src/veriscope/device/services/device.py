@@ -130,7 +130,7 @@ class DeviceServicer(device_service_pb2_grpc.DeviceServiceServicer):
         self, request: device_service_pb2.GetStatusRequest, context: ServicerContext
     ) -> device_service_pb2.GetStatusResponse:
         ctx = self._ctx
-        owner = ctx.manager.camera_owner
+        owner = ctx.manager.busy_owner()
         status = device_service_pb2.DeviceStatus(
             state=device_service_pb2.DEVICE_STATE_BUSY if owner else device_service_pb2.DEVICE_STATE_READY,
             message=f"scan {owner} owns the camera" if owner else "ready",

@@ -23,7 +23,7 @@ from veriscope.device.bench import SimBench
 from veriscope.device.camera import Camera
 from veriscope.device.config import Config
 from veriscope.device.controller import Controller
-from veriscope.device.errors import ConfigError, InvalidArgument, ModelError, VeriscopeError
+from veriscope.device.errors import ConfigError, InvalidArgument, VeriscopeError
 from veriscope.device.imager import Imager
 from veriscope.device.inference import ModelBundle, load_bundle
 from veriscope.device.pipeline.inference import Analyzer
@@ -240,10 +240,7 @@ def build_daemon(config: Config) -> Daemon:
 
 async def serve(config: Config, *, ready: asyncio.Event | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT, then drain in-flight RPCs and return 0."""
-    try:
-        daemon = build_daemon(config)
-    except (ConfigError, ModelError):
-        raise
+    daemon = build_daemon(config)
     address = await daemon.start()
     print(f"veriscope-device: serving on {address}", flush=True)
     stop = asyncio.Event()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,9 +16,3 @@ def sim_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProce
     yield unit
     code = unit.stop()
     assert code == 0, "daemon did not exit 0 on SIGTERM:\n" + "".join(unit.output)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    """An empty data directory."""
-    return tmp_path / "data"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from veriscope.device import codec
-from veriscope.device.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from veriscope.device.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from veriscope.device.imager import Imager, JudgedFrame
 from veriscope.device.inference import ModelBundle
 from veriscope.device.pipeline import quality
@@ -308,20 +308,7 @@ class ScanManager:
             self._camera_used = time.monotonic()
             data = await asyncio.to_thread(codec.encode, judged.frame.pixels, codec.ImageFormat.PNG)
             digest = await asyncio.to_thread(self._store.put_image, data, codec.ImageFormat.PNG)
-            frame = judged.frame
-            meta = ImageMeta(
-                width=frame.width,
-                height=frame.height,
-                capture_time=frame.capture_time,
-                exposure_us=frame.settings.exposure_us,
-                analogue_gain=frame.settings.analogue_gain,
-                lighting=frame.settings.lighting,
-                led_duty_pct=frame.settings.led_duty_pct,
-                focus_steps=frame.settings.focus_steps,
-                lens_position=frame.settings.lens_position,
-                device_id=self._device_id,
-                camera_model=frame.camera_model,
-            )
+            meta = ImageMeta.of_frame(judged.frame, self._device_id)
             record = ImageRecord(
                 image_id=f"{len(scan.images) + 1:03d}",
                 region=region,
@@ -448,12 +435,3 @@ class ScanManager:
         self._release_camera(scan.scan_id)
         self._scan_locks.pop(scan.scan_id, None)
         self._publish(ScanEvent("finished", scan, self._clock(), message=scan.state.name))
-
-    def ensure_exists(self, scan_id: str) -> None:
-        """Raise NotFound unless the scan exists."""
-        if not scan_id:
-            raise InvalidArgument("name must be 'scans/{scan_id}'")
-        try:
-            self._store.get(scan_id)
-        except NotFound:
-            raise

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from veriscope.device.codec import ImageFormat
 from veriscope.device.pipeline.quality import QualityReport
-from veriscope.device.types import Lighting
+from veriscope.device.types import Frame, Lighting
 
 
 class ScanState(enum.StrEnum):
@@ -48,6 +48,24 @@ class ImageMeta:
     lens_position: float = 0.0
     device_id: str = ""
     camera_model: str = ""
+
+    @classmethod
+    def of_frame(cls, frame: Frame, device_id: str) -> ImageMeta:
+        """The metadata of a frame this unit captured."""
+        s = frame.settings
+        return cls(
+            width=frame.width,
+            height=frame.height,
+            capture_time=frame.capture_time,
+            exposure_us=s.exposure_us,
+            analogue_gain=s.analogue_gain,
+            lighting=s.lighting,
+            led_duty_pct=s.led_duty_pct,
+            focus_steps=s.focus_steps,
+            lens_position=s.lens_position,
+            device_id=device_id,
+            camera_model=frame.camera_model,
+        )
 
 
 @dataclass(frozen=True)

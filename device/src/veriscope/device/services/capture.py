@@ -11,10 +11,11 @@ from veriscope.device.errors import FailedPrecondition, InvalidArgument
 from veriscope.device.imager import Imager
 from veriscope.device.pipeline import quality
 from veriscope.device.scans.manager import ScanManager
+from veriscope.device.scans.records import ImageMeta
 from veriscope.device.services._convert import (
     FORMAT_TO_PB,
-    LIGHTING_TO_PB,
     lighting_from_pb,
+    meta_to_pb,
     quality_to_pb,
     settings_from_pb,
     timestamp,
@@ -46,19 +47,7 @@ class CaptureServicer(capture_service_pb2_grpc.CaptureServiceServicer):
         async with self._manager.camera_lock:
             judged = await asyncio.to_thread(self._imager.capture, settings)
         data = await asyncio.to_thread(codec.encode, judged.frame.pixels, fmt, jpeg_quality=request.jpeg_quality or 92)
-        frame = judged.frame
-        meta = common_pb2.ImageMetadata(
-            width=frame.width,
-            height=frame.height,
-            exposure_us=frame.settings.exposure_us,
-            analogue_gain=frame.settings.analogue_gain,
-            lighting=LIGHTING_TO_PB[frame.settings.lighting],
-            led_duty_pct=frame.settings.led_duty_pct,
-            focus_steps=frame.settings.focus_steps,
-            lens_position=frame.settings.lens_position,
-            capture_time=timestamp(frame.capture_time),
-            camera_model=frame.camera_model,
-        )
+        meta = meta_to_pb(ImageMeta.of_frame(judged.frame, device_id=""))
         return pb.CaptureResponse(
             image=common_pb2.Image(data=data, format=FORMAT_TO_PB[fmt], metadata=meta),
             quality=quality_to_pb(judged.quality),

@@ -157,11 +157,17 @@ def test_garbage_and_partial_frames(sim: AvrSim, ctl: SerialController) -> None:
 
 def test_console_is_usable_from_a_terminal(sim: AvrSim) -> None:
     with serial.Serial(str(sim.port), 115200, timeout=0.2) as term:
+        # The firmware greets with a text banner, then a binary BOOT event frame; take both before typing.
         deadline = time.monotonic() + 10
         seen = b""
-        while b"type help" not in seen and time.monotonic() < deadline:
-            seen += term.read(256)
+        boots: list[proto.BoardEvent | None] = []
+        parser = proto.FrameParser()
+        while not boots and time.monotonic() < deadline:
+            chunk = term.read(256)
+            seen += chunk
+            boots += [proto.decode_event(f) for f in parser.feed(chunk)]
         assert b"veriscope-controller 1.0.0 protocol 1" in seen
+        assert isinstance(boots[0], proto.BootEvent)
 
         def ask(line: bytes) -> str:
             term.write(line)

@@ -65,15 +65,16 @@ class CanvasParams:
 
 
 SPREAD = {
-    "screen_period_um": 1.0,
-    "dot_gain": 0.01,
-    "ink_bleed_um": 0.4,
-    "edge_rough": 0.01,
-    "coat_grain_amp_um": 0.1,
-    "weave_amp_um": 0.3,
-    "gloss": 0.03,
+    "screen_period_um": 0.4,
+    "dot_gain": 0.005,
+    "ink_bleed_um": 0.25,
+    "edge_rough": 0.005,
+    "coat_grain_amp_um": 0.06,
+    "weave_amp_um": 0.2,
+    "gloss": 0.015,
 }
-"""Item-to-item manufacturing variance (standard deviations) within any one source."""
+"""Item-to-item manufacturing variance (standard deviations) within any one source. Makers hold these tight, so a
+superfake sits several spreads from genuine even where one image cannot resolve the difference."""
 
 _G = CanvasParams()
 
@@ -105,8 +106,8 @@ RECIPES: dict[str, Recipe[CanvasParams]] = {
         "Ink bleed: soft, ragged dot edges on a thin coating that lets the base weave show through.",
     ),
     "counterfeit-c": Recipe(
-        CanvasParams(screen_period_um=172.5, dot_gain=0.06, gloss=0.49),
-        "Near-identical print: screen about 1.5% coarser with slightly more dot gain.",
+        CanvasParams(screen_period_um=173.0, dot_gain=0.065, gloss=0.5),
+        "Near-identical print: screen about 2% coarser with slightly more dot gain and sheen.",
         superfake=True,
     ),
     "counterfeit-d": Recipe(

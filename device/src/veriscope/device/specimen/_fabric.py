@@ -57,14 +57,15 @@ class FabricParams:
 
 
 SPREAD = {
-    "warp_pitch_um": 2.0,
-    "weft_pitch_um": 2.5,
-    "twist_deg": 1.0,
-    "slub": 0.01,
-    "skew_deg": 0.3,
-    "cover": 0.01,
+    "warp_pitch_um": 1.0,
+    "weft_pitch_um": 1.2,
+    "twist_deg": 0.5,
+    "slub": 0.006,
+    "skew_deg": 0.15,
+    "cover": 0.006,
 }
-"""Item-to-item manufacturing variance (standard deviations) within any one source."""
+"""Item-to-item manufacturing variance (standard deviations) within any one source. Makers hold these tight, so a
+superfake sits several spreads from genuine even where one image cannot resolve the difference."""
 
 _G = FabricParams()
 

@@ -64,15 +64,16 @@ class LeatherParams:
 _BRIGHTENER = (0.25, 0.45, 1.0)
 
 SPREAD = {
-    "cell_um": 12.0,
-    "dome_um": 1.5,
-    "crease_depth_um": 2.0,
-    "pores_per_mm2": 3.0,
-    "pore_radius_um": 0.4,
-    "mottle": 0.01,
-    "gloss": 0.02,
+    "cell_um": 6.0,
+    "dome_um": 0.8,
+    "crease_depth_um": 1.0,
+    "pores_per_mm2": 1.5,
+    "pore_radius_um": 0.2,
+    "mottle": 0.005,
+    "gloss": 0.01,
 }
-"""Item-to-item manufacturing variance (standard deviations) within any one source."""
+"""Item-to-item manufacturing variance (standard deviations) within any one source. Makers hold these tight, so a
+superfake sits several spreads from genuine even where one image cannot resolve the difference."""
 
 _G = LeatherParams()
 

@@ -49,6 +49,11 @@ _RECIPES: dict[str, dict[str, Recipe[Any]]] = {
     "grained-leather": _leather.RECIPES,
     "woven-fabric": _fabric.RECIPES,
 }
+_SPREADS: dict[str, dict[str, float]] = {
+    "coated-canvas": _canvas.SPREAD,
+    "grained-leather": _leather.SPREAD,
+    "woven-fabric": _fabric.SPREAD,
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,25 @@ def source_info(material: str, source: str) -> SourceInfo:
     """Describe ``source`` of ``material``. Raises :class:`KeyError` naming the valid choices if either is unknown."""
     recipe = _recipe(material, source)
     return SourceInfo(material, source, recipe.description, recipe.superfake, source in HELD_OUT_SOURCES)
+
+
+@dataclass(frozen=True)
+class Separation:
+    """How far a source's recipe sits from genuine, measured against item-to-item variance."""
+
+    spreads: float
+    """Distance in the parameters that vary between items, in units of their spread (root of summed squares)."""
+    fixed: tuple[str, ...]
+    """Differing parameters that do not vary between items: extra evidence whenever the optics resolve them."""
+
+
+def separation(material: str, source: str) -> Separation:
+    """How far ``source`` of ``material`` is from genuine. Raises :class:`KeyError` for unknown names."""
+    params, genuine = vars(_recipe(material, source).params), vars(_recipe(material, GENUINE).params)
+    spread = _SPREADS[material]
+    changed = [k for k in params if params[k] != genuine[k]]
+    total = sum(((params[k] - genuine[k]) / spread[k]) ** 2 for k in changed if k in spread)
+    return Separation(float(total**0.5), tuple(k for k in changed if k not in spread))
 
 
 def superfake_sources(material: str) -> tuple[str, ...]:

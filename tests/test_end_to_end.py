@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
 
 from veriscope.device import codec
 from veriscope.device.launch import DaemonProcess
@@ -71,7 +72,7 @@ def test_info_lists_item_types_and_versions(sim_daemon: DaemonProcess) -> None:
     assert info["model"]["name"] == "veriscope-demo"
 
 
-def test_cli_scans_genuine_and_counterfeit(sim_daemon: DaemonProcess) -> None:
+def test_cli_scans_genuine_and_counterfeit(sim_daemon: DaemonProcess, tmp_path: Path) -> None:
     done = cli(sim_daemon, "sim", "place", "--item-type", ITEM, "--source", "genuine", "--seed", "101")
     assert done.returncode == 0, done.stderr
     genuine = cli_json(sim_daemon, "scan", "--item-type", ITEM)
@@ -95,6 +96,28 @@ def test_cli_scans_genuine_and_counterfeit(sim_daemon: DaemonProcess) -> None:
     listed = cli_json(sim_daemon, "scans")
     ids = [s["scan_id"] for s in (listed["scans"] if isinstance(listed, dict) else listed)]
     assert genuine["scan_id"] in ids and fake["scan_id"] in ids
+
+    # The heat-maps of the counterfeit are red where its tiles score below the threshold.
+    written = cli_json(sim_daemon, "explain", f"scans/{fake['scan_id']}", "--out", str(tmp_path / "why"))
+    report = json.loads(Path(written["explanation"]).read_text())
+    analysed = [i["image_id"] for r in fake["regions"] for i in r["images"] if i["score"] is not None]
+    assert sorted(i["image_id"] for i in report["images"]) == sorted(analysed)
+    assert [r["explanations"] for r in report["regions"]] == [r["explanations"] for r in fake["regions"]]
+    reds = 0
+    for image, path in zip(report["images"], written["heatmaps"], strict=True):
+        assert Path(path).name == f"{image['region']}-{image['image_id']}.png"
+        with Image.open(path) as heatmap:
+            assert heatmap.size == (image["width_px"], image["height_px"])
+            pixels = np.asarray(heatmap.convert("RGB")).astype(int)
+        for r, y in enumerate(image["row_y_px"]):
+            for c, x in enumerate(image["column_x_px"]):
+                if image["tile_scores"][r][c] < image["score_threshold"] / 2 and (
+                    image["tile_familiarity"][r][c] >= image["familiarity_threshold"]
+                ):
+                    red, green, _ = pixels[y + image["tile_px"] // 2, x + image["tile_px"] // 2]
+                    assert red > green + 30
+                    reds += 1
+    assert reds > 0
 
 
 def test_sync_client_scan(sim_daemon: DaemonProcess) -> None:

@@ -57,7 +57,18 @@ def _scalar(field: d.FieldDescriptor) -> st.SearchStrategy[Any]:
     if field.type == d.FieldDescriptor.TYPE_BOOL:
         return st.booleans()
     if field.type == d.FieldDescriptor.TYPE_STRING:
-        interesting = ["", "scans/", "scans/abc", "scans/../x", "tote-classic", "canvas", "genuine", "models/active"]
+        interesting = [
+            "",
+            "scans/",
+            "scans/abc",
+            "scans/../x",
+            "scans/abc/explanation",
+            "scans//explanation",
+            "tote-classic",
+            "canvas",
+            "genuine",
+            "models/active",
+        ]
         return st.one_of(st.sampled_from(interesting), st.text(max_size=40))
     if field.type == d.FieldDescriptor.TYPE_BYTES:
         return st.binary(max_size=64)
@@ -103,6 +114,7 @@ UNARY = [
     ("veriscope.v1.ScanService", "GetScan", scan_service_pb2.GetScanRequest),
     ("veriscope.v1.ScanService", "ListScans", scan_service_pb2.ListScansRequest),
     ("veriscope.v1.ScanService", "CancelScan", scan_service_pb2.CancelScanRequest),
+    ("veriscope.v1.ScanService", "GetScanExplanation", scan_service_pb2.GetScanExplanationRequest),
     ("veriscope.v1.CaptureService", "Capture", capture_service_pb2.CaptureRequest),
     ("veriscope.v1.CaptureService", "Autofocus", capture_service_pb2.AutofocusRequest),
     ("veriscope.v1.SimulationService", "PlaceItem", simulation_service_pb2.PlaceItemRequest),

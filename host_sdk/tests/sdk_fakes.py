@@ -10,7 +10,9 @@ a record of every call and upload for the tests to check.
 from __future__ import annotations
 
 import hashlib
+import struct
 import threading
+import zlib
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -75,6 +77,37 @@ def png_bytes(size: int) -> bytes:
     """``size`` bytes that start like a PNG and differ everywhere, so a misplaced chunk changes the hash."""
     body = hashlib.shake_256(str(size).encode()).digest(max(size - len(PNG_MAGIC), 0))
     return PNG_MAGIC + body
+
+
+def png_rgb(width: int, height: int, colour_at: Callable[[int, int], tuple[int, int, int]]) -> bytes:
+    """A real RGB PNG file (stdlib only) whose pixel (x, y) is ``colour_at(x, y)``."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(
+        b"\x00" + b"".join(bytes(colour_at(x, y)) for x in range(width)) for y in range(height)
+    )  # filter type 0 per row
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return PNG_MAGIC + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+# The fake's explanation of every accepted image: a 2 x 3 grid of 20 px tiles on a 60 x 40 heat-map.
+TILE_SCORES = [0.1, 0.5, 0.9, 0.95, 0.3, 0.8]
+TILE_FAMILIARITY = [0.9, 0.9, 0.9, 0.2, 0.9, 0.9]
+SCORE_THRESHOLD = 0.6
+FAMILIARITY_THRESHOLD = 0.5
+FAKE_RED, FAKE_GREEN, FAKE_GREY = (215, 48, 39), (26, 152, 80), (128, 128, 128)
+
+
+def fake_heatmap_png() -> bytes:
+    def colour(x: int, y: int) -> tuple[int, int, int]:
+        tile = (y // 20) * 3 + x // 20
+        if TILE_FAMILIARITY[tile] < FAMILIARITY_THRESHOLD:
+            return FAKE_GREY
+        return FAKE_GREEN if TILE_SCORES[tile] >= SCORE_THRESHOLD else FAKE_RED
+
+    return png_rgb(60, 40, colour)
 
 
 ITEM_TYPES = [
@@ -445,6 +478,45 @@ class FakeScanService(scan_service_pb2_grpc.ScanServiceServicer):
         _in_progress_or_abort(scan, context)
         scan.state = scan_service_pb2.SCAN_STATE_CANCELLED
         return scan_service_pb2.CancelScanResponse(scan=scan)
+
+    def GetScanExplanation(self, request: scan_service_pb2.GetScanExplanationRequest, context: Any) -> Any:
+        parent, _, child = request.name.rpartition("/")
+        if child != "explanation":
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"name must be 'scans/{{scan_id}}/explanation', got {request.name!r}"
+            )
+        scan = _scan_or_abort(self.unit, parent, context)
+        if scan.state != scan_service_pb2.SCAN_STATE_COMPLETED:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{scan.name} is {scan_service_pb2.ScanState.Name(scan.state)}; only COMPLETED scans have an explanation",
+            )
+        materials = {p.region: p.material for p in scan.regions}
+        images = [
+            scan_service_pb2.ImageExplanation(
+                image_id=i.image_id,
+                region=i.region,
+                material=materials[i.region],
+                grid_rows=2,
+                grid_cols=3,
+                tile_scores=TILE_SCORES,
+                tile_familiarity=TILE_FAMILIARITY,
+                score_threshold=SCORE_THRESHOLD,
+                familiarity_threshold=FAMILIARITY_THRESHOLD,
+                tile_px=20,
+                column_x_px=[0, 20, 40],
+                row_y_px=[0, 20],
+                heatmap_png=fake_heatmap_png(),
+                heatmap_width_px=60,
+                heatmap_height_px=40,
+            )
+            for i in scan.images
+            if i.quality.ok
+        ]
+        explanation = scan_service_pb2.ScanExplanation(
+            name=f"{scan.name}/explanation", images=images, regions=scan.result.regions, model=scan.result.model
+        )
+        return scan_service_pb2.GetScanExplanationResponse(explanation=explanation)
 
 
 MODELS = [

@@ -305,6 +305,43 @@ async def test_get_scan_of_an_unknown_scan_raises_not_found(client: AsyncClient)
     assert caught.value.method == "veriscope.v1.ScanService/GetScan"
 
 
+async def test_get_scan_explanation_maps_tile_grids_and_heatmaps(client: AsyncClient, tmp_path: Path) -> None:
+    result = await client.scan(ITEM_TYPE)
+    explanation = await client.get_scan_explanation(f"scans/{result.scan_id}")
+    assert explanation.scan_id == result.scan_id
+    assert explanation.model == result.model and explanation.regions == result.regions
+    assert [(i.image_id, i.region, i.material) for i in explanation.images] == [
+        ("img-1", "canvas", "coated-canvas"),
+        ("img-2", "canvas", "coated-canvas"),
+        ("img-3", "handle", "leather"),
+    ]
+    heatmap = explanation.images[0]
+    assert (heatmap.grid_rows, heatmap.grid_cols, heatmap.tile_px) == (2, 3, 20)
+    assert len(heatmap.tile_scores) == 2 and all(len(row) == 3 for row in heatmap.tile_scores)
+    assert heatmap.tile_scores[1][0] == pytest.approx(0.95) and heatmap.tile_familiarity[1][0] == pytest.approx(0.2)
+    assert (heatmap.score_threshold, heatmap.familiarity_threshold) == (0.6, 0.5)
+    assert (heatmap.column_x_px, heatmap.row_y_px, heatmap.width_px, heatmap.height_px) == (
+        (0, 20, 40),
+        (0, 20),
+        60,
+        40,
+    )
+    assert heatmap.png.startswith(b"\x89PNG") and "png" not in repr(heatmap)
+    assert heatmap.save(tmp_path / "canvas.png").read_bytes() == heatmap.png
+    data = explanation.to_dict()
+    assert "png" not in data["images"][0] and data["images"][0]["tile_scores"][1][0] == pytest.approx(0.95)
+    assert data["regions"][0]["explanations"] == ["coated-canvas grain matches genuine references"]
+
+
+async def test_get_scan_explanation_needs_a_completed_scan(client: AsyncClient) -> None:
+    scan = await client.create_scan(ITEM_TYPE)
+    with pytest.raises(FailedPreconditionError, match="only COMPLETED scans") as caught:
+        await client.get_scan_explanation(scan.scan_id)
+    assert caught.value.method == "veriscope.v1.ScanService/GetScanExplanation"
+    with pytest.raises(NotFoundError):
+        await client.get_scan_explanation("abc")
+
+
 async def test_list_scans_pages_newest_first(client: AsyncClient, unit: FakeUnit, server: FakeServer) -> None:
     for _ in range(5):
         await client.create_scan(ITEM_TYPE)
@@ -410,6 +447,7 @@ async def test_unreachable_device_raises_device_unavailable(unused_address: str)
         (lambda c: c.scan(ITEM_TYPE, max_retakes_per_region=-1), "max_retakes_per_region must be 0..1000"),
         (lambda c: c.scan(ITEM_TYPE, partner_item_id="x" * 129), "partner_item_id must be at most 128"),
         (lambda c: c.get_scan("a/b"), "scan_id must be"),
+        (lambda c: c.get_scan_explanation("scans/a/explanation"), "scan_id must be"),
         (lambda c: c.capture_region("s1", ""), "region must not be empty"),
         (lambda c: c.list_scans(page_size=0), "page_size must be 1..1000"),
         (lambda c: c.place_item(ITEM_TYPE, "genuine", -1), "seed must be 0..9223372036854775807"),

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from sdk_fakes import ITEM_TYPE, JPEG_MAGIC, FakeUnit, blurry_report, png_bytes
+from sdk_fakes import ITEM_TYPE, JPEG_MAGIC, FakeUnit, blurry_report, fake_heatmap_png, png_bytes
 
 from veriscope.sdk import ScanEvent, ScanEventType
 from veriscope.sdk._cli import main
@@ -183,6 +183,76 @@ def test_human_output_of_every_read_command(capsys: pytest.CaptureFixture[str], 
         assert expected in out, (argv, out)
 
 
+def test_explain_writes_one_png_per_image_and_the_explanation(
+    capsys: pytest.CaptureFixture[str], address: str, tmp_path: Path
+) -> None:
+    image_module = pytest.importorskip("PIL.Image")
+    scan_id = run_json(capsys, "--device", address, "scan", "--item-type", ITEM_TYPE, "--json", "-q")["scan_id"]
+    out_dir = tmp_path / "why" / "nested"
+    code, out, err = run(capsys, "--device", address, "explain", f"scans/{scan_id}", "--out", str(out_dir))
+    assert (code, err) == (0, "")
+    pngs = ["canvas-img-1.png", "canvas-img-2.png", "handle-img-3.png"]
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted([*pngs, "explanation.json"])
+    for name in pngs:
+        assert (out_dir / name).read_bytes() == fake_heatmap_png()
+        with image_module.open(out_dir / name) as image:
+            assert (image.format, image.mode, image.size) == ("PNG", "RGB", (60, 40))
+            low, high = image.getpixel((10, 10)), image.getpixel((50, 10))  # tiles scoring 0.1 and 0.9
+        assert low[0] > low[1] and high[1] > high[0]
+    report = json.loads((out_dir / "explanation.json").read_text())
+    assert report["scan_id"] == scan_id and report["model"]["name"] == "veriscope-demo"
+    assert [i["file"] for i in report["images"]] == pngs
+    assert [i["region"] for i in report["images"]] == ["canvas", "canvas", "handle"]
+    assert [v for row in report["images"][0]["tile_scores"] for v in row] == pytest.approx(
+        [0.1, 0.5, 0.9, 0.95, 0.3, 0.8]
+    )
+    assert len(report["images"][0]["tile_familiarity"]) == 2
+    assert report["regions"][1]["explanations"] == ["leather grain matches genuine references"]
+    for name in [*pngs, "explanation.json"]:
+        assert str(out_dir / name) in out
+    assert "handle: leather grain matches genuine references" in out
+    # Again into the same directory, with --json: the files are replaced and listed.
+    data = run_json(capsys, "--device", address, "explain", scan_id, "--out", str(out_dir), "--json")
+    assert data == {
+        "scan_id": scan_id,
+        "directory": str(out_dir),
+        "heatmaps": [str(out_dir / name) for name in pngs],
+        "explanation": str(out_dir / "explanation.json"),
+    }
+
+
+def test_explain_of_a_scan_that_is_not_completed_exits_1_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], address: str, tmp_path: Path
+) -> None:
+    with Client(address) as client:
+        scan = client.create_scan(ITEM_TYPE)
+    out_dir = tmp_path / "why"
+    code, out, err = run(capsys, "--device", address, "explain", scan.scan_id, "--out", str(out_dir))
+    assert (code, out) == (1, "")
+    assert "FAILED_PRECONDITION" in one_error_line(err) and "only COMPLETED scans" in err
+    code, out, err = run(capsys, "--device", address, "explain", "nosuchscan", "--out", str(out_dir))
+    assert (code, out) == (1, "") and "NOT_FOUND" in one_error_line(err)
+    assert not out_dir.exists()
+
+
+def test_explain_into_a_path_that_is_a_file_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], address: str, tmp_path: Path
+) -> None:
+    scan_id = run_json(capsys, "--device", address, "scan", "--item-type", ITEM_TYPE, "--json", "-q")["scan_id"]
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a directory")
+    code, out, err = run(capsys, "--device", address, "explain", scan_id, "--out", str(blocker))
+    assert (code, out) == (2, "") and str(blocker) in one_error_line(err)
+
+
+def test_explain_of_an_unreachable_device_exits_3(
+    capsys: pytest.CaptureFixture[str], unused_address: str, tmp_path: Path
+) -> None:
+    code, out, err = run(capsys, "--device", unused_address, "explain", "abc", "--out", str(tmp_path / "why"))
+    assert (code, out) == (3, "") and "UNAVAILABLE" in one_error_line(err)
+    assert not (tmp_path / "why").exists()
+
+
 def test_device_defaults_to_the_environment(
     capsys: pytest.CaptureFixture[str], address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,6 +332,8 @@ def test_interrupt_exits_130(capsys: pytest.CaptureFixture[str], address: str, m
         ),
         (["analyze", "--item-type", ITEM_TYPE, "--image", "=x.png"], "argument --image: expected REGION=PATH"),
         (["get", "a/b"], "argument SCAN_ID: SCAN_ID must be"),
+        (["explain", "a/b", "--out", "why"], "argument SCAN_ID: SCAN_ID must be"),
+        (["explain", "abc"], "the following arguments are required: --out"),
         (["scans", "--page-size", "0"], "argument --page-size: must be 1..1000"),
         (["sim", "place", "--item-type", ITEM_TYPE, "--seed", "-3"], "argument --seed: must be 0.."),
         (["scan", "--item-type", "tote classic"], "argument --item-type: must not contain whitespace"),
@@ -288,7 +360,19 @@ def test_analyze_of_a_file_that_is_not_an_image_is_a_usage_error(
 def test_help_teaches_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "exit codes:" in out and "examples:" in out and "3    the device is unreachable" in out
-    for command in ["info", "status", "models", "scan", "analyze", "scans", "scan-get", "get", "cancel", "sim"]:
+    for command in [
+        "info",
+        "status",
+        "models",
+        "scan",
+        "analyze",
+        "scans",
+        "scan-get",
+        "get",
+        "explain",
+        "cancel",
+        "sim",
+    ]:
         code, out, _ = run(capsys, command, "--help")
         assert code == 0 and "examples:" in out, command
     for command in ["place", "get", "clear", "sources"]:

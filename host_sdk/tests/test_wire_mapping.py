@@ -9,7 +9,7 @@ from sdk_fakes import blurry_report, stamp
 
 from veriscope.sdk import ProtocolError, ScanState
 from veriscope.sdk._cli_output import to_json
-from veriscope.sdk._convert import quality_issue_from_pb, scan_from_pb, scan_id_from_name
+from veriscope.sdk._convert import quality_issue_from_pb, scan_explanation_from_pb, scan_from_pb, scan_id_from_name
 from veriscope.v1 import common_pb2, scan_service_pb2
 
 
@@ -23,6 +23,40 @@ def _scan(**fields: object) -> scan_service_pb2.Scan:
 def test_malformed_scan_names_are_protocol_errors(name: str) -> None:
     with pytest.raises(ProtocolError, match="scans/"):
         scan_id_from_name(name)
+
+
+def _explanation(name: str = "scans/s1/explanation", **image: object) -> scan_service_pb2.GetScanExplanationResponse:
+    fields: dict[str, object] = {
+        "image_id": "001",
+        "grid_rows": 1,
+        "grid_cols": 2,
+        "tile_scores": [0.2, 0.9],
+        "tile_familiarity": [1.0, 1.0],
+        "column_x_px": [0, 10],
+        "row_y_px": [0],
+    }
+    fields.update(image)
+    explanation = scan_service_pb2.ScanExplanation(
+        name=name,
+        images=[scan_service_pb2.ImageExplanation(**fields)],  # type: ignore[arg-type]
+    )
+    return scan_service_pb2.GetScanExplanationResponse(explanation=explanation)
+
+
+def test_explanations_whose_tile_grids_do_not_add_up_are_protocol_errors() -> None:
+    (row,) = scan_explanation_from_pb(_explanation()).images[0].tile_scores
+    assert row == pytest.approx((0.2, 0.9))
+    for name in ["scans/s1", "scans/s1/explanations", "s1/explanation", "scans/a/b/explanation"]:
+        with pytest.raises(ProtocolError, match=r"explanation|scans/"):
+            scan_explanation_from_pb(_explanation(name))
+    with pytest.raises(ProtocolError, match="3 tile scores for image '001' for a 1x2 tile grid"):
+        scan_explanation_from_pb(_explanation(tile_scores=[0.1, 0.2, 0.3]))
+    with pytest.raises(ProtocolError, match="tile familiarity"):
+        scan_explanation_from_pb(_explanation(tile_familiarity=[]))
+    with pytest.raises(ProtocolError, match="tile positions"):
+        scan_explanation_from_pb(_explanation(column_x_px=[0]))
+    with pytest.raises(ProtocolError, match="0 tile scores"):
+        scan_explanation_from_pb(_explanation(grid_rows=0, tile_scores=[], tile_familiarity=[], row_y_px=[]))
 
 
 def test_a_scan_without_create_time_is_a_protocol_error() -> None:

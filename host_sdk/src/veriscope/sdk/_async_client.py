@@ -28,6 +28,7 @@ from veriscope.sdk._models import (
     RegionCapture,
     Scan,
     ScanEvent,
+    ScanExplanation,
     ScanPage,
     ScanResult,
     SimulatedMaterial,
@@ -266,6 +267,25 @@ class AsyncClient(BaseClient):
     async def get_scan(self, scan_id: str, *, timeout_s: float | None = None) -> Scan:
         """Return one scan. Raises NotFoundError when the device has no such scan."""
         return await self._run(self._get_scan_flow(scan_id, timeout_s))
+
+    async def get_scan_explanation(self, scan_id: str, *, timeout_s: float | None = None) -> ScanExplanation:
+        """Return why a completed scan got its verdict: a heat-map and the tile scores of each analysed image.
+
+        Each :class:`ImageHeatmap` holds the image at the model's working scale with every tile's
+        calibrated score laid over it (red counterfeit-like, green genuine-like, grey and hatched
+        unfamiliar), and the scores themselves; ``regions`` repeats each region's result with its
+        explanations in words. The device renders the heat-maps on request, so allow it a moment
+        (default deadline 60 s).
+
+        Args:
+            scan_id: The scan's id, or its name ``"scans/{scan_id}"``.
+
+        Raises:
+            NotFoundError: The device has no such scan.
+            FailedPreconditionError: The scan is not COMPLETED, or an older device software completed it
+                without keeping the per-tile results.
+        """
+        return await self._run(self._get_scan_explanation_flow(scan_id, timeout_s))
 
     async def list_scans(
         self,

@@ -42,6 +42,7 @@ from veriscope.sdk._models import (
     Scan,
     ScanEvent,
     ScanEventType,
+    ScanExplanation,
     ScanImage,
     ScanPage,
     ScanResult,
@@ -539,6 +540,11 @@ class BaseClient:
     def _cancel_scan_flow(self, scan_id: str, timeout_s: float | None) -> Flow[Scan]:
         request = scan_service_pb2.CancelScanRequest(name=convert.scan_name(check_scan_id(scan_id)))
         return self._unary(rpcs.CANCEL_SCAN, request, timeout_s, lambda r: convert.scan_from_pb(r.scan))
+
+    def _get_scan_explanation_flow(self, scan_id: str, timeout_s: float | None) -> Flow[ScanExplanation]:
+        name = convert.scan_name(check_scan_id(scan_id)) + "/explanation"
+        request = scan_service_pb2.GetScanExplanationRequest(name=name)
+        return self._unary(rpcs.GET_SCAN_EXPLANATION, request, timeout_s, convert.scan_explanation_from_pb)
 
     # --- Scans: guided flows ---
 

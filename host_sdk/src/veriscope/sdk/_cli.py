@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from veriscope.sdk import _cli_output as out
 from veriscope.sdk._base import DEFAULT_TARGET, MAX_PAGE_SIZE, check_name, check_scan_id
 from veriscope.sdk._client import Client
 from veriscope.sdk._exceptions import DeadlineExceededError, DeviceUnavailableError, VeriscopeError
-from veriscope.sdk._models import ScanEvent, ScanEventType
+from veriscope.sdk._models import ImageHeatmap, ScanEvent, ScanEventType
 
 PROG = "veriscope"
 ENV_DEVICE = "VERISCOPE_DEVICE"
@@ -33,7 +34,8 @@ EXIT_CODES = f"""\
 exit codes:
   {EXIT_OK}    success (whatever the verdict)
   {EXIT_RPC_ERROR}    the device answered with an error; stderr names its status, e.g. NOT_FOUND
-  {EXIT_USAGE}    usage error: a bad argument, or an image file that is missing or not PNG/JPEG
+  {EXIT_USAGE}    usage error: a bad argument, an image file that is missing or not PNG/JPEG,
+       or an output directory that cannot be written
   {EXIT_UNREACHABLE}    the device is unreachable or failed (UNAVAILABLE), or too slow (DEADLINE_EXCEEDED)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); a scan in progress is cancelled first"""
 
@@ -202,6 +204,41 @@ def cmd_scan_get(client: Client, args: argparse.Namespace) -> Output:
     return scan.to_dict(), out.scan_text(scan)
 
 
+EXPLANATION_FILE = "explanation.json"
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def heatmap_file_name(image: ImageHeatmap, taken: set[str]) -> str:
+    """``<region>-<image_id>.png`` with anything but ``A-Z a-z 0-9 . _ -`` replaced, unique among ``taken``."""
+    stem = _UNSAFE_FILE_CHARS.sub("_", f"{image.region}-{image.image_id}").lstrip(".") or "image"
+    name, n = f"{stem}.png", 1
+    while name in taken or name == EXPLANATION_FILE:
+        n += 1
+        name = f"{stem}-{n}.png"
+    taken.add(name)
+    return name
+
+
+def cmd_explain(client: Client, args: argparse.Namespace) -> Output:
+    explanation = client.get_scan_explanation(args.scan_id)
+    directory: Path = args.out
+    directory.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    heatmaps = [image.save(directory / heatmap_file_name(image, taken)) for image in explanation.images]
+    report = explanation.to_dict()
+    for entry, path in zip(report["images"], heatmaps, strict=True):
+        entry["file"] = path.name
+    report_path = directory / EXPLANATION_FILE
+    report_path.write_text(out.to_json(report) + "\n", encoding="utf-8")
+    data = {
+        "scan_id": explanation.scan_id,
+        "directory": str(directory),
+        "heatmaps": [str(path) for path in heatmaps],
+        "explanation": str(report_path),
+    }
+    return data, out.explanation_text(explanation, heatmaps, report_path)
+
+
 def cmd_cancel(client: Client, args: argparse.Namespace) -> Output:
     scan = client.cancel_scan(args.scan_id)
     return scan.to_dict(), f"scan {scan.scan_id} {scan.state.name.lower()}"
@@ -273,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  veriscope --device 10.0.0.7:50051 scan --item-type tote-classic\n"
             "  veriscope analyze --item-type tote-classic --image canvas=a.png --image handle=b.jpg --json\n"
             "  veriscope scans --all --json\n"
+            "  veriscope explain 01HV3K9TQ4 --out ./why         heat-maps of why a scan got its verdict\n"
             "  veriscope COMMAND --help                         more on one command\n\n" + EXIT_CODES
         ),
     )
@@ -419,6 +457,29 @@ def build_parser() -> argparse.ArgumentParser:
         aliases=["get"],
     )
     p.add_argument("scan_id", metavar="SCAN_ID", type=parse_scan_id_arg, help="the scan's id")
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "explain",
+        "save heat-maps of why a completed scan got its verdict",
+        "Save the evidence behind a completed scan's verdict into DIR (created if missing):\n"
+        "  <region>-<image_id>.png  one heat-map per analysed image: the image as the model saw it,\n"
+        "                           each tile tinted by its score: red = counterfeit-like, amber =\n"
+        "                           at the threshold, green = genuine-like, grey hatched = material\n"
+        "                           the model does not recognise\n"
+        f"  {EXPLANATION_FILE}         tile scores and familiarity (rows of columns) of every image, the\n"
+        "                           thresholds, tile positions, and each region's reasons in words\n"
+        "Existing files of the same names are replaced. SCAN_ID may also be given as scans/SCAN_ID.\n"
+        "The scan must be COMPLETED (FAILED_PRECONDITION otherwise, exit 1).\n"
+        "With --json: {scan_id, directory, heatmaps: [paths], explanation: path}.",
+        "  veriscope explain 01HV3K9TQ4 --out ./why\n  veriscope explain scans/01HV3K9TQ4 --out /tmp/why --json",
+        cmd_explain,
+    )
+    p.add_argument("scan_id", metavar="SCAN_ID", type=parse_scan_id_arg, help="the scan's id")
+    p.add_argument(
+        "--out", metavar="DIR", type=Path, required=True, help="directory to write the heat-maps and explanation into"
+    )
     _add_common(p)
 
     p = _command(

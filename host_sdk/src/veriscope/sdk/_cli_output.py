@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from veriscope.sdk._models import (
@@ -16,6 +17,7 @@ from veriscope.sdk._models import (
     Scan,
     ScanEvent,
     ScanEventType,
+    ScanExplanation,
     ScanResult,
     SimulatedMaterial,
 )
@@ -154,6 +156,40 @@ def scan_text(scan: Scan) -> str:
     lines.append(table(["REGION", "MATERIAL", "ACCEPTED", "REJECTED"], rows))
     if scan.result is not None:
         lines += ["", result_text(scan.result)]
+    return "\n".join(lines)
+
+
+def explanation_text(explanation: ScanExplanation, heatmaps: Sequence[Path], report: Path) -> str:
+    """What ``veriscope explain`` wrote: one row per heat-map (``heatmaps`` in the order of the images), then why."""
+    lines = [
+        f"scan {explanation.scan_id}: {len(heatmaps)} heat-map{'' if len(heatmaps) == 1 else 's'} "
+        f"(model {explanation.model.name} {explanation.model.version})",
+        "red = counterfeit-like, amber = at the threshold, green = genuine-like, grey hatched = unfamiliar",
+        "",
+    ]
+    rows = []
+    for image, path in zip(explanation.images, heatmaps, strict=True):
+        scores = [value for row in image.tile_scores for value in row]
+        below = sum(1 for value in scores if value < image.score_threshold)
+        rows.append(
+            [
+                str(path),
+                image.material,
+                f"{image.width_px}x{image.height_px}",
+                f"{image.grid_rows}x{image.grid_cols}",
+                score(sum(scores) / len(scores)),
+                score(min(scores)),
+                f"{below}/{len(scores)}",
+            ]
+        )
+    if rows:
+        lines.append(table(["FILE", "MATERIAL", "PIXELS", "TILES", "MEAN", "MIN", "BELOW THRESHOLD"], rows))
+    else:
+        lines.append("no image was analysed, so there is no heat-map")
+    lines.append(f"{report}  (tile scores, familiarity and the reasons of each region)")
+    explained = [(r.region, e) for r in explanation.regions for e in r.explanations]
+    if explained:
+        lines += ["", "Why", *(f"  {region}: {text}" for region, text in explained)]
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ from veriscope.sdk._models import (
     FocusSample,
     Hardware,
     ImageFormat,
+    ImageHeatmap,
     ImageMetadata,
     ImageOrigin,
     ImageResult,
@@ -50,6 +51,7 @@ from veriscope.sdk._models import (
     Scan,
     ScanEvent,
     ScanEventType,
+    ScanExplanation,
     ScanImage,
     ScanPage,
     ScanResult,
@@ -329,26 +331,73 @@ def scan_result_from_pb(scan: scan_service_pb2.Scan, scan_id: str) -> ScanResult
         threshold=pb.threshold,
         summary=pb.summary,
         model=model_ref_from_pb(pb.model),
-        regions=tuple(
-            RegionResult(
-                region=r.region,
-                material=r.material,
-                score=_optional(r, "score"),
-                familiarity=_optional(r, "familiarity"),
-                explanations=tuple(r.explanations),
-                images=tuple(
-                    ImageResult(
-                        image_id=i.image_id,
-                        score=_optional(i, "score"),
-                        familiarity=_optional(i, "familiarity"),
-                        quality=quality_from_pb(i.quality),
-                    )
-                    for i in r.images
-                ),
-            )
-            for r in pb.regions
-        ),
+        regions=tuple(region_result_from_pb(r) for r in pb.regions),
         complete_time=_time(pb, "complete_time"),
+    )
+
+
+def region_result_from_pb(pb: scan_service_pb2.RegionResult) -> RegionResult:
+    return RegionResult(
+        region=pb.region,
+        material=pb.material,
+        score=_optional(pb, "score"),
+        familiarity=_optional(pb, "familiarity"),
+        explanations=tuple(pb.explanations),
+        images=tuple(
+            ImageResult(
+                image_id=i.image_id,
+                score=_optional(i, "score"),
+                familiarity=_optional(i, "familiarity"),
+                quality=quality_from_pb(i.quality),
+            )
+            for i in pb.images
+        ),
+    )
+
+
+def _grid(values: Any, rows: int, cols: int, what: str) -> tuple[tuple[float, ...], ...]:
+    """Row-major wire values as ``rows`` tuples of ``cols``; ProtocolError when there are not rows x cols of them."""
+    flat = [float(v) for v in values]
+    if rows < 1 or cols < 1 or len(flat) != rows * cols:
+        raise ProtocolError(f"device sent {len(flat)} {what} for a {rows}x{cols} tile grid")
+    return tuple(tuple(flat[r * cols : (r + 1) * cols]) for r in range(rows))
+
+
+def image_heatmap_from_pb(pb: scan_service_pb2.ImageExplanation) -> ImageHeatmap:
+    """Build one image's heat-map; raise ProtocolError when its tile grid does not add up."""
+    where = f"image {pb.image_id!r}"
+    if len(pb.column_x_px) != pb.grid_cols or len(pb.row_y_px) != pb.grid_rows:
+        raise ProtocolError(f"device sent tile positions for {where} that do not match its tile grid")
+    return ImageHeatmap(
+        image_id=pb.image_id,
+        region=pb.region,
+        material=pb.material,
+        grid_rows=pb.grid_rows,
+        grid_cols=pb.grid_cols,
+        tile_scores=_grid(pb.tile_scores, pb.grid_rows, pb.grid_cols, f"tile scores for {where}"),
+        tile_familiarity=_grid(pb.tile_familiarity, pb.grid_rows, pb.grid_cols, f"tile familiarity values for {where}"),
+        score_threshold=pb.score_threshold,
+        familiarity_threshold=pb.familiarity_threshold,
+        tile_px=pb.tile_px,
+        column_x_px=tuple(pb.column_x_px),
+        row_y_px=tuple(pb.row_y_px),
+        width_px=pb.heatmap_width_px,
+        height_px=pb.heatmap_height_px,
+        png=pb.heatmap_png,
+    )
+
+
+def scan_explanation_from_pb(pb: scan_service_pb2.GetScanExplanationResponse) -> ScanExplanation:
+    """Build a scan's explanation; raise ProtocolError for a name that is not ``"scans/{id}/explanation"``."""
+    explanation = pb.explanation
+    parent, slash, child = explanation.name.rpartition("/")
+    if not slash or child != "explanation":
+        raise ProtocolError(f"device sent explanation name {explanation.name!r}, expected 'scans/{{id}}/explanation'")
+    return ScanExplanation(
+        scan_id=scan_id_from_name(parent),
+        images=tuple(image_heatmap_from_pb(i) for i in explanation.images),
+        regions=tuple(region_result_from_pb(r) for r in explanation.regions),
+        model=model_ref_from_pb(explanation.model),
     )
 
 

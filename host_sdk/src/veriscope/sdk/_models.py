@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 
@@ -715,6 +717,107 @@ class Scan:
             "next_region": self.next_region,
             "result": None if self.result is None else self.result.to_dict(),
             "error_message": self.error_message,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageHeatmap:
+    """The per-tile evidence behind one analysed image, and a heat-map that shows it.
+
+    The device judges an image as a grid of square tiles cut from the image scaled to the
+    model's working width. ``png`` is that scaled image, in grey, with each tile's score laid
+    over it in colour: red below ``score_threshold`` (counterfeit-like), amber at it, green
+    towards 1 (genuine-like). Tiles whose familiarity is below ``familiarity_threshold`` are grey
+    and hatched, since the model does not recognise the material there. Where tiles overlap,
+    each pixel takes the colour of the tile whose centre is nearest.
+
+    Attributes:
+        image_id: The image's id within its scan.
+        region: The region the image shows.
+        material: The material the image was judged as.
+        grid_rows: Rows of the tile grid.
+        grid_cols: Columns of the tile grid.
+        tile_scores: Calibrated authenticity score 0..1 of each tile, as ``grid_rows`` rows of
+            ``grid_cols`` values (``tile_scores[row][col]``); low is counterfeit-like.
+        tile_familiarity: How familiar each tile's material looks to the model 0..1, shaped like
+            ``tile_scores``; low is unfamiliar.
+        score_threshold: The material's item threshold 0..1: tiles scoring below it show counterfeit indicators.
+        familiarity_threshold: The least familiarity 0..1 the model accepts as the expected material.
+        tile_px: Side of one square tile, in heat-map pixels.
+        column_x_px: Left edge of each grid column on the heat-map, in pixels.
+        row_y_px: Top edge of each grid row on the heat-map, in pixels.
+        width_px: Width of the heat-map in pixels.
+        height_px: Height of the heat-map in pixels.
+        png: The heat-map, an RGB PNG file's bytes.
+    """
+
+    image_id: str
+    region: str
+    material: str
+    grid_rows: int
+    grid_cols: int
+    tile_scores: tuple[tuple[float, ...], ...]
+    tile_familiarity: tuple[tuple[float, ...], ...]
+    score_threshold: float
+    familiarity_threshold: float
+    tile_px: int
+    column_x_px: tuple[int, ...]
+    row_y_px: tuple[int, ...]
+    width_px: int
+    height_px: int
+    png: bytes = field(repr=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the heat-map PNG to ``path`` (replacing any file there) and return the path.
+
+        Raises:
+            OSError: The file cannot be written.
+        """
+        target = Path(path)
+        target.write_bytes(self.png)
+        return target
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_id": self.image_id,
+            "region": self.region,
+            "material": self.material,
+            "grid_rows": self.grid_rows,
+            "grid_cols": self.grid_cols,
+            "tile_scores": [list(row) for row in self.tile_scores],
+            "tile_familiarity": [list(row) for row in self.tile_familiarity],
+            "score_threshold": self.score_threshold,
+            "familiarity_threshold": self.familiarity_threshold,
+            "tile_px": self.tile_px,
+            "column_x_px": list(self.column_x_px),
+            "row_y_px": list(self.row_y_px),
+            "width_px": self.width_px,
+            "height_px": self.height_px,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScanExplanation:
+    """Why a completed scan got its verdict, from ``get_scan_explanation()``.
+
+    Attributes:
+        scan_id: The scan's id.
+        images: One heat-map per image the model analysed (those that passed the quality gate), in capture order.
+        regions: Per-region results with their explanations in words, in guided order (as in ``ScanResult``).
+        model: The model that produced the evidence.
+    """
+
+    scan_id: str
+    images: tuple[ImageHeatmap, ...]
+    regions: tuple[RegionResult, ...]
+    model: ModelRef
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scan_id": self.scan_id,
+            "model": self.model.to_dict(),
+            "images": [image.to_dict() for image in self.images],
+            "regions": [region.to_dict() for region in self.regions],
         }
 
 

@@ -31,7 +31,7 @@ RespT = TypeVar("RespT", bound=Message)
 UNARY_TIMEOUT_S = 10.0
 """Default deadline of quick unary calls (reads, creates, cancels)."""
 SLOW_TIMEOUT_S = 60.0
-"""Default deadline of calls that expose the camera, focus, upload or run inference."""
+"""Default deadline of calls that expose the camera, focus, upload, run inference or render heat-maps."""
 STREAM_TIMEOUT_S = 900.0
 """Default bound on server streams (preview, watch): they end on their own or when the caller stops reading."""
 CLEANUP_TIMEOUT_S = 5.0
@@ -124,6 +124,15 @@ WATCH_SCAN = _rpc(
 )
 CANCEL_SCAN = _rpc(
     _scan, "ScanService", "CancelScan", _scan.CancelScanRequest, _scan.CancelScanResponse, _U, UNARY_TIMEOUT_S
+)
+GET_SCAN_EXPLANATION = _rpc(
+    _scan,
+    "ScanService",
+    "GetScanExplanation",
+    _scan.GetScanExplanationRequest,
+    _scan.GetScanExplanationResponse,
+    _U,
+    SLOW_TIMEOUT_S,
 )
 
 LIST_MODELS = _rpc(

@@ -13,6 +13,9 @@ Rules:
   verdict; the region is asked for again.
 - Inference and image decoding run in worker threads so the event loop keeps
   serving other clients.
+- A completed scan keeps the per-tile results of each analysed image, so its
+  explanation (heat-maps rendered from the stored images) can be asked for at
+  any later time, after restarts and model updates alike.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from veriscope.device import codec
 from veriscope.device.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from veriscope.device.imager import Imager, JudgedFrame
 from veriscope.device.inference import ModelBundle
-from veriscope.device.pipeline import quality
+from veriscope.device.inference.tiling import Tiling
+from veriscope.device.pipeline import heatmap, quality
 from veriscope.device.pipeline.inference import Analyzer, ImageAnalysis
 from veriscope.device.pipeline.verdict import ItemDecision, decide
 from veriscope.device.scans.records import (
+    ImageExplanation,
     ImageMeta,
     ImageOrigin,
     ImageOutcome,
@@ -43,6 +48,7 @@ from veriscope.device.scans.records import (
     ScanOutcome,
     ScanRecord,
     ScanState,
+    TileMap,
 )
 from veriscope.device.scans.store import ScanFilter, ScanStore
 from veriscope.device.stage import Stage
@@ -375,7 +381,7 @@ class ScanManager:
             scan = self._in_progress(scan_id)
             self._publish(ScanEvent("analyzing", scan, self._clock()))
             try:
-                decision = await asyncio.to_thread(self._decide_blocking, scan)
+                decision, analyses = await asyncio.to_thread(self._decide_blocking, scan)
             except Exception as exc:
                 failed = scan.evolve(state=ScanState.FAILED, error_message=str(exc), update_time=self._clock())
                 await asyncio.to_thread(self._store.save, failed)
@@ -399,7 +405,16 @@ class ScanManager:
                         score=r.score,
                         familiarity=r.familiarity,
                         explanations=tuple(r.explanations),
-                        images=tuple(ImageOutcome(i.image_id, i.quality_ok, i.score, i.familiarity) for i in r.images),
+                        images=tuple(
+                            ImageOutcome(
+                                i.image_id,
+                                i.quality_ok,
+                                i.score,
+                                i.familiarity,
+                                self._tile_map(analyses.get(i.image_id)),
+                            )
+                            for i in r.images
+                        ),
                     )
                     for r in decision.regions
                 ),
@@ -409,17 +424,97 @@ class ScanManager:
             self._finish(done)
             return done
 
-    def _decide_blocking(self, scan: ScanRecord) -> ItemDecision:
+    def _decide_blocking(self, scan: ScanRecord) -> tuple[ItemDecision, dict[str, ImageAnalysis]]:
+        """The verdict, and the analysis of each analysed image by image id."""
         spec = self._item_types[scan.item_type]
         by_region: dict[str, list[tuple[str, bool, ImageAnalysis | None]]] = {r.name: [] for r in spec.regions}
+        analyses: dict[str, ImageAnalysis] = {}
         for image in scan.images:
             analysis: ImageAnalysis | None = None
             if image.quality.ok:
                 data = self._store.read_image(image.sha256, image.format)
                 pixels = codec.decode(data, max_pixels=self._limits.max_image_pixels)
                 analysis = self._analyzer.analyze_image(pixels, self._region_material(scan, image.region))
+                analyses[image.image_id] = analysis
             by_region[image.region].append((image.image_id, image.quality.ok, analysis))
-        return decide(self._bundle, spec, by_region)
+        return decide(self._bundle, spec, by_region), analyses
+
+    def _tile_map(self, analysis: ImageAnalysis | None) -> TileMap | None:
+        """What an explanation of the image needs later, in the record; None for an image not analysed."""
+        if analysis is None:
+            return None
+        tiling = self._bundle.tiling
+        return TileMap(
+            work_width_px=tiling.work_width_px,
+            tile_px=tiling.tile_px,
+            grid_rows=tiling.grid_rows,
+            grid_cols=tiling.grid_cols,
+            scores=tuple(float(v) for v in analysis.tile_scores.ravel()),
+            familiarity=tuple(float(v) for v in analysis.tile_familiarity.ravel()),
+            score_threshold=float(self._bundle.thresholds.for_material(analysis.material).item),
+            familiarity_threshold=float(self._bundle.thresholds.familiarity),
+        )
+
+    async def explain(self, scan_id: str) -> tuple[ScanRecord, tuple[ImageExplanation, ...]]:
+        """The scan and a heat-map explanation of each of its analysed images, in capture order.
+
+        Heat-maps are rendered on request from the stored image and the per-tile
+        results recorded at completion, so they survive restarts and follow the
+        model that decided the verdict even after a model update.
+
+        Raises NotFound for an unknown scan (or a stored image that has gone), and
+        FailedPrecondition for a scan that is not COMPLETED or was completed by a
+        daemon that did not record per-tile results.
+        """
+        scan = self._store.get(scan_id)
+        if scan.state is not ScanState.COMPLETED or scan.outcome is None:
+            raise FailedPrecondition(f"scan {scan_id!r} is {scan.state.name}; only COMPLETED scans have an explanation")
+        analysed: dict[str, tuple[str, TileMap]] = {}
+        for region in scan.outcome.regions:
+            for image in region.images:
+                if image.score is None:
+                    continue
+                if image.tiles is None:
+                    raise FailedPrecondition(
+                        f"scan {scan_id!r} was completed by an older daemon that did not record per-tile results, "
+                        "so it has no explanation; scan the item again"
+                    )
+                analysed[image.image_id] = (region.material, image.tiles)
+        return scan, await asyncio.to_thread(self._explain_blocking, scan, analysed)
+
+    def _explain_blocking(
+        self, scan: ScanRecord, analysed: dict[str, tuple[str, TileMap]]
+    ) -> tuple[ImageExplanation, ...]:
+        explained = []
+        for image in scan.images:
+            if image.image_id not in analysed:
+                continue
+            material, tiles = analysed[image.image_id]
+            pixels = codec.decode(
+                self._store.read_image(image.sha256, image.format), max_pixels=self._limits.max_image_pixels
+            )
+            rendered = heatmap.render(
+                pixels,
+                Tiling(tiles.work_width_px, tiles.tile_px, tiles.grid_rows, tiles.grid_cols),
+                tiles.scores,
+                tiles.familiarity,
+                score_threshold=tiles.score_threshold,
+                familiarity_threshold=tiles.familiarity_threshold,
+            )
+            explained.append(
+                ImageExplanation(
+                    image_id=image.image_id,
+                    region=image.region,
+                    material=material,
+                    tiles=tiles,
+                    column_x_px=rendered.column_x_px,
+                    row_y_px=rendered.row_y_px,
+                    width_px=int(rendered.pixels.shape[1]),
+                    height_px=int(rendered.pixels.shape[0]),
+                    png=codec.encode(rendered.pixels, codec.ImageFormat.PNG),
+                )
+            )
+        return tuple(explained)
 
     async def cancel(self, scan_id: str) -> ScanRecord:
         """Cancel a scan that is still in progress."""

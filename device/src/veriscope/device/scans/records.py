@@ -83,6 +83,29 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class TileMap:
+    """The per-tile results of one analysed image, kept so that a completed scan can be explained later.
+
+    The geometry is that of the model bundle's tiling: the image is scaled to
+    ``work_width_px`` wide, and ``grid_rows`` x ``grid_cols`` tiles of ``tile_px``
+    are cut at evenly spread positions (see :mod:`veriscope.device.inference.tiling`).
+    """
+
+    work_width_px: int
+    tile_px: int
+    grid_rows: int
+    grid_cols: int
+    scores: tuple[float, ...]
+    """Calibrated authenticity score of each tile 0..1, row-major."""
+    familiarity: tuple[float, ...]
+    """Familiarity of each tile 0..1, row-major."""
+    score_threshold: float
+    """The material's item threshold when the scan completed; tiles below it look counterfeit."""
+    familiarity_threshold: float
+    """The bundle's familiarity threshold when the scan completed."""
+
+
+@dataclass(frozen=True)
 class ImageOutcome:
     """The model's result for one image."""
 
@@ -90,6 +113,28 @@ class ImageOutcome:
     quality_ok: bool
     score: float | None = None
     familiarity: float | None = None
+    tiles: TileMap | None = None
+    """The per-tile results; None when the image was not analysed, or the scan predates their recording."""
+
+
+@dataclass(frozen=True)
+class ImageExplanation:
+    """One analysed image of a completed scan, explained: its per-tile results and their heat-map. Not stored."""
+
+    image_id: str
+    region: str
+    material: str
+    tiles: TileMap
+    column_x_px: tuple[int, ...]
+    """Left edge of each grid column on the heat-map, in pixels."""
+    row_y_px: tuple[int, ...]
+    """Top edge of each grid row on the heat-map, in pixels."""
+    width_px: int
+    """Width of the heat-map in pixels."""
+    height_px: int
+    """Height of the heat-map in pixels."""
+    png: bytes
+    """The heat-map, PNG-encoded (see :mod:`veriscope.device.pipeline.heatmap`)."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,15 @@ from google.protobuf import timestamp_pb2
 from veriscope.device.codec import ImageFormat
 from veriscope.device.errors import InvalidArgument
 from veriscope.device.pipeline.quality import QualityReport
-from veriscope.device.scans.records import ImageMeta, ImageOrigin, ImageRecord, ScanRecord, ScanState
+from veriscope.device.scans.records import (
+    ImageExplanation,
+    ImageMeta,
+    ImageOrigin,
+    ImageRecord,
+    RegionOutcome,
+    ScanRecord,
+    ScanState,
+)
 from veriscope.device.types import CaptureSettings, Lighting
 from veriscope.v1 import common_pb2, scan_service_pb2
 
@@ -167,19 +175,58 @@ def scan_to_pb(scan: ScanRecord, region_specs: list[object], next_region: str) -
             common_pb2.ModelRef(name=out.model_name, version=out.model_version, sha256=out.model_sha256)
         )
         result.complete_time.CopyFrom(timestamp(out.complete_time))
-        quality_by_id = {i.image_id: i.quality for i in scan.images}
-        for r in out.regions:
-            region = result.regions.add(region=r.region, material=r.material, explanations=list(r.explanations))
-            if r.score is not None:
-                region.score = r.score
-            if r.familiarity is not None:
-                region.familiarity = r.familiarity
-            for i in r.images:
-                img = region.images.add(image_id=i.image_id)
-                if i.score is not None:
-                    img.score = i.score
-                if i.familiarity is not None:
-                    img.familiarity = i.familiarity
-                if i.image_id in quality_by_id:
-                    img.quality.CopyFrom(quality_to_pb(quality_by_id[i.image_id]))
+        result.regions.extend(region_results_to_pb(scan))
+    return msg
+
+
+def region_results_to_pb(scan: ScanRecord) -> list[scan_service_pb2.RegionResult]:
+    """The per-region results of a completed scan on the wire; empty before it completes."""
+    if scan.outcome is None:
+        return []
+    quality_by_id = {i.image_id: i.quality for i in scan.images}
+    return [_region_result_to_pb(r, quality_by_id) for r in scan.outcome.regions]
+
+
+def _region_result_to_pb(r: RegionOutcome, quality_by_id: dict[str, QualityReport]) -> scan_service_pb2.RegionResult:
+    region = scan_service_pb2.RegionResult(region=r.region, material=r.material, explanations=list(r.explanations))
+    if r.score is not None:
+        region.score = r.score
+    if r.familiarity is not None:
+        region.familiarity = r.familiarity
+    for i in r.images:
+        img = region.images.add(image_id=i.image_id)
+        if i.score is not None:
+            img.score = i.score
+        if i.familiarity is not None:
+            img.familiarity = i.familiarity
+        if i.image_id in quality_by_id:
+            img.quality.CopyFrom(quality_to_pb(quality_by_id[i.image_id]))
+    return region
+
+
+def explanation_to_pb(scan: ScanRecord, images: tuple[ImageExplanation, ...]) -> scan_service_pb2.ScanExplanation:
+    """The explanation of a completed scan on the wire: its images' tile grids and heat-maps, and its regions."""
+    out = scan.outcome
+    msg = scan_service_pb2.ScanExplanation(name=f"{scan.name}/explanation", regions=region_results_to_pb(scan))
+    if out is not None:
+        msg.model.CopyFrom(common_pb2.ModelRef(name=out.model_name, version=out.model_version, sha256=out.model_sha256))
+    for image in images:
+        tiles = image.tiles
+        msg.images.add(
+            image_id=image.image_id,
+            region=image.region,
+            material=image.material,
+            grid_rows=tiles.grid_rows,
+            grid_cols=tiles.grid_cols,
+            tile_scores=tiles.scores,
+            tile_familiarity=tiles.familiarity,
+            score_threshold=tiles.score_threshold,
+            familiarity_threshold=tiles.familiarity_threshold,
+            tile_px=tiles.tile_px,
+            column_x_px=image.column_x_px,
+            row_y_px=image.row_y_px,
+            heatmap_png=image.png,
+            heatmap_width_px=image.width_px,
+            heatmap_height_px=image.height_px,
+        )
     return msg

@@ -55,9 +55,14 @@ def rpc(fn: F) -> F:
     return unary_wrapper  # type: ignore[return-value]
 
 
-def scan_id_from_name(name: str, field: str = "name") -> str:
-    """The scan id in "scans/{scan_id}"; InvalidArgument naming ``field`` otherwise."""
-    prefix, _, scan_id = name.partition("/")
-    if prefix != "scans" or not scan_id or "/" in scan_id or not scan_id.isalnum():
-        raise InvalidArgument(f"{field} must be 'scans/{{scan_id}}', got {name!r}")
+def scan_id_from_name(name: str, field: str = "name", *, child: str = "") -> str:
+    """The scan id in "scans/{scan_id}", or in "scans/{scan_id}/{child}" when ``child`` is given.
+
+    Raises InvalidArgument naming ``field`` for any other name.
+    """
+    parts = name.split("/")
+    scan_id = parts[1] if len(parts) > 1 else ""
+    if parts != ["scans", scan_id, *([child] if child else [])] or not scan_id.isalnum():
+        pattern = "scans/{scan_id}" + (f"/{child}" if child else "")
+        raise InvalidArgument(f"{field} must be {pattern!r}, got {name!r}")
     return scan_id

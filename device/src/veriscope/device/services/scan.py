@@ -8,7 +8,13 @@ from veriscope.device.errors import InvalidArgument, ResourceExhausted
 from veriscope.device.scans.filter import parse_filter
 from veriscope.device.scans.manager import ScanManager
 from veriscope.device.scans.records import ScanRecord
-from veriscope.device.services._convert import image_to_pb, scan_to_pb, settings_from_pb, timestamp
+from veriscope.device.services._convert import (
+    explanation_to_pb,
+    image_to_pb,
+    scan_to_pb,
+    settings_from_pb,
+    timestamp,
+)
 from veriscope.device.services._errors import ServicerContext, rpc, scan_id_from_name
 from veriscope.v1 import scan_service_pb2 as pb
 from veriscope.v1 import scan_service_pb2_grpc
@@ -123,3 +129,10 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
     @rpc
     async def CancelScan(self, request: pb.CancelScanRequest, context: ServicerContext) -> pb.CancelScanResponse:
         return pb.CancelScanResponse(scan=self._scan(await self._m.cancel(scan_id_from_name(request.name))))
+
+    @rpc
+    async def GetScanExplanation(
+        self, request: pb.GetScanExplanationRequest, context: ServicerContext
+    ) -> pb.GetScanExplanationResponse:
+        scan, images = await self._m.explain(scan_id_from_name(request.name, child="explanation"))
+        return pb.GetScanExplanationResponse(explanation=explanation_to_pb(scan, images))

@@ -972,3 +972,185 @@ class CancelScanResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelScanResponse: _TypeAlias = CancelScanResponse  # noqa: Y015
+
+@_typing.final
+class ImageExplanation(_message.Message):
+    """The per-tile evidence of one analysed image, and a heat-map that shows it.
+
+    The model judges an image as a grid of square tiles cut from the image
+    scaled to the model's working width. The heat-map is that scaled image with
+    each tile's score laid over it in colour: red below score_threshold
+    (counterfeit-like), through amber at the threshold, to green at 1
+    (genuine-like). Tiles whose familiarity is below familiarity_threshold are
+    drawn grey and hatched, since the model's score means little there. Where
+    tiles overlap, each pixel takes the colour of the tile whose centre is
+    nearest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    MATERIAL_FIELD_NUMBER: _builtins.int
+    GRID_ROWS_FIELD_NUMBER: _builtins.int
+    GRID_COLS_FIELD_NUMBER: _builtins.int
+    TILE_SCORES_FIELD_NUMBER: _builtins.int
+    TILE_FAMILIARITY_FIELD_NUMBER: _builtins.int
+    SCORE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    FAMILIARITY_THRESHOLD_FIELD_NUMBER: _builtins.int
+    TILE_PX_FIELD_NUMBER: _builtins.int
+    COLUMN_X_PX_FIELD_NUMBER: _builtins.int
+    ROW_Y_PX_FIELD_NUMBER: _builtins.int
+    HEATMAP_PNG_FIELD_NUMBER: _builtins.int
+    HEATMAP_WIDTH_PX_FIELD_NUMBER: _builtins.int
+    HEATMAP_HEIGHT_PX_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """The image's id within its scan."""
+    region: _builtins.str
+    """The region the image shows."""
+    material: _builtins.str
+    """The material the image was judged as."""
+    grid_rows: _builtins.int
+    """Rows of the tile grid, at least 1."""
+    grid_cols: _builtins.int
+    """Columns of the tile grid, at least 1."""
+    score_threshold: _builtins.float
+    """The material's item threshold 0..1: tiles scoring below it show counterfeit indicators."""
+    familiarity_threshold: _builtins.float
+    """The least familiarity 0..1 the model accepts as the expected material."""
+    tile_px: _builtins.int
+    """Side of one square tile in heat-map pixels."""
+    heatmap_png: _builtins.bytes
+    """The heat-map: an RGB PNG of the image at the model's working scale with the tile scores overlaid."""
+    heatmap_width_px: _builtins.int
+    """Width of the heat-map in pixels."""
+    heatmap_height_px: _builtins.int
+    """Height of the heat-map in pixels."""
+    @_builtins.property
+    def tile_scores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Calibrated authenticity score of each tile 0..1, row-major (grid_rows x grid_cols values); low is counterfeit-like."""
+
+    @_builtins.property
+    def tile_familiarity(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """How familiar each tile's material looks to the model 0..1, row-major like tile_scores; low is unfamiliar."""
+
+    @_builtins.property
+    def column_x_px(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Left edge of each grid column in heat-map pixels, grid_cols values, left to right."""
+
+    @_builtins.property
+    def row_y_px(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Top edge of each grid row in heat-map pixels, grid_rows values, top to bottom."""
+
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        region: _builtins.str = ...,
+        material: _builtins.str = ...,
+        grid_rows: _builtins.int = ...,
+        grid_cols: _builtins.int = ...,
+        tile_scores: _abc.Iterable[_builtins.float] | None = ...,
+        tile_familiarity: _abc.Iterable[_builtins.float] | None = ...,
+        score_threshold: _builtins.float = ...,
+        familiarity_threshold: _builtins.float = ...,
+        tile_px: _builtins.int = ...,
+        column_x_px: _abc.Iterable[_builtins.int] | None = ...,
+        row_y_px: _abc.Iterable[_builtins.int] | None = ...,
+        heatmap_png: _builtins.bytes = ...,
+        heatmap_width_px: _builtins.int = ...,
+        heatmap_height_px: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column_x_px", b"column_x_px", "familiarity_threshold", b"familiarity_threshold", "grid_cols", b"grid_cols", "grid_rows", b"grid_rows", "heatmap_height_px", b"heatmap_height_px", "heatmap_png", b"heatmap_png", "heatmap_width_px", b"heatmap_width_px", "image_id", b"image_id", "material", b"material", "region", b"region", "row_y_px", b"row_y_px", "score_threshold", b"score_threshold", "tile_familiarity", b"tile_familiarity", "tile_px", b"tile_px", "tile_scores", b"tile_scores"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageExplanation: _TypeAlias = ImageExplanation  # noqa: Y015
+
+@_typing.final
+class ScanExplanation(_message.Message):
+    """Why a completed scan got its verdict: the per-tile evidence of every analysed image and the reasons of every region."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: "scans/{scan_id}/explanation"."""
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageExplanation]:
+        """One entry per image the model analysed (those that passed the quality gate), in capture order."""
+
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegionResult]:
+        """Per-region results with their explanations in words, in the item type's region order (as in ScanResult)."""
+
+    @_builtins.property
+    def model(self) -> _common_pb2.ModelRef:
+        """The model that produced the evidence."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        images: _abc.Iterable[Global___ImageExplanation] | None = ...,
+        regions: _abc.Iterable[Global___RegionResult] | None = ...,
+        model: _common_pb2.ModelRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "model", b"model", "name", b"name", "regions", b"regions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScanExplanation: _TypeAlias = ScanExplanation  # noqa: Y015
+
+@_typing.final
+class GetScanExplanationRequest(_message.Message):
+    """Request for ScanService.GetScanExplanation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The explanation of a COMPLETED scan: "scans/{scan_id}/explanation"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScanExplanationRequest: _TypeAlias = GetScanExplanationRequest  # noqa: Y015
+
+@_typing.final
+class GetScanExplanationResponse(_message.Message):
+    """Response of ScanService.GetScanExplanation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def explanation(self) -> Global___ScanExplanation:
+        """The explanation."""
+
+    def __init__(
+        self,
+        *,
+        explanation: Global___ScanExplanation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScanExplanationResponse: _TypeAlias = GetScanExplanationResponse  # noqa: Y015

@@ -80,6 +80,11 @@ class ScanServiceStub:
                 request_serializer=veriscope_dot_v1_dot_scan__service__pb2.CancelScanRequest.SerializeToString,
                 response_deserializer=veriscope_dot_v1_dot_scan__service__pb2.CancelScanResponse.FromString,
                 _registered_method=True)
+        self.GetScanExplanation = channel.unary_unary(
+                '/veriscope.v1.ScanService/GetScanExplanation',
+                request_serializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationRequest.SerializeToString,
+                response_deserializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationResponse.FromString,
+                _registered_method=True)
 
 
 class ScanServiceServicer:
@@ -147,6 +152,13 @@ class ScanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetScanExplanation(self, request, context):
+        """Returns the per-tile evidence behind a completed scan's verdict, with a heat-map of each analysed image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScanServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +201,11 @@ def add_ScanServiceServicer_to_server(servicer, server):
                     servicer.CancelScan,
                     request_deserializer=veriscope_dot_v1_dot_scan__service__pb2.CancelScanRequest.FromString,
                     response_serializer=veriscope_dot_v1_dot_scan__service__pb2.CancelScanResponse.SerializeToString,
+            ),
+            'GetScanExplanation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScanExplanation,
+                    request_deserializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationRequest.FromString,
+                    response_serializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -413,6 +430,33 @@ class ScanService:
             '/veriscope.v1.ScanService/CancelScan',
             veriscope_dot_v1_dot_scan__service__pb2.CancelScanRequest.SerializeToString,
             veriscope_dot_v1_dot_scan__service__pb2.CancelScanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScanExplanation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veriscope.v1.ScanService/GetScanExplanation',
+            veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationRequest.SerializeToString,
+            veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationResponse.FromString,
             options,
             channel_credentials,
             insecure,

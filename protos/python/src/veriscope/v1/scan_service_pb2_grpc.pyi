@@ -55,6 +55,8 @@ class ScanServiceStub:
     """Streams progress events of one scan until it ends or the client cancels."""
     CancelScan: _grpc.UnaryUnaryMultiCallable[_scan_service_pb2.CancelScanRequest, _scan_service_pb2.CancelScanResponse]
     """Cancels a scan that has not completed, and releases the camera."""
+    GetScanExplanation: _grpc.UnaryUnaryMultiCallable[_scan_service_pb2.GetScanExplanationRequest, _scan_service_pb2.GetScanExplanationResponse]
+    """Returns the per-tile evidence behind a completed scan's verdict, with a heat-map of each analysed image."""
 
 @_typing.type_check_only
 class ScanServiceAsyncStub(ScanServiceStub):
@@ -83,6 +85,8 @@ class ScanServiceAsyncStub(ScanServiceStub):
     """Streams progress events of one scan until it ends or the client cancels."""
     CancelScan: _aio.UnaryUnaryMultiCallable[_scan_service_pb2.CancelScanRequest, _scan_service_pb2.CancelScanResponse]  # type: ignore[assignment]
     """Cancels a scan that has not completed, and releases the camera."""
+    GetScanExplanation: _aio.UnaryUnaryMultiCallable[_scan_service_pb2.GetScanExplanationRequest, _scan_service_pb2.GetScanExplanationResponse]  # type: ignore[assignment]
+    """Returns the per-tile evidence behind a completed scan's verdict, with a heat-map of each analysed image."""
 
 class ScanServiceServicer(metaclass=_abc_1.ABCMeta):
     """Guided, multi-region authentication scans and their verdicts.
@@ -156,5 +160,13 @@ class ScanServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scan_service_pb2.CancelScanResponse, _abc.Awaitable[_scan_service_pb2.CancelScanResponse]]:
         """Cancels a scan that has not completed, and releases the camera."""
+
+    @_abc_1.abstractmethod
+    def GetScanExplanation(
+        self,
+        request: _scan_service_pb2.GetScanExplanationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scan_service_pb2.GetScanExplanationResponse, _abc.Awaitable[_scan_service_pb2.GetScanExplanationResponse]]:
+        """Returns the per-tile evidence behind a completed scan's verdict, with a heat-map of each analysed image."""
 
 def add_ScanServiceServicer_to_server(servicer: ScanServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -3,6 +3,7 @@
 #   make demo     set up .venv, start a simulated unit, scan a genuine and a counterfeit item
 #   make test     set up .venv and run every check: lint, types, API lint, the test suite
 #   make install  only set up .venv (from requirements.lock; no TensorFlow)
+#   make install-train  add TensorFlow and the plotting library (requirements-train.lock), for training and its tests
 #   make protos   regenerate the Python bindings of protos/veriscope/v1
 #   make lock     re-resolve requirements.lock from requirements.in
 #   make train    simulate specimens and train the demo model bundle (installs TensorFlow into .venv)
@@ -12,11 +13,12 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TRAIN_STAMP := $(VENV)/.installed-train
 PKGS   := protos/python device host_sdk firmware_tools models
 BUF    := protos/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck buflint pytest protos lock clean firmware train
+.PHONY: install install-train demo test lint typecheck buflint pytest protos lock clean firmware train
 
 install: $(STAMP)
 
@@ -27,6 +29,14 @@ $(STAMP): requirements.lock protos/python/pyproject.toml device/pyproject.toml h
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
 		--config-settings editable_mode=compat $(foreach p,$(PKGS),-e $(p))
 	@touch $(STAMP)
+
+# TensorFlow is for training only: the device and the SDK never import it. The test suite needs it for
+# the training smoke run, so `make test` installs it too.
+install-train: $(TRAIN_STAMP)
+
+$(TRAIN_STAMP): $(STAMP) requirements-train.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-train.lock
+	@touch $(TRAIN_STAMP)
 
 demo: install
 	$(PY) host_sdk/examples/demo.py
@@ -52,15 +62,14 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install
+pytest: install install-train
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 TRAIN_DATA ?= build/specimens
-TRAIN_EPOCHS ?= 16
+TRAIN_EPOCHS ?= 20
 
-train: install
-	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-train.lock
-	$(PY) -m veriscope.training generate --data $(TRAIN_DATA) --genuine-items 36 --counterfeit-items 12 --images-per-item 4 --seed 1
+train: install-train
+	$(PY) -m veriscope.training generate --data $(TRAIN_DATA) --genuine-items 80 --counterfeit-items 30 --images-per-item 4 --seed 1
 	$(PY) -m veriscope.training train --data $(TRAIN_DATA) --bundle models/bundles/veriscope-demo --epochs $(TRAIN_EPOCHS)
 
 firmware:

@@ -221,3 +221,14 @@ def test_per_material_thresholds_must_name_known_materials(bundle: ModelBundle) 
     }
     with pytest.raises(ModelError, match=r"thresholds\.materials\.suede"):
         bundle_from_manifest(Path("."), manifest)
+
+
+def test_region_explanations_name_the_evidence(bundle: ModelBundle) -> None:
+    item = good_item()
+    # Three images of the canvas; one, a patch or repair, scores far below the other two.
+    item["canvas"] = [*images("coated-canvas", 0.95, 0.93), ImageEntry("patch", True, analysis("coated-canvas", 0.05))]
+    canvas = decide(bundle, "tote-classic", item).regions[0]
+    assert canvas.explanations[1] == "2 of 6 tiles across 3 images score below the threshold"
+    assert canvas.explanations[2] == "image patch scores far below the others (0.05)"
+    trim = decide(bundle, "tote-classic", good_item()).regions[1]
+    assert trim.explanations[1:] == ["all 4 tiles across 2 images score above the threshold"]

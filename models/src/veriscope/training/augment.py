@@ -5,10 +5,10 @@ materials or makers: position, rotation (never mirroring), optionally scale,
 exposure, contrast and white balance (a few percent per channel), and sensor
 noise. Hue is otherwise left alone, since dye colour can be evidence.
 
-Outlier tiles (blank, noise, gradients, smooth blobs, stripes) teach the
-material head a class for "none of the materials", so inputs unlike any
-specimen lose familiarity even where the embedding statistics alone would not
-notice.
+Outlier tiles (blank, noise, gradients, smooth blobs, stripes, 1/f noise,
+hard-edged mosaics, chequers, printed marks) teach the material head a class for "none of the
+materials", so inputs unlike any specimen lose familiarity even where the
+embedding statistics alone would not notice.
 """
 
 from __future__ import annotations
@@ -85,8 +85,48 @@ def _outlier(seed: Any, tile_px: int) -> Any:
         wave = 0.5 + 0.5 * tf.sin(2.0 * math.pi * along / period)
         return colour * wave + colour2 * (1.0 - wave)
 
-    kind = tf.random.stateless_uniform([], seed=sub(10), minval=0, maxval=5, dtype=tf.int32)
-    tile = tf.switch_case(kind, [flat, noise, gradient, blobs, stripes])
+    def fractal() -> Any:
+        # 1/f noise over four octaves with its own colour per octave: rock, soil and foliage-like textures.
+        out = colour * 0.5
+        for octave in range(4):
+            cells = 4 * 2**octave
+            coarse = tf.random.stateless_uniform([cells, cells, 3], seed=sub(20 + octave), minval=-1.0, maxval=1.0)
+            weight = uniform([1, 1, 3], 20.0, 90.0, 30 + octave) / (1.4**octave)
+            out = out + tf.image.resize(coarse, [tile_px, tile_px], method="bicubic") * weight
+        return out
+
+    def mosaic() -> Any:
+        # Flat patches with hard edges, as in photographs of man-made things, text or packaging.
+        cells = tf.cast(uniform([], 2.0, 10.0, 13), tf.int32)
+        coarse = tf.random.stateless_uniform(tf.stack([cells, cells, 3]), seed=sub(14)) * 255.0
+        patches = tf.image.resize(coarse, [tile_px, tile_px], method="nearest")
+        return tf.image.rot90(patches, tf.cast(uniform([], 0.0, 4.0, 15), tf.int32))
+
+    def checker() -> Any:
+        period = uniform([], 4.0, 40.0, 16)
+        across = (-tf.sin(angle) * xx + tf.cos(angle) * yy)[:, :, None]
+        square = tf.sign(tf.sin(math.pi * along / period) * tf.sin(math.pi * across / period))
+        return colour * (0.5 + 0.5 * square) + colour2 * (0.5 - 0.5 * square)
+
+    def marks() -> Any:
+        # Dark printed marks on a light ground, as on labels, tags and packaging: thresholded smooth noise.
+        cells = tf.cast(uniform([], 6.0, 40.0, 17), tf.int32)
+        coarse = tf.random.stateless_uniform(tf.stack([cells, cells, 1]), seed=sub(18))
+        field = tf.image.resize(coarse, [tile_px, tile_px], method="bicubic")
+        # Thin strokes along a level line of the field, or solid marks above one.
+        level = uniform([], 0.3, 0.7, 19)
+        stroke = tf.cast(tf.abs(field - level) < uniform([], 0.015, 0.06, 25), tf.float32)
+        solid = tf.cast(field > level + 0.15, tf.float32)
+        ink = tf.maximum(stroke, solid * tf.cast(uniform([], 0.0, 1.0, 26) > 0.5, tf.float32))
+        paper = uniform([1, 1, 3], 170.0, 250.0, 24)
+        return paper * (1.0 - ink) + colour * 0.3 * ink
+
+    kind = tf.random.stateless_uniform([], seed=sub(10), minval=0, maxval=9, dtype=tf.int32)
+    tile = tf.switch_case(kind, [flat, noise, gradient, blobs, stripes, fractal, mosaic, checker, marks])
+    # Many photographs and prints are grey or muted: desaturate by a random amount.
+    grey = tf.reduce_mean(tile, axis=-1, keepdims=True)
+    muted = uniform([], -1.0, 1.0, 27)
+    tile = grey + (tile - grey) * tf.clip_by_value(1.0 - tf.maximum(muted, 0.0) * 1.5, 0.0, 1.0)
     tile = tile + tf.random.stateless_normal([tile_px, tile_px, 3], seed=sub(11)) * uniform([], 0.0, 4.0, 12)
     return tf.clip_by_value(tile, 0.0, 255.0)
 

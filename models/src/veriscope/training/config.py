@@ -29,16 +29,16 @@ class TrainConfig:
     bundle_dir: Path
     """Where the model bundle is written."""
     name: str = "veriscope-demo"
-    version: str = "0.1.0"
+    version: str = "0.2.0"
     materials: tuple[str, ...] = MATERIALS
     held_out_sources: tuple[str, ...] = HELD_OUT_SOURCES
     lighting: tuple[str, ...] = ("white_ring",)
-    tiling: Tiling = field(default_factory=lambda: Tiling(work_width_px=384, tile_px=128, grid_rows=3, grid_cols=4))
+    tiling: Tiling = field(default_factory=lambda: Tiling(work_width_px=512, tile_px=128, grid_rows=3, grid_cols=4))
     embedding_size: int = 32
     width_multiplier: float = 1.0
     """Scales the network's channel counts."""
-    epochs: int = 10
-    steps_per_epoch: int = 150
+    epochs: int = 20
+    steps_per_epoch: int = 160
     batch_size: int = 64
     crops_per_image: int = 6
     """Random training crops cut from each decoded image before moving on."""
@@ -53,7 +53,7 @@ class TrainConfig:
     """Share of each (material, source)'s items used to calibrate and choose thresholds."""
     test_fraction: float = 0.25
     """Share of each (material, source)'s items kept to report metrics on."""
-    target_far: float = 0.01
+    target_far: float = 0.001
     """False-accept rate the item threshold is chosen for on validation items."""
     genuine_quantile: float = 0.02
     """Genuine validation items below this share's score are allowed to fall in or below the abstain band."""

@@ -8,6 +8,7 @@ ones the device would produce.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,45 @@ def _rate(hits: int, total: int) -> float | None:
     return None if total == 0 else round(hits / total, 4)
 
 
+def upper_bound_95(hits: int, total: int) -> float | None:
+    """One-sided 95 % upper confidence bound on a rate seen as ``hits`` of ``total`` (Wilson score; None if empty).
+
+    Zero false accepts in n items bounds the rate only to about 2.7 / n, which
+    is what a small evaluation can honestly claim.
+    """
+    if total == 0:
+        return None
+    z = 1.6449
+    p = hits / total
+    centre = p + z * z / (2 * total)
+    spread = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return round(min(1.0, (centre + spread) / (1 + z * z / total)), 4)
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    """One evaluated item's outcome, for plots."""
+
+    material: str
+    source: str
+    genuine: bool
+    score: float
+    """The item score 0..1 the verdict compared with the threshold."""
+    accepted: bool
+    """True when judged AUTHENTIC."""
+
+
+def item_scores(bundle: ModelBundle, entries: Sequence[ItemOutputs]) -> list[ItemScore]:
+    """Every item's score and verdict, judged as the device would."""
+    out = []
+    for entry in entries:
+        decision = judge(bundle, entry)
+        item = entry.item
+        accepted = decision.verdict == Verdict.AUTHENTIC
+        out.append(ItemScore(item.material, item.source, item.genuine, float(decision.score), accepted))
+    return out
+
+
 def _auc(genuine: Sequence[float], fake: Sequence[float]) -> float | None:
     if not genuine or not fake:
         return None
@@ -58,7 +98,8 @@ def item_metrics(
 
     ``genuine_verification_rate`` is the share of genuine items judged AUTHENTIC;
     ``far_*`` the share of counterfeit items judged AUTHENTIC, over the trained
-    sources, the held-out sources and all of them. ``per_source`` counts items
+    sources, the held-out sources and all of them, with ``*_upper95`` the
+    one-sided 95 % upper confidence bounds of the last two. ``per_source`` counts items
     and acceptances per material and source; ``item_auc`` ranks item scores.
     """
     per_source: dict[str, dict[str, int]] = defaultdict(lambda: {"items": 0, "accepted": 0, "unfamiliar": 0})
@@ -84,6 +125,8 @@ def item_metrics(
         "far_trained_sources": _rate(*counts["trained"]),
         "far_held_out_sources": _rate(*counts["held_out"]),
         "far_all_counterfeits": _rate(*fakes),
+        "far_held_out_sources_upper95": upper_bound_95(*counts["held_out"]),
+        "far_all_counterfeits_upper95": upper_bound_95(*fakes),
         "item_auc": _auc(genuine_scores, fake_scores),
         "per_source": dict(sorted(per_source.items())),
     }

@@ -7,7 +7,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,15 @@ from veriscope.training import calibrate, card, evaluate
 from veriscope.training.config import OUTLIER_CLASS, TrainConfig
 from veriscope.training.data import Item, Split, load_image, scan, split_items
 from veriscope.training.evaluate import ItemOutputs
-from veriscope.training.manifest import MODEL_FILE, Sections, build_manifest, provisional_bundle, write_bundle
+from veriscope.training.macs import count_macs, pi4_estimate_ms
+from veriscope.training.manifest import (
+    MODEL_FILE,
+    Sections,
+    build_manifest,
+    default_item_types,
+    provisional_bundle,
+    write_bundle,
+)
 
 Runner = Callable[[np.ndarray], RawOutputs]
 
@@ -83,9 +91,29 @@ def outlier_frames(count: int, seed: int, *, width_px: int = 640, height_px: int
     return frames
 
 
+def scan_images(config: TrainConfig) -> dict[str, int]:
+    """Images an evaluation item of each material is judged on: the fewest any region of that material needs.
+
+    A scan may stop at a region's minimum, so that is where the device's
+    false-accept rate must hold; items with fewer images are judged on all they have.
+    """
+    types = [dict(t) for t in config.item_types] or default_item_types(config.materials)
+    fewest: dict[str, int] = {}
+    for spec in types:
+        regions: list[dict[str, Any]] = spec["regions"]  # type: ignore[assignment]
+        for region in regions:
+            m, n = str(region["material"]), int(region["min_images"])
+            fewest[m] = min(fewest.get(m, n), n)
+    return {m: fewest.get(m, 2) for m in config.materials}
+
+
 def _outputs(items: Sequence[Item], runner: Runner, config: TrainConfig) -> list[ItemOutputs]:
+    per_item = scan_images(config)
     return [
-        ItemOutputs(item, tuple(runner(frame_to_tiles(load_image(p), config.tiling)) for p in item.images))
+        ItemOutputs(
+            item,
+            tuple(runner(frame_to_tiles(load_image(p), config.tiling)) for p in item.images[: per_item[item.material]]),
+        )
         for item in items
     ]
 
@@ -233,6 +261,7 @@ def run(config: TrainConfig) -> TrainResult:
         frames = outlier_frames(8 if config.smoke else 24, config.seed)
         variants: dict[str, dict[str, Any]] = {}
         sections: dict[str, Sections] = {}
+        judged: dict[str, tuple[ModelBundle, list[ItemOutputs]]] = {}
         for variant, runner in runners.items():
             _log(f"evaluating the {variant} model")
             open_raw: dict[str, list[RawOutputs]] = {m: [] for m in materials}
@@ -247,6 +276,12 @@ def run(config: TrainConfig) -> TrainResult:
             variants[variant] = _evaluate_variant(config, bundle, val, test, held, outliers)
             variants[variant]["thresholds"] = fitted.thresholds
             sections[variant] = fitted
+            judged[variant] = (bundle, [*test, *held])
+
+        _log("plotting")
+        plot_files = _plots(work, judged, config)
+        macs = count_macs(work / MODEL_FILE)
+        macs_per_image = macs.total * config.tiling.tile_count
 
         seconds_per_image = _time_inference(analyzer, config)
         training = {
@@ -260,6 +295,7 @@ def run(config: TrainConfig) -> TrainResult:
             "train_seconds": round(train_seconds, 1),
             "seed": config.seed,
             "smoke": config.smoke,
+            "images_per_evaluation_item": scan_images(config),
             "machine": f"{platform.machine()} ({config.threads} threads)",
             "tensorflow": tf.__version__,
         }
@@ -268,6 +304,9 @@ def run(config: TrainConfig) -> TrainResult:
             "int8": variants["int8"],
             "model_bytes": len(model_bytes),
             "inference_ms_per_2028x1520_frame": round(seconds_per_image * 1000.0, 2),
+            "macs_per_tile": macs.total,
+            "macs_per_image": macs_per_image,
+            "pi4_estimate_ms_per_image": round(pi4_estimate_ms(macs_per_image), 2),
         }
         manifest = build_manifest(
             config,
@@ -278,9 +317,15 @@ def run(config: TrainConfig) -> TrainResult:
             training=training,
             metrics=metrics,
         )
+        config.bundle_dir.mkdir(parents=True, exist_ok=True)
+        for stale in config.bundle_dir.glob("*.png"):
+            stale.unlink()
+        for name in plot_files:
+            shutil.copyfile(work / name, config.bundle_dir / name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    bundle = write_bundle(config.bundle_dir, manifest, model_bytes, card.render(manifest))
+    text = card.render(manifest, plots=plot_files)
+    bundle = write_bundle(config.bundle_dir, manifest, model_bytes, text)
     _log(f"wrote {config.bundle_dir}")
     return TrainResult(bundle=bundle, metrics=metrics, train_seconds=train_seconds)
 
@@ -316,6 +361,61 @@ def _fit(config: TrainConfig, split: Split, materials: list[str], classes: tuple
     seconds = time.perf_counter() - started
     _log(f"trained in {seconds:.0f} s")
     return net, seconds, float(history.history["loss"][-1])
+
+
+def _plots(
+    out: Path, judged: Mapping[str, tuple[ModelBundle, list[ItemOutputs]]], config: TrainConfig
+) -> dict[str, str]:
+    """Write the model card's PNG plots into ``out``; returns {file name: caption}."""
+    from veriscope.training import plots
+
+    files: dict[str, str] = {}
+    bundle, entries = judged["int8"]
+    scores = evaluate.item_scores(bundle, entries)
+    curves = []
+    for m in config.materials:
+        mine = [x for x in scores if x.material == m]
+        if any(x.genuine for x in mine) and any(not x.genuine for x in mine):
+            high = bundle.thresholds.for_material(m).abstain_high
+            curves.append(plots.RocCurve(m, [x.score for x in mine], [x.genuine for x in mine], high))
+    if curves:
+        plots.roc_curves_png(out / "roc.png", curves, title="Per item, int8: test and held-out items")
+        files["roc.png"] = (
+            "ROC per material (int8, test and held-out items): genuine items verified against counterfeits "
+            "accepted; the dot is the operating point, the top of the abstain band."
+        )
+    for m in config.materials:
+        by_source: dict[str, list[float]] = {}
+        for x in scores:
+            if x.material == m:
+                by_source.setdefault(x.source, []).append(x.score)
+        if by_source:
+            t = bundle.thresholds.for_material(m)
+            name = f"scores-{m}.png"
+            plots.score_histograms_png(
+                out / name,
+                dict(sorted(by_source.items())),
+                threshold=t.item,
+                abstain_high=t.abstain_high,
+                title=f"{m}: item scores per source (int8, test and held-out)",
+            )
+            files[name] = f"Item scores of {m} per source, with the threshold and the abstain band."
+    images = [
+        (analysis.score, entry.item.genuine)
+        for entry, item_analyses in zip(entries, evaluate.analyses(bundle, entries), strict=True)
+        for analysis in item_analyses
+    ]
+    if images:
+        plots.reliability_png(
+            out / "reliability.png",
+            [p for p, _ in images],
+            [g for _, g in images],
+            title="Image scores against the share of genuine images (int8, test and held-out)",
+        )
+        files["reliability.png"] = (
+            "Reliability of calibrated image scores: predicted probability of genuine against the observed share."
+        )
+    return files
 
 
 def _dataset_info(root: Path) -> dict[str, Any]:

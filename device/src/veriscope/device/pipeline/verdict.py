@@ -183,9 +183,28 @@ def decide(
     )
 
 
+def _evidence(analyses: list[ImageAnalysis], image_ids: list[str], threshold: ScoreThreshold) -> list[str]:
+    """What the score rests on: how many tiles look counterfeit, and whether the images agree."""
+    tiles = np.concatenate([a.tile_scores.ravel() for a in analyses])
+    low = int(np.sum(tiles < threshold.item))
+    notes = []
+    if low:
+        notes.append(f"{low} of {tiles.size} tiles across {len(analyses)} images score below the threshold")
+    else:
+        notes.append(f"all {tiles.size} tiles across {len(analyses)} images score above the threshold")
+    if len(analyses) > 1:
+        logits = [a.logit for a in analyses]
+        worst = int(np.argmin(logits))
+        # Images of one surface should agree; one far below the rest points at a patch, repair or a bad capture.
+        if float(np.median(logits)) - logits[worst] > 2.0:
+            notes.append(f"image {image_ids[worst]} scores far below the others ({analyses[worst].score:.2f})")
+    return notes
+
+
 def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) -> _RegionState:
     images: list[ImageDecision] = []
     analyses: list[ImageAnalysis] = []
+    analysed_ids: list[str] = []
     failed = 0
     for entry in entries:
         analysis = entry.analysis if entry.quality_ok else None
@@ -197,6 +216,7 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
         failed += 0 if entry.quality_ok else 1
         if analysis is not None:
             analyses.append(analysis)
+            analysed_ids.append(entry.image_id)
         images.append(
             ImageDecision(
                 image_id=entry.image_id,
@@ -220,12 +240,14 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
         unfamiliar = bool(strange)
         if strange:
             explanations.append(f"{len(strange)} of {len(analyses)} images: {strange[0].reasons[0]}")
-        elif score >= threshold.abstain_high:
-            explanations.append(f"texture consistent with genuine {region.material} (score {score:.2f})")
-        elif score >= threshold.abstain_low:
-            explanations.append(f"texture too close to call (score {score:.2f})")
         else:
-            explanations.append(f"counterfeit indicators in the {region.material} texture (score {score:.2f})")
+            if score >= threshold.abstain_high:
+                explanations.append(f"texture consistent with genuine {region.material} (score {score:.2f})")
+            elif score >= threshold.abstain_low:
+                explanations.append(f"texture too close to call (score {score:.2f})")
+            else:
+                explanations.append(f"counterfeit indicators in the {region.material} texture (score {score:.2f})")
+            explanations.extend(_evidence(analyses, analysed_ids, threshold))
     if failed:
         explanations.append(f"{failed} image{'s' if failed != 1 else ''} failed the quality check")
     if shortfall:

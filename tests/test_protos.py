@@ -25,6 +25,7 @@ def test_generated_bindings_are_fresh(tmp_path: Path) -> None:
 def test_every_service_has_its_own_file() -> None:
     protos = sorted(p.name for p in (ROOT / "protos" / "veriscope" / "v1").glob("*_service.proto"))
     assert protos == [
+        "calibration_service.proto",
         "capture_service.proto",
         "device_service.proto",
         "model_service.proto",

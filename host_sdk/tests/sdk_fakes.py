@@ -23,6 +23,8 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from veriscope.v1 import (
+    calibration_service_pb2,
+    calibration_service_pb2_grpc,
     capture_service_pb2,
     capture_service_pb2_grpc,
     common_pb2,
@@ -127,6 +129,39 @@ ITEM_TYPES = [
 ]
 
 
+CALIBRATION_PATH = "/var/lib/veriscope/calibration/imx477.npz"
+
+
+def fake_calibration(request: calibration_service_pb2.CalibrateRequest) -> calibration_service_pb2.Calibration:
+    """The calibration the fake unit makes: fixed numbers per channel, its frames from the request."""
+    lightings = list(request.lighting_channels) or [common_pb2.LIGHTING_CHANNEL_WHITE_RING]
+    channels = [
+        calibration_service_pb2.ChannelCalibration(
+            lighting=lighting,
+            exposure_us=7600 + 100 * n,
+            analogue_gain=1.0,
+            vignetting_depth=0.29 + 0.2 * n,
+            white_balance_gains=calibration_service_pb2.WhiteBalanceGains(red=1.031, green=1.0, blue=1.064),
+            texture=0.002,
+            level=0.7,
+        )
+        for n, lighting in enumerate(lightings)
+    ]
+    return calibration_service_pb2.Calibration(
+        name="calibration",
+        state=calibration_service_pb2.CALIBRATION_STATE_CALIBRATED,
+        calibration_id="20260528T101500Z-3fa2c1d0",
+        create_time=stamp(20),
+        device_id="VS-0001",
+        camera_model="imx477",
+        frames=request.frames or 8,
+        vignetting_depth=channels[0].vignetting_depth,
+        white_balance_gains=channels[0].white_balance_gains,
+        channels=channels,
+        storage_path=CALIBRATION_PATH,
+    )
+
+
 @dataclass
 class Upload:
     """One UploadImage stream as the fake received it."""
@@ -160,6 +195,14 @@ class FakeUnit:
     page_size_cap: int = 1000
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    calibration: calibration_service_pb2.Calibration = field(
+        default_factory=lambda: calibration_service_pb2.Calibration(
+            name="calibration",
+            state=calibration_service_pb2.CALIBRATION_STATE_UNCALIBRATED,
+            storage_path=CALIBRATION_PATH,
+        )
+    )
+    calibrate_requests: list[calibration_service_pb2.CalibrateRequest] = field(default_factory=list)
 
     def count(self, method: str) -> int:
         return self.calls.count(method)
@@ -347,15 +390,26 @@ class FakeCaptureService(capture_service_pb2_grpc.CaptureServiceServicer):
 
     def Capture(self, request: capture_service_pb2.CaptureRequest, context: Any) -> capture_service_pb2.CaptureResponse:
         self.last_request = request
-        image = common_pb2.Image(
-            data=png_bytes(self.unit.capture_size_bytes),
-            format=common_pb2.IMAGE_FORMAT_PNG,
+        if request.lighting_sequence:
+            frames = [
+                capture_service_pb2.CapturedFrame(image=self._image(request, channel), quality=ok_report())
+                for channel in request.lighting_sequence
+            ]
+            return capture_service_pb2.CaptureResponse(frames=frames)
+        image = self._image(request, request.settings.lighting or common_pb2.LIGHTING_CHANNEL_WHITE_RING)
+        return capture_service_pb2.CaptureResponse(image=image, quality=blurry_report(with_code=False))
+
+    def _image(self, request: capture_service_pb2.CaptureRequest, lighting: Any) -> common_pb2.Image:
+        jpeg = request.format == common_pb2.IMAGE_FORMAT_JPEG
+        return common_pb2.Image(
+            data=JPEG_MAGIC + bytes(self.unit.capture_size_bytes) if jpeg else png_bytes(self.unit.capture_size_bytes),
+            format=common_pb2.IMAGE_FORMAT_JPEG if jpeg else common_pb2.IMAGE_FORMAT_PNG,
             metadata=common_pb2.ImageMetadata(
                 width=4056,
                 height=3040,
                 exposure_us=request.settings.exposure_us or 8000,
                 analogue_gain=2.0,
-                lighting=request.settings.lighting or common_pb2.LIGHTING_CHANNEL_WHITE_RING,
+                lighting=lighting,
                 led_duty_pct=50,
                 focus_steps=request.settings.focus_steps,
                 device_id="VS-0001",
@@ -363,7 +417,6 @@ class FakeCaptureService(capture_service_pb2_grpc.CaptureServiceServicer):
                 camera_model="simulated",
             ),
         )
-        return capture_service_pb2.CaptureResponse(image=image, quality=blurry_report(with_code=False))
 
     def StreamPreview(self, request: capture_service_pb2.StreamPreviewRequest, context: Any) -> Iterator[Any]:
         frames = request.max_frames or 1_000_000
@@ -386,6 +439,23 @@ class FakeCaptureService(capture_service_pb2_grpc.CaptureServiceServicer):
         return capture_service_pb2.AutofocusResponse(
             converged=True, best_position=1200, best_sharpness=1000.0, curve=curve, steps_taken=3
         )
+
+
+class FakeCalibrationService(calibration_service_pb2_grpc.CalibrationServiceServicer):
+    def __init__(self, unit: FakeUnit) -> None:
+        self.unit = unit
+
+    def GetCalibration(self, request: calibration_service_pb2.GetCalibrationRequest, context: Any) -> Any:
+        if request.name != "calibration":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"name must be 'calibration', got {request.name!r}")
+        return calibration_service_pb2.GetCalibrationResponse(calibration=self.unit.calibration)
+
+    def Calibrate(self, request: calibration_service_pb2.CalibrateRequest, context: Any) -> Any:
+        if request.name != "calibration":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"name must be 'calibration', got {request.name!r}")
+        self.unit.calibrate_requests.append(request)
+        self.unit.calibration = fake_calibration(request)
+        return calibration_service_pb2.CalibrateResponse(calibration=self.unit.calibration)
 
 
 class FakeScanService(scan_service_pb2_grpc.ScanServiceServicer):
@@ -682,6 +752,7 @@ def start_server(unit: FakeUnit) -> FakeServer:
     scan = FakeScanService(unit)
     device_service_pb2_grpc.add_DeviceServiceServicer_to_server(FakeDeviceService(unit), server)
     capture_service_pb2_grpc.add_CaptureServiceServicer_to_server(capture, server)
+    calibration_service_pb2_grpc.add_CalibrationServiceServicer_to_server(FakeCalibrationService(unit), server)
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(scan, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(FakeModelService(unit), server)
     update_service_pb2_grpc.add_UpdateServiceServicer_to_server(FakeUpdateService(unit), server)

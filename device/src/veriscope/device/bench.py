@@ -11,10 +11,18 @@ putting the scanner down again would, while captures between presentations
 (autofocus sweeps, previews, retakes of the same spot) see the same spot. The
 spots follow a sequence seeded by the item, so a placed item replays the same
 scan every time.
+
+Besides the catalog's items, the bench can show the white reference target
+(item type ``"white-reference"``): a flat, matte white diffuser that fills the
+field, on which the camera is calibrated. Through it the simulated optics'
+vignetting, cover-glass dust and the colour response of the sensor to the
+LEDs (``channel_response``, neutral unless a tint such as
+:data:`TINTED_RESPONSE` is given) show, as they would on the real unit.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import zlib
 from collections.abc import Mapping
@@ -30,6 +38,16 @@ from veriscope.device.stage import Stage
 from veriscope.device.types import Lighting, RGBImage
 
 _CHANNELS = (Lighting.WHITE_RING, Lighting.RAKING, Lighting.UV)
+WHITE_REFERENCE = "white-reference"
+"""Item type that places the white reference target instead of a catalog item."""
+WHITE_REFERENCE_ALBEDO = 0.92
+"""Linear albedo of the simulated white reference target (a matte PTFE diffuser reflects a little more)."""
+CHANNEL_RESPONSE = (1.0, 1.0, 1.0)
+"""Default response of the red, green and blue pixels to the LEDs, relative to green: neutral, as a
+factory-balanced unit's, so uncalibrated simulated captures match the renders the demo model was trained on.
+:data:`TINTED_RESPONSE` is a typical uncorrected sensor (LED spectrum x colour filters)."""
+TINTED_RESPONSE = (0.97, 1.0, 0.94)
+"""A sensor whose red and blue pixels respond a little less than green to the white LEDs."""
 
 
 @dataclass(frozen=True)
@@ -53,14 +71,25 @@ class MaterialInfo:
 class SimBench(Stage):
     """The simulated world under the lens. Thread-safe."""
 
-    def __init__(self, *, sensor_width_px: int = 2028, sensor_height_px: int = 1520, noise_seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        sensor_width_px: int = 2028,
+        sensor_height_px: int = 1520,
+        noise_seed: int = 0,
+        channel_response: tuple[float, float, float] = CHANNEL_RESPONSE,
+    ) -> None:
+        if len(channel_response) != 3 or not all(0.0 < r <= 1.0 for r in channel_response):
+            raise InvalidArgument(f"channel_response must be three values in 0..1, got {channel_response!r}")
         self.optics = imaging.Optics(sensor_width_px=sensor_width_px, sensor_height_px=sensor_height_px)
+        self._response = np.asarray(channel_response, dtype=np.float32)
         self._lock = threading.Lock()
         self._noise = np.random.default_rng(noise_seed)
         self._dust_seed = noise_seed
         self._leds: dict[Lighting, int] = dict.fromkeys(_CHANNELS, 0)
         self._focus_steps = 0
         self._item: VirtualItem | None = None
+        self._white: PlacedItem | None = None
         self._surface: Surface | None = None
         self._region = ""
         self._pose = imaging.Pose()
@@ -70,7 +99,13 @@ class SimBench(Stage):
     # Items
 
     def place(self, item_type: str, source: str, seed: int) -> PlacedItem:
-        """Put the virtual item (item_type, source, seed) under the lens, showing its first region."""
+        """Put the virtual item (item_type, source, seed) under the lens, showing its first region.
+
+        Item type ``"white-reference"`` places the white reference target
+        (source and seed are kept but change nothing).
+        """
+        if item_type == WHITE_REFERENCE:
+            return self.place_white_reference(source, seed)
         try:
             item = VirtualItem(item_type, source, seed)
         except KeyError as exc:
@@ -80,6 +115,7 @@ class SimBench(Stage):
         key = zlib.crc32(item.item_id.encode())
         with self._lock:
             self._item = item
+            self._white = None
             self._poses = np.random.default_rng(key)
             # Items differ in thickness, so the in-focus position differs from item to item.
             self._item_z_um = float(np.random.default_rng(key ^ 0x5EED).uniform(800.0, 1200.0))
@@ -87,17 +123,31 @@ class SimBench(Stage):
         self.present(catalog.item_type(item_type).regions[0].name)
         return PlacedItem(item_type, source, seed)
 
+    def place_white_reference(self, source: str = "", seed: int = 0) -> PlacedItem:
+        """Put the white reference target under the lens, flat and in contact, filling the field."""
+        with self._lock:
+            self._item = None
+            self._white = PlacedItem(WHITE_REFERENCE, source, seed)
+            self._surface = _white_surface()
+            self._region = ""
+            self._pose = imaging.Pose(surface_z_um=1000.0)
+            self._item_z_um = 1000.0
+        return self._white
+
     def clear(self) -> None:
         """Remove the item: the camera sees the empty stage."""
         with self._lock:
             self._item = None
+            self._white = None
             self._surface = None
             self._region = ""
 
     def placed(self) -> PlacedItem | None:
         """The item on the bench, or None."""
         item = self._item
-        return None if item is None else PlacedItem(item.item_type, item.source, item.seed)
+        if item is None:
+            return self._white
+        return PlacedItem(item.item_type, item.source, item.seed)
 
     def materials(self) -> list[MaterialInfo]:
         """Every simulated material with its sources."""
@@ -156,7 +206,7 @@ class SimBench(Stage):
             surface, pose, duties, focus = self._surface, self._pose, dict(self._leds), self._focus_steps
             noise = np.random.default_rng(self._noise.integers(1 << 63))
         try:
-            return imaging.render(
+            raw = imaging.render_raw(
                 surface,
                 pose,
                 duties=duties,
@@ -170,6 +220,12 @@ class SimBench(Stage):
             )
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
+        return imaging.develop(raw * self._response, self.optics)
+
+
+@functools.lru_cache(maxsize=1)
+def _white_surface() -> Surface:
+    return Surface.uniform(WHITE_REFERENCE_ALBEDO)
 
 
 def _material_of(region: str) -> str | None:

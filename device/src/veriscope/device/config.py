@@ -111,6 +111,26 @@ class ScanConfig:
 
 
 @dataclass(frozen=True)
+class ExposureConfig:
+    """Auto-exposure: a percentile of the linear image is brought to a target level, then locked for a scan."""
+
+    percentile: float = 99.0
+    """Percentile of the linear luminance that is metered, 50..100."""
+    target_level: float = 0.33
+    """Level the metered percentile is brought to, as a fraction of full scale, 0.05..0.95."""
+    tolerance: float = 0.3
+    """Relative distance from the target within which an exposure is kept as it is, 0.02..0.6."""
+    start_exposure_us: int = 8000
+    """Exposure time every search starts from, in microseconds."""
+    max_exposure_us: int = 100_000
+    """Longest exposure time before the gain rises above 1.0, in microseconds."""
+    max_analogue_gain: float = 8.0
+    """Highest analogue gain auto-exposure uses, 1..16."""
+    max_frames: int = 8
+    """Most frames one search may take, 1..50."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -120,6 +140,7 @@ class Config:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     scan: ScanConfig = field(default_factory=ScanConfig)
+    exposure: ExposureConfig = field(default_factory=ExposureConfig)
     simulate: bool = False
     """True runs only simulated parts and serves SimulationService."""
 
@@ -272,6 +293,18 @@ def _validate(section: Any, prefix: str) -> None:
             prefix + "camera_idle_timeout_s",
             "must be 1..86400 seconds",
         )
+    elif isinstance(section, ExposureConfig):
+        _require(50.0 <= section.percentile <= 100.0, prefix + "percentile", "must be 50..100")
+        _require(0.05 <= section.target_level <= 0.95, prefix + "target_level", "must be 0.05..0.95 of full scale")
+        _require(0.02 <= section.tolerance <= 0.6, prefix + "tolerance", "must be 0.02..0.6")
+        _require(
+            20 <= section.start_exposure_us <= section.max_exposure_us,
+            prefix + "start_exposure_us",
+            "must be 20..max_exposure_us microseconds",
+        )
+        _require(section.max_exposure_us <= 1_000_000, prefix + "max_exposure_us", "must be at most 1000000 us")
+        _require(1.0 <= section.max_analogue_gain <= 16.0, prefix + "max_analogue_gain", "must be 1..16")
+        _require(1 <= section.max_frames <= 50, prefix + "max_frames", "must be 1..50")
     elif isinstance(section, Config) and section.simulate:
         _require(section.camera.kind == "simulated", "camera.kind", "must be 'simulated' when simulating")
 

@@ -3,20 +3,26 @@
 It is the only code that touches the camera and the controller during a
 capture, and it serialises them with one lock, so an autofocus sweep and a
 preview frame never interleave. Methods block; call them from a worker thread.
+
+Captures and previews are corrected by the unit's flat-field and white-balance
+calibration (:meth:`Imager.set_calibration`) before the quality gate sees
+them, and say so in :attr:`Frame.calibration_id`; without a calibration they
+pass through unchanged.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from veriscope.device.camera import Camera
 from veriscope.device.controller import Controller
 from veriscope.device.errors import InvalidArgument
-from veriscope.device.pipeline import quality
+from veriscope.device.pipeline import exposure, quality
 from veriscope.device.pipeline.autofocus import AutofocusResult, autofocus
-from veriscope.device.types import AppliedSettings, CaptureSettings, Frame, Lighting
+from veriscope.device.pipeline.calibration import Calibration
+from veriscope.device.types import AppliedSettings, CaptureSettings, Frame, Lighting, RGBImage
 
 DEFAULT_EXPOSURE_US = 8000
 DEFAULT_GAIN = 1.0
@@ -29,6 +35,8 @@ DEFAULT_DUTY_PCT: dict[Lighting, int] = {
 AUTOFOCUS_WIDTH_PX = 320
 REFINE_SPAN_STEPS = 12
 """Half-width of the local search that re-centres focus between captures of one region."""
+METER_WIDTH_PX = 320
+"""Width of the frames auto-exposure meters."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class Imager:
         *,
         quality_thresholds: Mapping[str, float] | None = None,
         focus_window: tuple[int, int] | None = None,
+        exposure_params: exposure.ExposureParams | None = None,
     ) -> None:
         self.camera = camera
         self.controller = controller
@@ -63,10 +72,13 @@ class Imager:
                 f"autofocus window {lo}..{hi} must lie inside the board's soft limits {rng.min_steps}..{rng.max_steps}"
             )
         self._focus_window = (lo, hi)
-        self._thresholds = quality.thresholds_from(quality_thresholds)
+        self._thresholds = quality.check_overrides(quality_thresholds or {})
         self._lock = threading.RLock()
-        self.exposure_us = DEFAULT_EXPOSURE_US
+        self.exposure_params = exposure_params or exposure.ExposureParams(start_exposure_us=DEFAULT_EXPOSURE_US)
+        """Targets and limits of auto-exposure."""
+        self.exposure_us = self.exposure_params.start_exposure_us
         self.analogue_gain = DEFAULT_GAIN
+        self._calibration: Calibration | None = None
 
     def _validate(self, settings: CaptureSettings) -> None:
         if settings.exposure_us is not None and not 1 <= settings.exposure_us <= 1_000_000:
@@ -114,19 +126,135 @@ class Imager:
         with self._lock:
             self.controller.light_only(Lighting.OFF, 0)
 
-    def capture(self, settings: CaptureSettings) -> JudgedFrame:
-        """Light, expose at full resolution, switch the lights off, and run the quality gate."""
+    def capture(self, settings: CaptureSettings, *, thresholds: Mapping[str, float] | None = None) -> JudgedFrame:
+        """Light, expose at full resolution, switch the lights off, correct with the calibration, and run the gate.
+
+        Unset exposure time and gain take the device defaults; scans find them with :meth:`auto_expose`.
+        ``thresholds`` replace the gate overrides given at construction (a
+        scan passes the bundle's overrides for the region's material).
+        """
         with self._lock:
             try:
                 frame = self._expose(settings, None)
             finally:
                 self.controller.light_only(Lighting.OFF, 0)
-        return JudgedFrame(frame, quality.assess(frame.pixels, self._thresholds))
+        return self._judge(frame, thresholds)
+
+    def capture_sequence(
+        self,
+        settings: CaptureSettings,
+        channels: Sequence[Lighting],
+        *,
+        thresholds: Mapping[Lighting, Mapping[str, float]] | None = None,
+    ) -> list[JudgedFrame]:
+        """One full-resolution frame per lighting channel, in order, at the same focus; then every LED off.
+
+        ``settings`` apply to every frame except its ``lighting``; an unset
+        LED duty takes each channel's default. Each frame is corrected with the
+        calibration and gated with its channel's defaults and, when given, the
+        gate overrides in ``thresholds`` for its channel (else those given at
+        construction).
+        """
+        if not channels:
+            raise InvalidArgument("a lighting sequence needs at least one channel")
+        with self._lock:
+            try:
+                frames = [self._expose(replace(settings, lighting=channel), None) for channel in channels]
+            finally:
+                self.controller.light_only(Lighting.OFF, 0)
+        return [
+            self._judge(frame, None if thresholds is None else thresholds.get(frame.settings.lighting))
+            for frame in frames
+        ]
+
+    def _judge(self, frame: Frame, thresholds: Mapping[str, float] | None) -> JudgedFrame:
+        frame = self.correct(frame)
+        overrides = self._thresholds if thresholds is None else thresholds
+        return JudgedFrame(frame, quality.assess(frame.pixels, overrides, lighting=frame.settings.lighting.value))
 
     def preview(self, width: int, lighting: Lighting = Lighting.WHITE_RING) -> Frame:
-        """A low-resolution frame for the live preview."""
+        """A low-resolution frame for the live preview, corrected with the calibration."""
         with self._lock:
-            return self._expose(CaptureSettings(lighting=lighting), width)
+            frame = self._expose(CaptureSettings(lighting=lighting), width)
+        return self.correct(frame)
+
+    # Exposure and calibration
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The flat-field and white-balance calibration applied to captures, or None."""
+        return self._calibration
+
+    def set_calibration(self, calibration: Calibration | None) -> None:
+        """Apply ``calibration`` to every later capture and preview (None: apply none)."""
+        self._calibration = calibration
+
+    def correct(self, frame: Frame) -> Frame:
+        """``frame`` corrected by the calibration of its lighting channel and stamped with it; as it is without one."""
+        calibration = self._calibration
+        if calibration is None:
+            return frame
+        pixels = calibration.apply(frame.pixels, frame.settings.lighting)
+        if pixels is None:
+            return frame
+        return replace(
+            frame,
+            pixels=pixels,
+            calibration_id=calibration.calibration_id,
+            calibration_time=calibration.create_time,
+        )
+
+    def auto_expose(
+        self,
+        lighting: Lighting = Lighting.WHITE_RING,
+        params: exposure.ExposureParams | None = None,
+        *,
+        led_duty_pct: int | None = None,
+        corrected: bool = True,
+    ) -> exposure.ExposureResult:
+        """Find the exposure time and gain that bring the metered percentile to its target, then switch the lights off.
+
+        Meters ``METER_WIDTH_PX``-wide frames under ``lighting``; ``corrected``
+        meters them after the calibration (as captures will be), otherwise as
+        the camera gives them. ``params`` default to :attr:`exposure_params`.
+        """
+        with self._lock:
+            try:
+                return self._auto_expose(lighting, params or self.exposure_params, led_duty_pct, corrected)
+            finally:
+                self.controller.light_only(Lighting.OFF, 0)
+
+    def _auto_expose(
+        self, lighting: Lighting, params: exposure.ExposureParams, led_duty_pct: int | None, corrected: bool
+    ) -> exposure.ExposureResult:
+        width = min(METER_WIDTH_PX, self.camera.info.sensor_width)
+
+        def meter(exposure_us: int, analogue_gain: float) -> exposure.Metering:
+            settings = CaptureSettings(
+                exposure_us=exposure_us, analogue_gain=analogue_gain, lighting=lighting, led_duty_pct=led_duty_pct
+            )
+            frame = self._expose(settings, width)
+            if corrected:
+                frame = self.correct(frame)
+            level = exposure.percentile_level(frame.pixels, params.percentile)
+            return exposure.Metering(level, frame.settings.exposure_us, frame.settings.analogue_gain)
+
+        return exposure.auto_expose(meter, params)
+
+    def uncorrected_frames(
+        self, lighting: Lighting, found: exposure.ExposureResult, count: int, on_frame: Callable[[RGBImage], None]
+    ) -> None:
+        """Take ``count`` full-resolution frames at ``found``'s exposure, uncorrected, and hand each to ``on_frame``.
+
+        For calibration. The lights go off afterwards.
+        """
+        settings = CaptureSettings(exposure_us=found.exposure_us, analogue_gain=found.analogue_gain, lighting=lighting)
+        with self._lock:
+            try:
+                for _ in range(count):
+                    on_frame(self._expose(settings, None).pixels)
+            finally:
+                self.controller.light_only(Lighting.OFF, 0)
 
     def autofocus(
         self, lighting: Lighting = Lighting.WHITE_RING, max_steps: int = 40, *, refine: bool = False

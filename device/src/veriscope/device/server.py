@@ -26,15 +26,20 @@ from veriscope.device.controller import Controller
 from veriscope.device.errors import ConfigError, InvalidArgument, VeriscopeError
 from veriscope.device.imager import Imager
 from veriscope.device.inference import ModelBundle, load_bundle
+from veriscope.device.pipeline import calibration
+from veriscope.device.pipeline.exposure import ExposureParams
 from veriscope.device.pipeline.inference import Analyzer
 from veriscope.device.scans.manager import ScanLimits, ScanManager
 from veriscope.device.scans.store import ScanStore
+from veriscope.device.services.calibration import CalibrationServicer
 from veriscope.device.services.capture import CaptureServicer
 from veriscope.device.services.device import DeviceContext, DeviceServicer, ModelServicer, UpdateServicer
 from veriscope.device.services.scan import ScanServicer
 from veriscope.device.services.simulation import SimulationServicer
 from veriscope.device.stage import OperatorStage
 from veriscope.v1 import (
+    calibration_service_pb2,
+    calibration_service_pb2_grpc,
     capture_service_pb2,
     capture_service_pb2_grpc,
     device_service_pb2,
@@ -183,10 +188,32 @@ def build_daemon(config: Config) -> Daemon:
             config.controller.autofocus_min_steps,
             config.controller.autofocus_max_steps or controller.focus_range.max_steps,
         )
+    exposure = config.exposure
     try:
-        imager = Imager(camera, controller, quality_thresholds=bundle.quality_thresholds, focus_window=window)
+        exposure_params = ExposureParams(
+            percentile=exposure.percentile,
+            target_level=exposure.target_level,
+            tolerance=exposure.tolerance,
+            start_exposure_us=exposure.start_exposure_us,
+            max_exposure_us=exposure.max_exposure_us,
+            max_analogue_gain=exposure.max_analogue_gain,
+            max_frames=exposure.max_frames,
+        )
+    except InvalidArgument as exc:
+        raise ConfigError("exposure", str(exc)) from None
+    try:
+        imager = Imager(
+            camera,
+            controller,
+            quality_thresholds=bundle.quality_thresholds,
+            focus_window=window,
+            exposure_params=exposure_params,
+        )
     except InvalidArgument as exc:
         raise ConfigError("controller.autofocus_max_steps", str(exc)) from None
+    calibrations = calibration.CalibrationStore(data_dir / "calibration", calibration.camera_key(camera.info.model))
+    stored, calibration_problem = calibration.load_at_start(calibrations)
+    imager.set_calibration(stored)
     limits = ScanLimits(
         max_upload_bytes=config.scan.max_upload_bytes,
         max_image_pixels=config.scan.max_image_pixels,
@@ -221,12 +248,16 @@ def build_daemon(config: Config) -> Daemon:
     update_service_pb2_grpc.add_UpdateServiceServicer_to_server(UpdateServicer(ctx), server)
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(manager), server)
     capture_service_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureServicer(imager, manager), server)
+    calibration_service_pb2_grpc.add_CalibrationServiceServicer_to_server(
+        CalibrationServicer(imager, manager, calibrations, device_id=device_id, problem=calibration_problem), server
+    )
     services = [
         device_service_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
         model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
         update_service_pb2.DESCRIPTOR.services_by_name["UpdateService"].full_name,
         scan_service_pb2.DESCRIPTOR.services_by_name["ScanService"].full_name,
         capture_service_pb2.DESCRIPTOR.services_by_name["CaptureService"].full_name,
+        calibration_service_pb2.DESCRIPTOR.services_by_name["CalibrationService"].full_name,
     ]
     if config.simulate and bench is not None:
         simulation_service_pb2_grpc.add_SimulationServiceServicer_to_server(SimulationServicer(bench), server)

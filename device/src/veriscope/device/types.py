@@ -67,6 +67,10 @@ class Frame:
     settings: AppliedSettings
     camera_model: str
     capture_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    calibration_id: str = ""
+    """The flat-field and white-balance calibration applied to the pixels; empty when none was."""
+    calibration_time: datetime | None = None
+    """When that calibration was made; None when none was applied."""
 
     @property
     def height(self) -> int:

@@ -35,9 +35,12 @@ from veriscope.sdk._exceptions import (
 )
 from veriscope.sdk._models import (
     AutofocusResult,
+    Calibration,
+    CalibrationState,
     Capability,
     CaptureResult,
     CaptureSettings,
+    ChannelCalibration,
     Component,
     ControllerInfo,
     DeviceInfo,
@@ -78,6 +81,7 @@ from veriscope.sdk._models import (
     SlotState,
     UpdateStatus,
     Verdict,
+    WhiteBalanceGains,
 )
 from veriscope.sdk._types import EventCallback, ImageData, Metadata
 
@@ -88,9 +92,12 @@ __all__ = [
     "AlreadyExistsError",
     "AsyncClient",
     "AutofocusResult",
+    "Calibration",
+    "CalibrationState",
     "Capability",
     "CaptureResult",
     "CaptureSettings",
+    "ChannelCalibration",
     "Client",
     "Component",
     "ControllerInfo",
@@ -151,5 +158,6 @@ __all__ = [
     "UpdateStatus",
     "Verdict",
     "VeriscopeError",
+    "WhiteBalanceGains",
     "__version__",
 ]

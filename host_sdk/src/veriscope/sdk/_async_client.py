@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -15,6 +15,7 @@ from veriscope.sdk._base import DEFAULT_TARGET, BaseClient, Emit, Flow, Step, St
 from veriscope.sdk._exceptions import from_rpc_error
 from veriscope.sdk._models import (
     AutofocusResult,
+    Calibration,
     CaptureResult,
     CaptureSettings,
     DeviceInfo,
@@ -178,6 +179,18 @@ class AsyncClient(BaseClient):
         """Capture one full-resolution frame outside any scan, with its quality report (see ``Client.capture``)."""
         return await self._run(self._capture_flow(settings, image_format, jpeg_quality, timeout_s))
 
+    async def capture_sequence(
+        self,
+        lighting: LightingChannel | Sequence[LightingChannel],
+        *,
+        settings: CaptureSettings | None = None,
+        image_format: ImageFormat = ImageFormat.PNG,
+        jpeg_quality: int | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[CaptureResult, ...]:
+        """Capture one frame per lighting channel, in order, at the same focus (see ``Client.capture_sequence``)."""
+        return await self._run(self._capture_sequence_flow(lighting, settings, image_format, jpeg_quality, timeout_s))
+
     def stream_preview(
         self,
         *,
@@ -198,6 +211,22 @@ class AsyncClient(BaseClient):
     ) -> AutofocusResult:
         """Search the focus range for the sharpest position, move there, and return the focus curve."""
         return await self._run(self._autofocus_flow(lighting, max_steps, timeout_s))
+
+    # --- Calibration ---
+
+    async def get_calibration(self, *, timeout_s: float | None = None) -> Calibration:
+        """Return the unit's flat-field and white-balance calibration; its ``state`` says whether captures use it."""
+        return await self._run(self._get_calibration_flow(timeout_s))
+
+    async def calibrate(
+        self,
+        *,
+        lighting_channels: Iterable[LightingChannel] | None = None,
+        frames: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Calibration:
+        """Calibrate the camera from the white reference target under the lens; see :meth:`Client.calibrate`."""
+        return await self._run(self._calibrate_flow(lighting_channels, frames, timeout_s))
 
     # --- Scans: guided ---
 

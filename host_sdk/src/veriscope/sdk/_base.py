@@ -16,7 +16,7 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -28,6 +28,7 @@ from veriscope.sdk import _rpcs as rpcs
 from veriscope.sdk._exceptions import ProtocolError, VeriscopeError
 from veriscope.sdk._models import (
     AutofocusResult,
+    Calibration,
     CaptureResult,
     CaptureSettings,
     DeviceInfo,
@@ -52,6 +53,7 @@ from veriscope.sdk._models import (
 from veriscope.sdk._rpcs import ReqT, RespT, Rpc
 from veriscope.sdk._types import EventCallback, ImageData, Metadata
 from veriscope.v1 import (
+    calibration_service_pb2,
     capture_service_pb2,
     device_service_pb2,
     model_service_pb2,
@@ -72,6 +74,9 @@ MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 """Largest image file UploadImage accepts."""
 MAX_PARTNER_ITEM_ID_CHARS = 128
 MAX_PAGE_SIZE = 1000
+MAX_SEQUENCE_CHANNELS = 4
+"""Most lighting channels one capture_sequence() may take."""
+MAX_CALIBRATION_FRAMES = 64
 DEFAULT_MAX_RETAKES_PER_REGION = 3
 
 _SCAN_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
@@ -422,16 +427,44 @@ class BaseClient:
         jpeg_quality: int | None,
         timeout_s: float | None,
     ) -> Flow[CaptureResult]:
+        request = self._capture_request(settings, image_format, jpeg_quality)
+        return self._unary(rpcs.CAPTURE, request, timeout_s, convert.capture_from_pb)
+
+    @staticmethod
+    def _capture_request(
+        settings: CaptureSettings | None, image_format: ImageFormat, jpeg_quality: int | None
+    ) -> capture_service_pb2.CaptureRequest:
         if settings is not None and not isinstance(settings, CaptureSettings):
             raise TypeError(f"settings must be CaptureSettings or None, got {type(settings).__name__}")
         if not isinstance(image_format, ImageFormat):
             raise TypeError(f"image_format must be an ImageFormat, got {image_format!r}")
-        request = capture_service_pb2.CaptureRequest(
+        return capture_service_pb2.CaptureRequest(
             settings=convert.capture_settings_to_pb(settings),
             format=convert.enum_to_pb(image_format),  # type: ignore[arg-type]
             jpeg_quality=0 if jpeg_quality is None else check_int(jpeg_quality, "jpeg_quality", 1, 100),
         )
-        return self._unary(rpcs.CAPTURE, request, timeout_s, convert.capture_from_pb)
+
+    def _capture_sequence_flow(
+        self,
+        lighting: LightingChannel | Sequence[LightingChannel],
+        settings: CaptureSettings | None,
+        image_format: ImageFormat,
+        jpeg_quality: int | None,
+        timeout_s: float | None,
+    ) -> Flow[tuple[CaptureResult, ...]]:
+        # A single channel is a str too (StrEnum): take it as a sequence of one, not of its characters.
+        channels: list[LightingChannel] = [lighting] if isinstance(lighting, LightingChannel) else list(lighting)
+        if not 1 <= len(channels) <= MAX_SEQUENCE_CHANNELS:
+            raise ValueError(f"lighting must name 1..{MAX_SEQUENCE_CHANNELS} channels, got {len(channels)}")
+        if not all(isinstance(c, LightingChannel) for c in channels):
+            raise TypeError(f"lighting must hold LightingChannel values, got {channels!r}")
+        if len(set(channels)) != len(channels):
+            raise ValueError(f"lighting must not repeat a channel, got {[c.name for c in channels]}")
+        if settings is not None and settings.lighting is not None:
+            raise ValueError("settings.lighting must be None in a lighting sequence; the sequence sets the lighting")
+        request = self._capture_request(settings, image_format, jpeg_quality)
+        request.lighting_sequence.extend(convert.enum_to_pb(c) for c in channels)  # type: ignore[misc]
+        return self._unary(rpcs.CAPTURE, request, timeout_s, convert.capture_sequence_from_pb)
 
     def _preview_request(
         self,
@@ -469,6 +502,33 @@ class BaseClient:
             max_steps=0 if max_steps is None else check_int(max_steps, "max_steps", 1, 10_000),
         )
         return self._unary(rpcs.AUTOFOCUS, request, timeout_s, convert.autofocus_from_pb)
+
+    # --- Calibration ---
+
+    def _get_calibration_flow(self, timeout_s: float | None) -> Flow[Calibration]:
+        request = calibration_service_pb2.GetCalibrationRequest(name=convert.CALIBRATION_NAME)
+        return self._unary(
+            rpcs.GET_CALIBRATION, request, timeout_s, lambda r: convert.calibration_from_pb(r.calibration)
+        )
+
+    def _calibrate_flow(
+        self, lighting_channels: Iterable[LightingChannel] | None, frames: int | None, timeout_s: float | None
+    ) -> Flow[Calibration]:
+        if lighting_channels is None:
+            channels: list[LightingChannel] = []
+        elif isinstance(lighting_channels, str) or not isinstance(lighting_channels, Iterable):
+            raise TypeError("lighting_channels must be an iterable of LightingChannel or None")
+        else:
+            channels = list(lighting_channels)
+        for channel in channels:
+            if not isinstance(channel, LightingChannel):
+                raise TypeError(f"lighting_channels must hold LightingChannel members, got {channel!r}")
+        request = calibration_service_pb2.CalibrateRequest(
+            name=convert.CALIBRATION_NAME,
+            lighting_channels=[convert.enum_to_pb(c) for c in channels],  # type: ignore[misc]
+            frames=0 if frames is None else check_int(frames, "frames", 1, MAX_CALIBRATION_FRAMES),
+        )
+        return self._unary(rpcs.CALIBRATE, request, timeout_s, lambda r: convert.calibration_from_pb(r.calibration))
 
     # --- Scans: single calls ---
 

@@ -11,6 +11,7 @@ import argparse
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,7 +20,15 @@ from veriscope.sdk import _cli_output as out
 from veriscope.sdk._base import DEFAULT_TARGET, MAX_PAGE_SIZE, check_name, check_scan_id
 from veriscope.sdk._client import Client
 from veriscope.sdk._exceptions import DeadlineExceededError, DeviceUnavailableError, VeriscopeError
-from veriscope.sdk._models import ImageHeatmap, ScanEvent, ScanEventType
+from veriscope.sdk._models import (
+    CaptureSettings,
+    ImageFormat,
+    ImageHeatmap,
+    LightingChannel,
+    PreviewFrame,
+    ScanEvent,
+    ScanEventType,
+)
 
 PROG = "veriscope"
 ENV_DEVICE = "VERISCOPE_DEVICE"
@@ -97,6 +106,16 @@ def _timeout_arg(value: str) -> float:
     if not (seconds > 0 and seconds != float("inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {value!r}")
     return seconds
+
+
+def _fps_arg(value: str) -> float:
+    try:
+        fps = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of frames per second, got {value!r}") from None
+    if not 1.0 <= fps <= 30.0:
+        raise argparse.ArgumentTypeError(f"must be 1..30 frames per second, got {value!r}")
+    return fps
 
 
 def _int_arg(low: int, high: int) -> Callable[[str], int]:
@@ -244,6 +263,127 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> Output:
     return scan.to_dict(), f"scan {scan.scan_id} {scan.state.name.lower()}"
 
 
+CALIBRATE_INSTRUCTIONS = (
+    "place the white reference target flat under the lens, covering the whole field; keep it clean, still "
+    "and out of strong ambient light"
+)
+CALIBRATABLE = {"white_ring": LightingChannel.WHITE_RING, "raking": LightingChannel.RAKING}
+"""Lighting channels a white target calibrates, by their command-line names."""
+
+
+def cmd_calibrate(client: Client, args: argparse.Namespace) -> Output:
+    if args.show:
+        current = client.get_calibration()
+        return current.to_dict(), out.calibration_text(current)
+    channels = [CALIBRATABLE[name] for name in args.lighting] if args.lighting else None
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+
+    say(CALIBRATE_INSTRUCTIONS)
+    if args.interactive:
+        print("press Enter when the target is in place ", end="", file=sys.stderr, flush=True)
+        if not sys.stdin.readline():
+            print(file=sys.stderr)
+            raise UsageError("--interactive needs a terminal or input on stdin")
+    which = ", ".join(args.lighting) if args.lighting else "the model's lighting channels"
+    frames = args.frames or 8
+    say(f"calibrating {which}: auto-exposing the target, then averaging {frames} frames per channel...")
+    made = client.calibrate(lighting_channels=channels, frames=args.frames)
+    say(f"calibrated: {made.calibration_id}")
+    return made.to_dict(), out.calibration_text(made, fresh=True)
+
+
+LIGHTING_NAMES = {
+    "white_ring": LightingChannel.WHITE_RING,
+    "raking": LightingChannel.RAKING,
+    "uv": LightingChannel.UV,
+    "off": LightingChannel.OFF,
+}
+"""Lighting channels by their command-line names."""
+IMAGE_SUFFIXES = {".png": ImageFormat.PNG, ".jpg": ImageFormat.JPEG, ".jpeg": ImageFormat.JPEG}
+"""Output file name endings and the encoding each asks the device for."""
+
+
+def check_output_file(path: Path) -> ImageFormat:
+    """The encoding ``path``'s ending asks for, once it is known that the file can be written.
+
+    Raises UsageError (exit 2, before anything is captured) for another ending, a
+    directory, a missing parent directory or a file that cannot be created.
+    """
+    fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"--out {str(path)!r} must end in .png, .jpg or .jpeg")
+    if path.is_dir():
+        raise UsageError(f"--out {str(path)!r} is a directory; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"--out {str(path)!r}: directory {str(parent)!r} does not exist")
+    try:
+        if path.exists():
+            with path.open("ab"):
+                pass
+        else:
+            # Create it to be sure (permissions, read-only file systems), and leave nothing behind.
+            with path.open("xb"):
+                pass
+            path.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out {str(path)!r} cannot be written: {exc.strerror or exc}") from None
+    return fmt
+
+
+def check_output_dir(directory: Path) -> None:
+    """Create ``directory`` if needed and make sure files can be written in it; UsageError otherwise."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".veriscope-write-test-{os.getpid()}"
+        with probe.open("wb"):
+            pass
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out {str(directory)!r} cannot be written: {exc.strerror or exc}") from None
+
+
+def cmd_capture(client: Client, args: argparse.Namespace) -> Output:
+    fmt = check_output_file(args.out)
+    settings = CaptureSettings(lighting=LIGHTING_NAMES[args.lighting]) if args.lighting else None
+    result = client.capture(settings, image_format=fmt)
+    args.out.write_bytes(result.data)
+    return out.capture_summary(args.out, result), out.capture_text(args.out, result)
+
+
+def preview_file_name(index: int) -> str:
+    """``frame-000000.jpg``: the name of the ``index``-th saved preview frame."""
+    return f"frame-{index:06d}.jpg"
+
+
+def cmd_preview(client: Client, args: argparse.Namespace) -> Output:
+    directory: Path = args.out
+    check_output_dir(directory)
+    lighting = LIGHTING_NAMES[args.lighting] if args.lighting else None
+    stream = client.stream_preview(max_fps=args.fps, width_px=args.width, max_frames=args.frames, lighting=lighting)
+    progress = None if args.quiet else out.PreviewProgress(sys.stderr, args.frames, live=sys.stderr.isatty())
+    frames: list[PreviewFrame] = []
+    files: list[Path] = []
+    start = time.monotonic()
+    try:
+        for frame in stream:
+            path = directory / preview_file_name(len(files))
+            path.write_bytes(frame.jpeg)
+            frames.append(frame)
+            files.append(path)
+            if progress is not None:
+                progress(frame, len(files), time.monotonic() - start)
+    finally:
+        stream.close()
+        if progress is not None:
+            progress.close()
+    summary = out.preview_summary(directory, files, frames, time.monotonic() - start, args.lighting or "white_ring")
+    return summary, out.preview_text(summary)
+
+
 def cmd_sim_place(client: Client, args: argparse.Namespace) -> Output:
     item = client.place_item(args.item_type, args.source, args.seed)
     return item.to_dict(), "placed " + out.placed_text(item)
@@ -311,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  veriscope analyze --item-type tote-classic --image canvas=a.png --image handle=b.jpg --json\n"
             "  veriscope scans --all --json\n"
             "  veriscope explain 01HV3K9TQ4 --out ./why         heat-maps of why a scan got its verdict\n"
+            "  veriscope capture --out frame.png --json         one frame, with its quality report\n"
+            "  veriscope preview --out ./live --frames 50       save live preview frames\n"
+            "  veriscope calibrate                              calibrate on the white reference target\n"
             "  veriscope COMMAND --help                         more on one command\n\n" + EXIT_CODES
         ),
     )
@@ -491,6 +634,86 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_cancel,
     )
     p.add_argument("scan_id", metavar="SCAN_ID", type=parse_scan_id_arg, help="the scan's id")
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "calibrate",
+        "calibrate the camera from the white reference target (technicians)",
+        "Calibrate the camera's flat field and white balance from the white reference target:\n"
+        "place it flat under the lens, covering the whole field, then run this command. For each\n"
+        "lighting channel the unit auto-exposes the target, averages several frames, and stores\n"
+        "the result; from then on every capture is corrected and its metadata names the calibration.\n"
+        "Calibrate after installing or replacing the camera, LEDs or cover glass, and whenever the\n"
+        "corners of captures look darker or the colours drift.\n\n"
+        "The numbers: VIGNETTING is how much darker the corners were than the centre before\n"
+        "correction (CORNERS is the ratio); WHITE BALANCE are the red/green/blue gains that make the\n"
+        "white target neutral (green is 1). A target that is not white, not flat or badly exposed is\n"
+        "refused (exit 1) with what is wrong, for example 'target not uniform: corner/centre ratio\n"
+        "0.31'; the previous calibration then stays in use. --show prints the current calibration.\n"
+        "With --json: {state, calibration_id, create_time, device_id, camera_model, frames,\n"
+        "vignetting_depth, white_balance_gains: {red, green, blue}, channels: [...], storage_path, problem}.",
+        "  veriscope --device 10.0.0.7:50051 calibrate\n"
+        "  veriscope calibrate --lighting white_ring --lighting raking --frames 16\n"
+        "  veriscope calibrate --show --json",
+        cmd_calibrate,
+    )
+    p.add_argument(
+        "--lighting",
+        action="append",
+        choices=sorted(CALIBRATABLE),
+        help="a lighting channel to calibrate; repeat for several (default: those the model uses, at least white_ring)",
+    )
+    p.add_argument(
+        "--frames", metavar="N", type=_int_arg(1, 64), help="frames averaged per lighting channel, 1..64 (default: 8)"
+    )
+    p.add_argument(
+        "--show", "--status", action="store_true", help="print the current calibration instead of calibrating"
+    )
+    p.add_argument("-i", "--interactive", action="store_true", help="wait for Enter once the target is in place")
+    p.add_argument("-q", "--quiet", action="store_true", help="no instructions or progress on stderr")
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "capture",
+        "capture one frame to a PNG or JPEG file",
+        "Capture one full-resolution frame outside any scan (auto-focus stays where it is) and\n"
+        "write it to FILE: PNG for .png, JPEG for .jpg/.jpeg. The quality gate's verdict and the\n"
+        "settings used are printed. A FILE that cannot be written is refused before capturing\n"
+        "(exit 2); a scan that owns the camera gives FAILED_PRECONDITION (exit 1).\n"
+        "With --json: {path, quality: {ok, issues: [names], hints, ...}, settings: {exposure_us,\n"
+        "analogue_gain, lighting, led_duty_pct, focus_steps, lens_position}, metadata: {...}, format, size_bytes}.",
+        "  veriscope capture --out frame.png\n"
+        "  veriscope --device 10.0.0.7:50051 capture --out uv.jpg --lighting uv --json",
+        cmd_capture,
+    )
+    p.add_argument("--out", metavar="FILE", type=Path, required=True, help="the file to write (.png, .jpg, .jpeg)")
+    p.add_argument("--lighting", choices=list(LIGHTING_NAMES), help="the lighting channel (default: white_ring)")
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "preview",
+        "save live preview frames to a directory",
+        "Stream low-resolution JPEG preview frames and save them into DIR (created if missing) as\n"
+        "frame-000000.jpg, frame-000001.jpg, ... in the order received; files of the same names are\n"
+        "replaced. Progress goes to stderr. A client slower than --fps gets the newest frames: the\n"
+        "frames it missed are dropped on the unit (counted in 'dropped'), never queued.\n"
+        "With --json: {directory, frames, files: [paths], width_px, height_px, fps, requested_fps,\n"
+        "dropped, first_sequence, last_sequence, lighting, elapsed_s}.",
+        "  veriscope preview --out ./live --frames 50\n"
+        "  veriscope --device 10.0.0.7:50051 preview --out /tmp/p --frames 300 --fps 15 --width 800 --json",
+        cmd_preview,
+    )
+    p.add_argument("--out", metavar="DIR", type=Path, required=True, help="directory to save the frames into")
+    p.add_argument(
+        "--frames", metavar="N", type=_int_arg(1, 1_000_000), default=100, help="frames to save (default: 100)"
+    )
+    p.add_argument("--fps", metavar="FPS", type=_fps_arg, help="frames per second to aim for, 1..30 (default: 10)")
+    p.add_argument("--width", metavar="PX", type=_int_arg(64, 1280), help="frame width, 64..1280 (default: 640)")
+    p.add_argument("--lighting", choices=list(LIGHTING_NAMES), help="the lighting channel (default: white_ring)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     _add_common(p)
 
     sim = sub.add_parser(

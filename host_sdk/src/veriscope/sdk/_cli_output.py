@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -9,10 +10,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from veriscope.sdk._models import (
+    Calibration,
+    CalibrationState,
+    CaptureResult,
     DeviceInfo,
     DeviceStatus,
     ModelInfo,
     PlacedItem,
+    PreviewFrame,
     Reason,
     Scan,
     ScanEvent,
@@ -20,6 +25,7 @@ from veriscope.sdk._models import (
     ScanExplanation,
     ScanResult,
     SimulatedMaterial,
+    WhiteBalanceGains,
 )
 
 
@@ -225,6 +231,48 @@ def scan_summary(scan: Scan) -> dict[str, Any]:
     }
 
 
+def _gains_text(gains: WhiteBalanceGains) -> str:
+    return f"{gains.red:.3f} / {gains.green:.3f} / {gains.blue:.3f}"
+
+
+def calibration_text(calibration: Calibration, *, fresh: bool = False) -> str:
+    """The unit's calibration: when and where it was made, and per lighting channel what it corrects."""
+    again = "place the white reference target under the lens and run 'veriscope calibrate'"
+    if calibration.state is CalibrationState.UNCALIBRATED:
+        return f"Not calibrated: captures are not corrected for vignetting or colour.\nTo calibrate, {again}."
+    if calibration.state is not CalibrationState.CALIBRATED:
+        problem = calibration.problem or "the unit reports no usable calibration"
+        return (
+            f"Calibration unusable: {problem}\nCaptures are not corrected until the unit is calibrated again: {again}."
+        )
+    made = "" if calibration.create_time is None else calibration.create_time.strftime("%Y-%m-%d %H:%M:%S UTC, ")
+    rows = [
+        [
+            "-" if c.lighting is None else c.lighting.name.lower(),
+            f"{c.vignetting_depth:.0%}",
+            f"{1 - c.vignetting_depth:.2f}",
+            _gains_text(c.white_balance_gains),
+            f"{c.exposure_us} us",
+            f"{c.texture:.1%}",
+        ]
+        for c in calibration.channels
+    ]
+    now = "is now" if fresh else "is"
+    return "\n".join(
+        [
+            f"Calibrated    {calibration.calibration_id}  ({made}unit {calibration.device_id or '?'}, "
+            f"camera {calibration.camera_model or '?'})",
+            f"Frames        {calibration.frames} per lighting channel",
+            f"Stored        {calibration.storage_path or '?'} (on the unit)",
+            "",
+            table(["CHANNEL", "VIGNETTING", "CORNERS", "WHITE BALANCE R / G / B", "EXPOSURE", "TEXTURE"], rows),
+            "",
+            f"Every capture {now} corrected for vignetting and colour; its metadata names calibration "
+            f"{calibration.calibration_id}.",
+        ]
+    )
+
+
 def placed_text(item: PlacedItem | None) -> str:
     return "the stage is empty" if item is None else f"{item.item_type}  source {item.source}  seed {item.seed}"
 
@@ -290,5 +338,108 @@ class Progress:
         """Clear the live line, so what follows starts on a clean line."""
         if self._live and self._dirty:
             self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._dirty = False
+
+
+# --- Capture and preview -----------------------------------------------------------------------------------------
+
+
+def capture_summary(path: Path, result: CaptureResult) -> dict[str, Any]:
+    """The ``veriscope capture --json`` object: {path, quality, settings, metadata, format, size_bytes}."""
+    meta = result.metadata
+    return {
+        "path": str(path),
+        "quality": result.quality.to_dict(),
+        "settings": {
+            "exposure_us": meta.exposure_us,
+            "analogue_gain": meta.analogue_gain,
+            "lighting": None if meta.lighting is None else meta.lighting.name,
+            "led_duty_pct": meta.led_duty_pct,
+            "focus_steps": meta.focus_steps,
+            "lens_position": meta.lens_position,
+        },
+        "metadata": meta.to_dict(),
+        "format": None if result.format is None else result.format.name,
+        "size_bytes": len(result.data),
+    }
+
+
+def capture_text(path: Path, result: CaptureResult) -> str:
+    """A few lines on a saved capture: the file, the quality gate's verdict with hints, the settings used."""
+    meta, quality = result.metadata, result.quality
+    kind = result.format.name if result.format is not None else "image"
+    lines = [f"saved {path} ({meta.width_px}x{meta.height_px} {kind}, {len(result.data) / 1e6:.1f} MB)"]
+    if quality.ok:
+        lines.append("quality: ok")
+    else:
+        lines.append("quality: FAILED " + ", ".join(issue.code for issue in quality.issues))
+        lines += [f"  {hint}" for hint in quality.hints]
+    lighting = meta.lighting.name.lower() if meta.lighting is not None else "unknown light"
+    lines.append(
+        f"settings: {meta.exposure_us} us, gain {meta.analogue_gain:.2f}, {lighting} at {meta.led_duty_pct} %, "
+        f"focus {meta.focus_steps} steps"
+    )
+    if meta.device_id:
+        lines.append(f"device: {meta.device_id} ({meta.camera_model})")
+    return "\n".join(lines)
+
+
+def preview_summary(
+    directory: Path, files: Sequence[Path], frames: Sequence[PreviewFrame], elapsed_s: float, lighting: str
+) -> dict[str, Any]:
+    """The ``veriscope preview --json`` object."""
+    sequences = [frame.sequence for frame in frames]
+    dropped = sum(b - a - 1 for a, b in itertools.pairwise(sequences))
+    return {
+        "directory": str(directory),
+        "frames": len(files),
+        "files": [str(path) for path in files],
+        "width_px": frames[0].width_px if frames else None,
+        "height_px": frames[0].height_px if frames else None,
+        "fps": (len(frames) - 1) / elapsed_s if len(frames) > 1 and elapsed_s > 0 else None,
+        "dropped": dropped,
+        "first_sequence": sequences[0] if sequences else None,
+        "last_sequence": sequences[-1] if sequences else None,
+        "lighting": lighting,
+        "elapsed_s": elapsed_s,
+    }
+
+
+def preview_text(summary: dict[str, Any]) -> str:
+    """One line on a finished preview."""
+    if not summary["frames"]:
+        return f"no preview frames arrived; nothing saved in {summary['directory']}"
+    fps = f" at {summary['fps']:.1f} fps" if summary["fps"] is not None else ""
+    dropped = f"; {summary['dropped']} dropped on the unit for a slow reader" if summary["dropped"] else ""
+    return (
+        f"saved {summary['frames']} frames ({summary['width_px']}x{summary['height_px']}) to "
+        f"{summary['directory']}{fps}{dropped}"
+    )
+
+
+class PreviewProgress:
+    """Shows preview progress on ``stream``: a rewritten live line on a terminal, a line every 10 frames otherwise."""
+
+    def __init__(self, stream: TextIO, total: int, *, live: bool) -> None:
+        self._stream = stream
+        self._total = total
+        self._live = live
+        self._dirty = False
+
+    def __call__(self, frame: PreviewFrame, saved: int, elapsed_s: float) -> None:
+        fps = (saved - 1) / elapsed_s if saved > 1 and elapsed_s > 0 else 0.0
+        line = f"frame {saved}/{self._total}  {fps:4.1f} fps  sharpness {frame.sharpness:.4f}"
+        if self._live:
+            self._stream.write("\r\x1b[K" + line)
+            self._dirty = True
+        elif saved % 10 == 0 or saved == self._total:
+            self._stream.write(line + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        """End the live line, so what follows starts on a clean line."""
+        if self._live and self._dirty:
+            self._stream.write("\n")
             self._stream.flush()
             self._dirty = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -13,6 +13,7 @@ from veriscope.sdk._base import DEFAULT_TARGET, BaseClient, Emit, Flow, Step, St
 from veriscope.sdk._exceptions import from_rpc_error
 from veriscope.sdk._models import (
     AutofocusResult,
+    Calibration,
     CaptureResult,
     CaptureSettings,
     DeviceInfo,
@@ -179,6 +180,32 @@ class Client(BaseClient):
         """
         return self._run(self._capture_flow(settings, image_format, jpeg_quality, timeout_s))
 
+    def capture_sequence(
+        self,
+        lighting: LightingChannel | Sequence[LightingChannel],
+        *,
+        settings: CaptureSettings | None = None,
+        image_format: ImageFormat = ImageFormat.PNG,
+        jpeg_quality: int | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[CaptureResult, ...]:
+        """Capture one full-resolution frame per lighting channel, in order, at the same focus; lights off after.
+
+        Each result's ``metadata.lighting`` names its channel and its ``quality``
+        is judged for that channel.
+
+        Args:
+            lighting: 1..4 distinct channels, for example ``[LightingChannel.WHITE_RING, LightingChannel.UV]``, or one.
+            settings: Exposure, gain, duty and focus for every frame; its ``lighting`` must be None.
+            image_format: Encoding of the returned frames.
+            jpeg_quality: 1..100 for JPEG frames; None means 92.
+
+        Raises:
+            ValueError: ``lighting`` is empty, too long or repeats a channel, or ``settings.lighting`` is set.
+            FailedPreconditionError: A scan owns the camera.
+        """
+        return self._run(self._capture_sequence_flow(lighting, settings, image_format, jpeg_quality, timeout_s))
+
     def stream_preview(
         self,
         *,
@@ -213,6 +240,39 @@ class Client(BaseClient):
             max_steps: Most frames the search may take, 1..10000; None means the device default (40).
         """
         return self._run(self._autofocus_flow(lighting, max_steps, timeout_s))
+
+    # --- Calibration ---
+
+    def get_calibration(self, *, timeout_s: float | None = None) -> Calibration:
+        """Return the unit's flat-field and white-balance calibration; its ``state`` says whether captures use it."""
+        return self._run(self._get_calibration_flow(timeout_s))
+
+    def calibrate(
+        self,
+        *,
+        lighting_channels: Iterable[LightingChannel] | None = None,
+        frames: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Calibration:
+        """Calibrate the camera from the white reference target under the lens; every later capture is corrected.
+
+        For each lighting channel the unit auto-exposes the target, averages ``frames``
+        full-resolution frames and derives a flat field (removing vignetting) and white-balance
+        gains (making the white target neutral), then stores them. Takes a few seconds per channel
+        (default deadline 3 min).
+
+        Args:
+            lighting_channels: Channels to calibrate (WHITE_RING, RAKING); None means those the
+                active model captures with, at least the white ring.
+            frames: Frames averaged per channel, 1..64; None means 8.
+
+        Raises:
+            FailedPreconditionError: A scan owns the camera, or the target is not a clean, flat white
+                reference (the message says what is wrong, for example "target not uniform: corner/centre
+                ratio 0.31").
+            InvalidArgumentError: A channel a white target cannot calibrate (UV, OFF).
+        """
+        return self._run(self._calibrate_flow(lighting_channels, frames, timeout_s))
 
     # --- Scans: guided ---
 

@@ -18,9 +18,12 @@ from google.protobuf import timestamp_pb2
 from veriscope.sdk._exceptions import ProtocolError
 from veriscope.sdk._models import (
     AutofocusResult,
+    Calibration,
+    CalibrationState,
     Capability,
     CaptureResult,
     CaptureSettings,
+    ChannelCalibration,
     Component,
     ControllerInfo,
     DeviceInfo,
@@ -61,8 +64,10 @@ from veriscope.sdk._models import (
     SlotState,
     UpdateStatus,
     Verdict,
+    WhiteBalanceGains,
 )
 from veriscope.v1 import (
+    calibration_service_pb2,
     capture_service_pb2,
     common_pb2,
     device_service_pb2,
@@ -75,6 +80,8 @@ from veriscope.v1 import (
 E = TypeVar("E", bound=enum.Enum)
 
 SCAN_NAME_PREFIX = "scans/"
+CALIBRATION_NAME = "calibration"
+"""Resource name of the unit's singleton calibration."""
 
 # (SDK enum, generated enum wrapper, prefix of the wire names). Tests walk this table to prove both sides agree.
 ENUM_PAIRS: tuple[tuple[type[enum.Enum], Any, str], ...] = (
@@ -89,6 +96,7 @@ ENUM_PAIRS: tuple[tuple[type[enum.Enum], Any, str], ...] = (
     (ScanEventType, scan_service_pb2.ScanEventType, "SCAN_EVENT_TYPE_"),
     (Component, update_service_pb2.Component, "COMPONENT_"),
     (SlotState, update_service_pb2.SlotState, "SLOT_STATE_"),
+    (CalibrationState, calibration_service_pb2.CalibrationState, "CALIBRATION_STATE_"),
 )
 _PREFIX: dict[type[enum.Enum], tuple[Any, str]] = {sdk: (wire, prefix) for sdk, wire, prefix in ENUM_PAIRS}
 
@@ -188,6 +196,8 @@ def metadata_from_pb(pb: common_pb2.ImageMetadata) -> ImageMetadata:
         device_id=_or_none(pb.device_id),
         capture_time=_time(pb, "capture_time"),
         camera_model=pb.camera_model,
+        calibration_id=_or_none(pb.calibration_id),
+        calibration_time=_time(pb, "calibration_time"),
     )
 
 
@@ -268,6 +278,18 @@ def capture_from_pb(pb: capture_service_pb2.CaptureResponse) -> CaptureResult:
     )
 
 
+def capture_sequence_from_pb(pb: capture_service_pb2.CaptureResponse) -> tuple[CaptureResult, ...]:
+    return tuple(
+        CaptureResult(
+            data=frame.image.data,
+            format=enum_from_pb(ImageFormat, frame.image.format),
+            metadata=metadata_from_pb(frame.image.metadata),
+            quality=quality_from_pb(frame.quality),
+        )
+        for frame in pb.frames
+    )
+
+
 def preview_frame_from_pb(pb: capture_service_pb2.StreamPreviewResponse) -> PreviewFrame:
     return PreviewFrame(
         jpeg=pb.jpeg,
@@ -286,6 +308,41 @@ def autofocus_from_pb(pb: capture_service_pb2.AutofocusResponse) -> AutofocusRes
         best_sharpness=pb.best_sharpness,
         curve=tuple(FocusSample(position=s.position, sharpness=s.sharpness) for s in pb.curve),
         steps_taken=pb.steps_taken,
+    )
+
+
+# --- Calibration -------------------------------------------------------------------------------------------------
+
+
+def white_balance_from_pb(pb: calibration_service_pb2.WhiteBalanceGains) -> WhiteBalanceGains:
+    return WhiteBalanceGains(red=pb.red, green=pb.green, blue=pb.blue)
+
+
+def calibration_from_pb(pb: calibration_service_pb2.Calibration) -> Calibration:
+    gains = white_balance_from_pb(pb.white_balance_gains) if pb.HasField("white_balance_gains") else None
+    return Calibration(
+        state=_state(CalibrationState, pb.state),
+        calibration_id=_or_none(pb.calibration_id),
+        create_time=_time(pb, "create_time"),
+        device_id=_or_none(pb.device_id),
+        camera_model=_or_none(pb.camera_model),
+        frames=pb.frames,
+        vignetting_depth=pb.vignetting_depth,
+        white_balance_gains=gains,
+        channels=tuple(
+            ChannelCalibration(
+                lighting=enum_from_pb(LightingChannel, c.lighting),
+                exposure_us=c.exposure_us,
+                analogue_gain=c.analogue_gain,
+                vignetting_depth=c.vignetting_depth,
+                white_balance_gains=white_balance_from_pb(c.white_balance_gains),
+                texture=c.texture,
+                level=c.level,
+            )
+            for c in pb.channels
+        ),
+        storage_path=_or_none(pb.storage_path),
+        problem=_or_none(pb.problem),
     )
 
 

@@ -168,6 +168,18 @@ class SlotState(enum.StrEnum):
     PREVIOUS = "PREVIOUS"
 
 
+class CalibrationState(enum.StrEnum):
+    """Whether the unit corrects its captures with a calibration. ``UNSPECIFIED`` when unknown to this SDK."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    CALIBRATED = "CALIBRATED"
+    """A calibration is stored and applied to every capture."""
+    UNCALIBRATED = "UNCALIBRATED"
+    """No calibration is stored; captures are not corrected."""
+    INVALID = "INVALID"
+    """The stored calibration could not be loaded (``Calibration.problem`` says why); captures are not corrected."""
+
+
 # --- Device ------------------------------------------------------------------------------------------------------
 
 
@@ -458,6 +470,10 @@ class ImageMetadata:
     device_id: str | None
     capture_time: datetime | None
     camera_model: str
+    calibration_id: str | None = None
+    """The flat-field and white-balance calibration applied to the pixels; None when none was (or an upload)."""
+    calibration_time: datetime | None = None
+    """When that calibration was made."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -472,6 +488,8 @@ class ImageMetadata:
             "device_id": self.device_id,
             "capture_time": _rfc3339(self.capture_time),
             "camera_model": self.camera_model,
+            "calibration_id": self.calibration_id,
+            "calibration_time": _rfc3339(self.calibration_time),
         }
 
 
@@ -517,6 +535,95 @@ class AutofocusResult:
     best_sharpness: float
     curve: tuple[FocusSample, ...]
     steps_taken: int
+
+
+# --- Calibration -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class WhiteBalanceGains:
+    """Gains of the red, green and blue channels (green 1.0) that make the white reference neutral."""
+
+    red: float
+    green: float
+    blue: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"red": self.red, "green": self.green, "blue": self.blue}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelCalibration:
+    """The calibration of one lighting channel.
+
+    ``vignetting_depth`` is how much darker the corners were than the centre before correction
+    (1 - corner / centre, 0..1); ``texture`` the fine texture of the target relative to its level
+    (a white reference shows under 0.04); ``level`` the 99th percentile of the target's linear
+    luminance at ``exposure_us``, as a fraction of full scale.
+    """
+
+    lighting: LightingChannel | None
+    exposure_us: int
+    analogue_gain: float
+    vignetting_depth: float
+    white_balance_gains: WhiteBalanceGains
+    texture: float
+    level: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lighting": _name(self.lighting),
+            "exposure_us": self.exposure_us,
+            "analogue_gain": self.analogue_gain,
+            "vignetting_depth": self.vignetting_depth,
+            "white_balance_gains": self.white_balance_gains.to_dict(),
+            "texture": self.texture,
+            "level": self.level,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration:
+    """The unit's flat-field and white-balance calibration, taken from a white reference target.
+
+    When ``state`` is CALIBRATED, every capture is corrected with it and its image metadata carries
+    ``calibration_id``. ``vignetting_depth`` and ``white_balance_gains`` are those of the first
+    calibrated channel (the white ring); ``channels`` lists each. ``storage_path`` is where the unit
+    keeps it; ``problem`` says why a stored calibration is INVALID.
+    """
+
+    state: CalibrationState
+    calibration_id: str | None
+    create_time: datetime | None
+    device_id: str | None
+    camera_model: str | None
+    frames: int
+    vignetting_depth: float
+    white_balance_gains: WhiteBalanceGains | None
+    channels: tuple[ChannelCalibration, ...]
+    storage_path: str | None
+    problem: str | None
+
+    @property
+    def calibrated(self) -> bool:
+        """True when the unit corrects its captures with this calibration."""
+        return self.state is CalibrationState.CALIBRATED
+
+    def to_dict(self) -> dict[str, Any]:
+        gains = self.white_balance_gains
+        return {
+            "state": self.state.name,
+            "calibration_id": self.calibration_id,
+            "create_time": _rfc3339(self.create_time),
+            "device_id": self.device_id,
+            "camera_model": self.camera_model,
+            "frames": self.frames,
+            "vignetting_depth": self.vignetting_depth,
+            "white_balance_gains": None if gains is None else gains.to_dict(),
+            "channels": [channel.to_dict() for channel in self.channels],
+            "storage_path": self.storage_path,
+            "problem": self.problem,
+        }
 
 
 # --- Scans -------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from google.protobuf.message import Message
 
 from veriscope.v1 import (
+    calibration_service_pb2,
     capture_service_pb2,
     device_service_pb2,
     model_service_pb2,
@@ -34,6 +35,8 @@ SLOW_TIMEOUT_S = 60.0
 """Default deadline of calls that expose the camera, focus, upload, run inference or render heat-maps."""
 STREAM_TIMEOUT_S = 900.0
 """Default bound on server streams (preview, watch): they end on their own or when the caller stops reading."""
+CALIBRATE_TIMEOUT_S = 180.0
+"""Default deadline of Calibrate: several full-resolution frames per lighting channel."""
 CLEANUP_TIMEOUT_S = 5.0
 """Deadline of the best-effort CancelScan a flow sends when it fails half-way."""
 
@@ -89,6 +92,7 @@ def _rpc(
 _U, _C, _S = RpcKind.UNARY, RpcKind.CLIENT_STREAM, RpcKind.SERVER_STREAM
 _dev, _cap, _scan = device_service_pb2, capture_service_pb2, scan_service_pb2
 _mod, _upd, _sim = model_service_pb2, update_service_pb2, simulation_service_pb2
+_cal = calibration_service_pb2
 
 GET_DEVICE = _rpc(
     _dev, "DeviceService", "GetDevice", _dev.GetDeviceRequest, _dev.GetDeviceResponse, _U, UNARY_TIMEOUT_S
@@ -102,6 +106,19 @@ STREAM_PREVIEW = _rpc(
     _cap, "CaptureService", "StreamPreview", _cap.StreamPreviewRequest, _cap.StreamPreviewResponse, _S, STREAM_TIMEOUT_S
 )
 AUTOFOCUS = _rpc(_cap, "CaptureService", "Autofocus", _cap.AutofocusRequest, _cap.AutofocusResponse, _U, SLOW_TIMEOUT_S)
+
+GET_CALIBRATION = _rpc(
+    _cal,
+    "CalibrationService",
+    "GetCalibration",
+    _cal.GetCalibrationRequest,
+    _cal.GetCalibrationResponse,
+    _U,
+    UNARY_TIMEOUT_S,
+)
+CALIBRATE = _rpc(
+    _cal, "CalibrationService", "Calibrate", _cal.CalibrateRequest, _cal.CalibrateResponse, _U, CALIBRATE_TIMEOUT_S
+)
 
 CREATE_SCAN = _rpc(
     _scan, "ScanService", "CreateScan", _scan.CreateScanRequest, _scan.CreateScanResponse, _U, UNARY_TIMEOUT_S

@@ -21,13 +21,22 @@ The manifest (``format_version`` 1) holds:
 - ``calibration``: per material, ``slope`` and ``intercept`` mapping the mean tile
   authenticity logit of an image to a calibrated logit.
 - ``open_set``: per material, embedding ``mean`` and ``std`` and the normalised
-  distance ``distance_ref`` at which embedding familiarity falls to one half.
+  distance ``distance_ref`` at which embedding familiarity falls to one half;
+  optionally ``image`` (the same for images' mean tile embeddings) and
+  ``genuine`` (genuine images' mean embeddings, with the farthest distance a
+  genuine region reaches).
 - ``thresholds``: ``item`` (calibrated score chosen for ``target_far``),
   ``abstain_band`` ``[low, high]`` around it (AUTHENTIC needs a score at or
   above ``high``), optional ``materials`` with an ``item`` and ``abstain_band``
   per material that overrides them, and ``familiarity`` (the least image
   familiarity accepted).
-- ``quality`` (optional): overrides of the quality gate's thresholds.
+- ``quality`` (optional): overrides of the quality gate's thresholds (names as
+  in :data:`veriscope.device.pipeline.quality.DEFAULT_THRESHOLDS`), for example
+  ``{"min_sharpness": 0.0015, "lighting": {"uv": {"min_mean_level": 0.1}},
+  "materials": {"woven-fabric": {"min_sharpness": 0.003}}}``: numbers at the top
+  apply to every frame, ``lighting`` per channel (``white_ring``, ``raking``,
+  ``uv``) and ``materials`` per material of the bundle, the most specific
+  winning (see :meth:`ModelBundle.quality_overrides`).
 - ``item_types``: what the model can authenticate, each with ``name``,
   ``display_name`` and ``regions`` (``name``, ``material``, ``min_images``, ``hint``).
 - ``training``, ``held_out_sources``, ``metrics``: provenance, kept as given.
@@ -50,6 +59,8 @@ import numpy.typing as npt
 from veriscope.device.errors import InvalidArgument, ModelError, NotFound
 from veriscope.device.inference._fields import Fields
 from veriscope.device.inference.tiling import Tiling
+from veriscope.device.pipeline.quality import DEFAULT_THRESHOLDS
+from veriscope.device.types import Lighting
 
 FORMAT_VERSION = 1
 """The manifest format this loader reads."""
@@ -154,6 +165,12 @@ class OpenSetStats:
     """Per-dimension standard deviation, > 0."""
     distance_ref: float
     """Normalised distance at which embedding familiarity is one half."""
+    image: OpenSetStats | None = None
+    """Statistics of whole images' mean tile embeddings of the material: an image whose mean lies far out
+    is unfamiliar even when its tiles one by one are not. None in bundles without them."""
+    genuine: OpenSetStats | None = None
+    """Statistics of genuine images' mean tile embeddings; ``distance_ref`` is the farthest a region's mean
+    embedding lies from them on genuine items (a high quantile). None in bundles without them."""
 
 
 @dataclass(frozen=True)
@@ -218,9 +235,27 @@ class ModelBundle:
     thresholds: Thresholds
     item_types: tuple[ItemTypeSpec, ...]
     quality_thresholds: Mapping[str, float] = field(default_factory=dict)
-    """Overrides of the quality gate's thresholds; may be empty."""
+    """Overrides of the quality gate's thresholds for every frame; may be empty."""
+    quality_lighting: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Overrides per lighting channel name ("white_ring", "raking", "uv"); may be empty."""
+    quality_materials: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Overrides per material, for example a stricter ``min_sharpness`` for a fine weave; may be empty."""
     held_out_sources: tuple[str, ...] = ()
     """Counterfeit sources kept out of training, reported separately in ``metrics``."""
+
+    def quality_overrides(self, material: str | None = None, lighting: str | None = None) -> dict[str, float]:
+        """The quality gate overrides for a frame of ``material`` under ``lighting`` (either None: not known).
+
+        The bundle's global overrides, then those of the lighting channel, then
+        those of the material; pass the result to
+        :func:`veriscope.device.pipeline.quality.assess` with the same lighting.
+        """
+        merged = dict(self.quality_thresholds)
+        if lighting is not None:
+            merged.update(self.quality_lighting.get(str(lighting), {}))
+        if material is not None:
+            merged.update(self.quality_materials.get(material, {}))
+        return merged
 
     def item_type(self, name: str) -> ItemTypeSpec:
         """The item type called ``name``. Raises :class:`NotFound` when the bundle has none."""
@@ -325,7 +360,7 @@ def _build(directory: Path, manifest: Mapping[str, Any], *, source: str) -> Mode
     open_set = _per_material(top, "open_set", materials, lambda f: _open_set(f, outputs.embedding_size))
     thresholds = _thresholds(top.obj("thresholds"), materials)
     item_types = _item_types(top, set(materials))
-    quality = top.number_map("quality")
+    quality, quality_lighting, quality_materials = _quality(top, materials)
     held_out = tuple(top.texts("held_out_sources", min_len=0)) if top.has("held_out_sources") else ()
     for optional in ("training", "metrics"):
         if top.has(optional):
@@ -349,6 +384,8 @@ def _build(directory: Path, manifest: Mapping[str, Any], *, source: str) -> Mode
         thresholds=thresholds,
         item_types=item_types,
         quality_thresholds=quality,
+        quality_lighting=quality_lighting,
+        quality_materials=quality_materials,
         held_out_sources=held_out,
     )
 
@@ -416,7 +453,10 @@ def _open_set(f: Fields, size: int) -> OpenSetStats:
     std = np.asarray(f.numbers("std", length=size), dtype=np.float32)
     if not np.all(std > 0) or not np.all(np.isfinite(std)) or not np.all(np.isfinite(mean)):
         raise f.fail("std", "must hold positive numbers within float32 range")
-    return OpenSetStats(mean=mean, std=std, distance_ref=f.number("distance_ref", lo=1e-6, hi=1e6))
+    image = _open_set(f.obj("image"), size) if f.has("image") else None
+    genuine = _open_set(f.obj("genuine"), size) if f.has("genuine") else None
+    ref = f.number("distance_ref", lo=1e-6, hi=1e6)
+    return OpenSetStats(mean=mean, std=std, distance_ref=ref, image=image, genuine=genuine)
 
 
 def _score_threshold(f: Fields) -> ScoreThreshold:
@@ -446,6 +486,36 @@ def _thresholds(f: Fields, materials: tuple[str, ...]) -> Thresholds:
         target_far=f.number("target_far", lo=0.0, hi=1.0),
         per_material=per_material,
     )
+
+
+def _quality(
+    top: Fields, materials: tuple[str, ...]
+) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """The ``quality`` section: global, per-lighting and per-material overrides of the gate's thresholds."""
+    if not top.has("quality"):
+        return {}, {}, {}
+    section = top.obj("quality")
+    sections = {"lighting": {c.value for c in Lighting if c is not Lighting.OFF}, "materials": set(materials)}
+
+    def overrides(f: Fields) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for key in f.data:
+            if key not in DEFAULT_THRESHOLDS:
+                raise f.fail(key, f"is not a quality threshold; known: {', '.join(DEFAULT_THRESHOLDS)}")
+            values[key] = f.number(key)
+        return values
+
+    flat = overrides(Fields({k: v for k, v in section.data.items() if k not in sections}, "quality", source=top.source))
+    nested: dict[str, dict[str, dict[str, float]]] = {}
+    for name, allowed in sections.items():
+        nested[name] = {}
+        if section.has(name):
+            group = section.obj(name)
+            for key in group.data:
+                if key not in allowed:
+                    raise group.fail(key, f"is not one of {sorted(allowed)}")
+                nested[name][key] = overrides(group.obj(key))
+    return flat, nested["lighting"], nested["materials"]
 
 
 def _item_types(top: Fields, materials: set[str]) -> tuple[ItemTypeSpec, ...]:

@@ -2,28 +2,55 @@
 
 Every capture and every upload goes through :func:`assess`. A frame that fails
 is never used for a verdict. Each failure is a stable issue name with a hint
-for the person holding the scanner.
+for the person holding the scanner (:data:`HINTS`).
 
-The metrics are computed on a grey, downscaled copy (at most ``ANALYSIS_WIDTH_PX``
-wide) so the gate costs little next to the capture itself:
+The metrics are computed on a grey copy box-downscaled to at most
+``ANALYSIS_WIDTH_PX`` wide, so the gate costs little next to the capture itself:
 
 - ``mean_level``: mean grey level 0..1.
-- ``clipped_fraction``: fraction of pixels at or above ``clip_level``.
+- ``clipped_fraction``: fraction of pixels at or above ``clip_level`` outside
+  specular highlights: the surface itself is exposed too brightly.
+- ``glare_fraction``: fraction of pixels in specular highlights: near-white,
+  unsaturated (specular light has the LEDs' colour, not the surface's), and
+  well above the frame's median level.
 - ``sharpness``: variance of the Laplacian divided by the squared mean level,
   so it measures focus rather than brightness.
-- ``glare_fraction``: fraction of near-white, low-saturation pixels in an image
-  that is otherwise not overexposed (specular highlights).
-- ``motion_anisotropy``: 1 - (weakest / strongest) directional gradient energy;
-  motion smears detail along one direction only.
-- ``focus_uniformity``: sharpness of the least sharp quarter of the frame divided
-  by that of the sharpest; tilt or lift-off lowers it.
+- ``motion_score``, ``motion_length_px``, ``motion_angle_deg``: evidence of a
+  smear along one line. Movement during the exposure convolves the frame with
+  a short line, whose spectrum has periodic zeros across that line; in the
+  cepstrum (the Fourier transform of the log power spectrum) they make one
+  sharp negative peak at the smear's length and direction. ``motion_score``
+  is the depth of the strongest such peak, in robust standard deviations of
+  the cepstrum, counting only a peak that is deeper than the point at the same
+  distance in the perpendicular direction and than its neighbour towards the
+  origin. Texture, however anisotropic (twill), shapes the spectrum but has no
+  periodic zeros, so it does not score; nor does defocus, which blurs every
+  direction alike, nor the one-sided shading of raking light, whose cepstrum
+  falls off steadily from the origin. ``motion_length_px`` is the length in
+  pixels of the frame as given.
+- ``motion_detail_ratio``: fine detail (second differences) along the smear's
+  direction over fine detail across it; a real smear removes detail along its
+  direction only, so it is well below 1.
+- ``focus_uniformity``: the frame is cut into three bands across each of four
+  directions; it is the least sharp band's Laplacian energy over the sharpest
+  one's, for the worst direction. A scanner tilted on the surface, or pressed
+  down at one edge only, blurs the bands at one or both ends.
 
-Thresholds come from the model bundle's ``quality`` table; missing keys take
-the defaults in :data:`DEFAULT_THRESHOLDS`.
+Exposure is judged first (``underexposed``, ``overexposed``, ``glare``; any of
+them may fail together), then, in a frame bright enough to show detail, focus:
+``motion_blur``; else ``uneven_focus`` when part of the frame is sharp but the
+bands differ; else ``out_of_focus`` when the whole frame is soft.
+
+Thresholds come from the model bundle's ``quality`` section (global, per
+lighting channel and per material; see
+:meth:`~veriscope.device.inference.ModelBundle.quality_overrides`) over
+:data:`LIGHTING_DEFAULTS` and :data:`DEFAULT_THRESHOLDS`.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -34,17 +61,42 @@ from veriscope.device.errors import InvalidArgument
 from veriscope.device.types import RGBImage
 
 ANALYSIS_WIDTH_PX = 512
+"""Frames are box-downscaled to at most this width before the checks."""
+MOTION_WINDOW_PX = 256
+"""Side of the windows whose power spectra are averaged for the motion check."""
+MOTION_MIN_LAG_PX = 3.0
+MOTION_MAX_LAG_PX = 24.0
+"""Smear lengths the motion check looks for, in pixels of its analysis image (at least half the frame's scale)."""
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "min_mean_level": 0.2,
     "max_clipped_fraction": 0.02,
     "clip_level": 0.98,
-    "min_sharpness": 0.0012,
     "max_glare_fraction": 0.004,
-    "max_motion_anisotropy": 0.75,
+    "min_sharpness": 0.0012,
+    "max_motion_score": 10.0,
+    "max_motion_detail_ratio": 0.9,
     "min_focus_uniformity": 0.3,
 }
-"""Default thresholds of the gate, overridable from the model bundle."""
+"""Default thresholds of the gate, overridable from the model bundle.
+
+A frame fails ``motion_blur`` when ``motion_score`` exceeds
+``max_motion_score`` and ``motion_detail_ratio`` is below
+``max_motion_detail_ratio``."""
+
+LIGHTING_DEFAULTS: dict[str, dict[str, float]] = {
+    "white_ring": {"min_focus_uniformity": 0.55},
+    "uv": {"min_focus_uniformity": 0.55},
+    "raking": {"min_focus_uniformity": 0.35},
+}
+"""Thresholds for the unit's own frames, by the lighting channel they were taken under, before any bundle override.
+
+Through the contact optics a surface fills the field with texture of even
+statistics, so uneven sharpness across one of the unit's frames means uneven
+focus; an upload (no lighting known) may come from other optics or frame a
+scene whose detail varies across it, so only gross unevenness fails it. The
+raking LED lights the field from one side and falls off across it, so its
+frames show more relief at one end than at the other."""
 
 HINTS: dict[str, str] = {
     "out_of_focus": "Image is not sharp: hold the scanner flat on the surface and let it refocus.",
@@ -59,6 +111,13 @@ HINTS: dict[str, str] = {
 
 ISSUE_NAMES = tuple(HINTS)
 """Every issue name the gate can report, in a stable order."""
+
+_GLARE_MIN_LEVEL = 0.92
+_GLARE_MAX_SATURATION = 0.1
+_GLARE_MIN_RISE = 0.2
+"""A highlight pixel is near-white, unsaturated, and this much brighter than the frame's median level."""
+_BAND_DIRECTIONS = 4
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -98,31 +157,71 @@ def unreadable(reason: str) -> QualityReport:
     return QualityReport(issues=(QualityIssue("unreadable", f"{HINTS['unreadable']} {reason}", 0.0, 0.0),))
 
 
-def thresholds_from(overrides: Mapping[str, float] | None) -> dict[str, float]:
-    """Merge bundle overrides into the defaults, rejecting unknown keys and non-numbers."""
-    merged = dict(DEFAULT_THRESHOLDS)
-    for key, value in (overrides or {}).items():
+def check_overrides(overrides: Mapping[str, object]) -> dict[str, float]:
+    """``overrides`` as floats, or :class:`InvalidArgument` naming an unknown key or a value that is not a number."""
+    checked: dict[str, float] = {}
+    for key, value in overrides.items():
         if key not in DEFAULT_THRESHOLDS:
             raise InvalidArgument(f"quality threshold {key!r} is unknown; known: {', '.join(DEFAULT_THRESHOLDS)}")
         if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
             raise InvalidArgument(f"quality threshold {key!r} must be a finite number, got {value!r}")
-        merged[key] = float(value)
+        checked[key] = float(value)
+    return checked
+
+
+def thresholds_from(overrides: Mapping[str, float] | None, *, lighting: str | None = None) -> dict[str, float]:
+    """The thresholds for a frame under ``lighting`` ("white_ring", "raking", "uv"; None: no channel defaults).
+
+    :data:`DEFAULT_THRESHOLDS`, then :data:`LIGHTING_DEFAULTS` for the channel,
+    then ``overrides`` (from the bundle). Raises :class:`InvalidArgument` for an
+    unknown key or a value that is not a finite number.
+    """
+    merged = dict(DEFAULT_THRESHOLDS)
+    if lighting is not None:
+        merged.update(LIGHTING_DEFAULTS.get(str(lighting), {}))
+    merged.update(check_overrides(overrides or {}))
     return merged
+
+
+# --- Analysis image ------------------------------------------------------------------------------------------
+
+
+def _downscale_factor(width: int) -> int:
+    return max(1, math.ceil(width / ANALYSIS_WIDTH_PX))
+
+
+def _analysis_rgb(pixels: RGBImage) -> tuple[npt.NDArray[np.float32], int]:
+    """RGB 0..1 box-downscaled to at most ANALYSIS_WIDTH_PX wide, and the factor used."""
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise InvalidArgument(f"frame must be an HxWx3 uint8 array, got shape {pixels.shape} dtype {pixels.dtype}")
+    factor = _downscale_factor(pixels.shape[1])
+    h = pixels.shape[0] // factor * factor
+    w = pixels.shape[1] // factor * factor
+    if h // factor < 16 or w // factor < 16:
+        raise InvalidArgument(f"frame of {pixels.shape[1]}x{pixels.shape[0]} px is too small to assess")
+    if factor == 1:
+        return pixels.astype(np.float32) * np.float32(1.0 / 255.0), 1
+    # Exact integer box sums, rows first (contiguous), then columns; rounding to 8 bits here would fill the
+    # spectral zeros the motion check looks for.
+    dtype = np.uint16 if factor <= 16 else np.uint32
+    rows = pixels[:h, :w].reshape(h // factor, factor, w * 3).sum(axis=1, dtype=dtype)
+    sums = rows.reshape(h // factor, w // factor, factor, 3).sum(axis=2, dtype=dtype)
+    return sums.astype(np.float32) * np.float32(1.0 / (255.0 * factor * factor)), factor
 
 
 def _grey(pixels: RGBImage) -> npt.NDArray[np.float32]:
     """Grey levels 0..1, box-downscaled to at most ANALYSIS_WIDTH_PX wide."""
-    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-        raise InvalidArgument(f"frame must be an HxWx3 uint8 array, got shape {pixels.shape} dtype {pixels.dtype}")
-    factor = max(1, int(np.ceil(pixels.shape[1] / ANALYSIS_WIDTH_PX)))
-    h = pixels.shape[0] // factor * factor
-    w = pixels.shape[1] // factor * factor
-    if h < 16 or w < 16:
-        raise InvalidArgument(f"frame of {pixels.shape[1]}x{pixels.shape[0]} px is too small to assess")
-    grey = pixels[:h, :w].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    if factor > 1:
-        grey = grey.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
-    return grey / np.float32(255.0)
+    rgb, _ = _analysis_rgb(pixels)
+    return rgb @ _LUMA
+
+
+def _halve(grey: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    h, w = grey.shape[0] // 2 * 2, grey.shape[1] // 2 * 2
+    halved: npt.NDArray[np.float32] = grey[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3), dtype=np.float32)
+    return halved
+
+
+# --- Checks --------------------------------------------------------------------------------------------------
 
 
 def _laplacian(grey: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -131,8 +230,7 @@ def _laplacian(grey: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 def sharpness(pixels: RGBImage) -> float:
     """Focus measure of a frame: variance of the Laplacian over the squared mean level (dimensionless)."""
-    grey = _grey(pixels)
-    return _sharpness(grey)
+    return _sharpness(_grey(pixels))
 
 
 def _sharpness(grey: npt.NDArray[np.float32]) -> float:
@@ -140,49 +238,169 @@ def _sharpness(grey: npt.NDArray[np.float32]) -> float:
     return float(_laplacian(grey).var()) / max(mean * mean, 1e-4)
 
 
-def _motion_anisotropy(grey: npt.NDArray[np.float32]) -> float:
-    """1 - min/max of the gradient energy along four directions."""
-    g = grey[1:-1, 1:-1]
-    energies = [
-        float(np.mean((grey[1:-1, 2:] - g) ** 2)),  # horizontal
-        float(np.mean((grey[2:, 1:-1] - g) ** 2)),  # vertical
-        float(np.mean((grey[2:, 2:] - g) ** 2)) / 2.0,  # diagonal (distance sqrt 2)
-        float(np.mean((grey[2:, :-2] - g) ** 2)) / 2.0,  # anti-diagonal
-    ]
-    strongest = max(energies)
-    return 0.0 if strongest <= 1e-12 else 1.0 - min(energies) / strongest
+def _exposure(rgb: npt.NDArray[np.float32], grey: npt.NDArray[np.float32], clip_level: float) -> tuple[float, float]:
+    """(clipped_fraction outside highlights, glare_fraction)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    lowest = np.minimum(np.minimum(r, g), b)
+    saturation = np.maximum(np.maximum(r, g), b) - lowest
+    typical = float(np.median(grey))
+    highlight = (
+        (lowest >= _GLARE_MIN_LEVEL) & (saturation < _GLARE_MAX_SATURATION) & (grey >= typical + _GLARE_MIN_RISE)
+    )
+    clipped = (grey >= clip_level) & ~highlight
+    return float(clipped.mean()), float(highlight.mean())
 
 
-def _focus_uniformity(grey: npt.NDArray[np.float32]) -> float:
+@functools.lru_cache(maxsize=8)
+def _band_labels(shape: tuple[int, int]) -> tuple[npt.NDArray[np.intp], ...]:
+    """For each of _BAND_DIRECTIONS directions, the band (0, 1, 2) of every pixel: thirds along that direction."""
+    h, w = shape
+    y = (np.arange(h, dtype=np.float32) - 0.5 * (h - 1))[:, None]
+    x = (np.arange(w, dtype=np.float32) - 0.5 * (w - 1))[None, :]
+    labels = []
+    for k in range(_BAND_DIRECTIONS):
+        a = math.pi * k / _BAND_DIRECTIONS
+        d = (x * np.float32(math.cos(a)) + y * np.float32(math.sin(a))).ravel()
+        edges = np.quantile(d, [1 / 3, 2 / 3])
+        labels.append(np.searchsorted(edges, d, side="right").astype(np.intp))
+    return tuple(labels)
+
+
+def _focus_uniformity(grey: npt.NDArray[np.float32]) -> tuple[float, float]:
+    """(uniformity, sharpness of the sharpest band) over the bands of _band_labels."""
+    energy = (_laplacian(grey) ** 2).ravel()
+    worst, best = 1.0, 0.0
+    for labels in _band_labels((grey.shape[0] - 2, grey.shape[1] - 2)):
+        bands = np.bincount(labels, weights=energy, minlength=3) / np.maximum(np.bincount(labels, minlength=3), 1)
+        best = max(best, float(bands.max()))
+        if bands.max() > 1e-12:
+            worst = min(worst, float(bands.min() / bands.max()))
+    mean = float(grey.mean())
+    return worst, best / max(mean * mean, 1e-4)
+
+
+@dataclass(frozen=True)
+class _CepstrumIndex:
+    """Flat indices into an n x n centred cepstrum for the lags the motion check searches."""
+
+    ring: npt.NDArray[np.intp]
+    """Every lag MOTION_MIN_LAG_PX..MOTION_MAX_LAG_PX from the centre."""
+    perpendicular: npt.NDArray[np.intp]
+    """The lag at the same distance, rotated by 90 degrees."""
+    inner: npt.NDArray[np.intp]
+    """The lag one pixel nearer the centre along the same direction."""
+    length: npt.NDArray[np.float64]
+    angle_deg: npt.NDArray[np.float64]
+    window: npt.NDArray[np.float32]
+    """2-D Hann window."""
+
+
+@functools.lru_cache(maxsize=4)
+def _cepstrum_index(n: int) -> _CepstrumIndex:
+    o = n // 2
+    dy, dx = np.mgrid[-o : n - o, -o : n - o]
+    r = np.hypot(dy, dx)
+    ring = np.flatnonzero((r >= MOTION_MIN_LAG_PX) & (r <= MOTION_MAX_LAG_PX))
+    ry, rx, rr = dy.ravel()[ring], dx.ravel()[ring], r.ravel()[ring]
+    scale = (rr - 1.0) / rr
+    inner = (np.rint(ry * scale).astype(np.intp) + o) * n + np.rint(rx * scale).astype(np.intp) + o
+    perpendicular = (rx + o) * n + (-ry + o)
+    hann = np.hanning(n).astype(np.float32)
+    return _CepstrumIndex(
+        ring=ring,
+        perpendicular=perpendicular.astype(np.intp),
+        inner=inner,
+        length=rr,
+        angle_deg=np.degrees(np.arctan2(ry, rx)) % 180.0,
+        window=np.outer(hann, hann),
+    )
+
+
+def _cepstrum(grey: npt.NDArray[np.float32], n: int) -> npt.NDArray[np.float64]:
+    """Centred real cepstrum of the power spectrum averaged over half-overlapping n x n windows."""
     h, w = grey.shape
-    quarters = [grey[: h // 2, : w // 2], grey[: h // 2, w // 2 :], grey[h // 2 :, : w // 2], grey[h // 2 :, w // 2 :]]
-    values = [float(_laplacian(q).var()) for q in quarters]
-    return 1.0 if max(values) <= 1e-12 else min(values) / max(values)
+    index = _cepstrum_index(n)
+    ys = np.unique(np.linspace(0, h - n, max(1, math.ceil(2 * (h - n) / n) + 1)).astype(int))
+    xs = np.unique(np.linspace(0, w - n, max(1, math.ceil(2 * (w - n) / n) + 1)).astype(int))
+    power = np.zeros((n, n // 2 + 1))
+    for y in ys:
+        for x in xs:
+            patch = grey[y : y + n, x : x + n]
+            power += np.abs(np.fft.rfft2((patch - patch.mean()) * index.window)) ** 2
+    power /= len(ys) * len(xs)
+    log_power = np.log(power + 1e-6 * float(power.mean()) + 1e-30)
+    return np.fft.fftshift(np.fft.irfft2(log_power, s=(n, n)))
 
 
-def assess(pixels: RGBImage, thresholds: Mapping[str, float] | None = None) -> QualityReport:
+def _motion(grey: npt.NDArray[np.float32]) -> tuple[float, float, float]:
+    """(score, length_px, angle_deg) of the strongest smear in ``grey``; (0, 0, 0) when it is too small to tell."""
+    n = min(MOTION_WINDOW_PX, grey.shape[0], grey.shape[1]) // 2 * 2
+    if n < 64:
+        return 0.0, 0.0, 0.0
+    index = _cepstrum_index(n)
+    c = _cepstrum(grey, n).ravel()
+    values = c[index.ring]
+    middle = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - middle))) + 1e-12
+    # A smear's peak is deep, deeper than across it, and deeper than the lag before it.
+    score = np.minimum(np.minimum(middle - values, c[index.perpendicular] - values), c[index.inner] - values)
+    best = int(np.argmax(score))
+    return float(score[best]) / spread, float(index.length[best]), float(index.angle_deg[best])
+
+
+_STEPS = ((1, 0), (2, 1), (1, 1), (1, 2), (0, 1), (-1, 2), (-1, 1), (-2, 1))
+"""Pixel steps in eight directions; step k and step (k + 4) % 8 are perpendicular and equally long."""
+
+
+def _second_difference_energy(grey: npt.NDArray[np.float32], dx: int, dy: int) -> float:
+    p = max(abs(dx), abs(dy))
+    h, w = grey.shape
+    centre = grey[p : h - p, p : w - p]
+    ahead = grey[p + dy : h - p + dy, p + dx : w - p + dx]
+    behind = grey[p - dy : h - p - dy, p - dx : w - p - dx]
+    return float(np.mean((ahead + behind - 2.0 * centre) ** 2))
+
+
+def _detail_ratio(grey: npt.NDArray[np.float32], angle_deg: float) -> float:
+    """Fine detail along ``angle_deg`` over fine detail across it."""
+    angles = [math.degrees(math.atan2(dy, dx)) % 180.0 for dx, dy in _STEPS]
+    k = min(range(len(_STEPS)), key=lambda i: abs((angle_deg - angles[i] + 90.0) % 180.0 - 90.0))
+    along = _second_difference_energy(grey, *_STEPS[k])
+    across = _second_difference_energy(grey, *_STEPS[(k + 4) % len(_STEPS)])
+    return along / max(across, 1e-12)
+
+
+def assess(
+    pixels: RGBImage, thresholds: Mapping[str, float] | None = None, *, lighting: str | None = None
+) -> QualityReport:
     """Run every check on an RGB frame and return the report.
 
-    Raises :class:`InvalidArgument` when ``pixels`` is not an HxWx3 uint8 array
-    of at least 16x16 pixels after downscaling.
+    ``thresholds`` override the defaults (see :func:`thresholds_from`);
+    ``lighting`` ("white_ring", "raking", "uv") selects the channel's defaults
+    first. Raises :class:`InvalidArgument` when ``pixels`` is not an HxWx3
+    uint8 array of at least 16x16 pixels after downscaling, or for a bad
+    threshold.
     """
-    t = thresholds_from(thresholds)
-    grey = _grey(pixels)
+    t = thresholds_from(thresholds, lighting=lighting)
+    rgb, factor = _analysis_rgb(pixels)
+    grey = rgb @ _LUMA
     mean_level = float(grey.mean())
-    clipped = float(np.mean(grey >= t["clip_level"]))
+    clipped, glare = _exposure(rgb, grey, t["clip_level"])
     sharp = _sharpness(grey)
-    anisotropy = _motion_anisotropy(grey)
-    uniformity = _focus_uniformity(grey)
-    small = pixels[:: max(1, pixels.shape[0] // 256), :: max(1, pixels.shape[1] // 256)].astype(np.float32) / 255.0
-    bright = small.min(axis=2) >= 0.92
-    saturation = small.max(axis=2) - small.min(axis=2)
-    glare = float(np.mean(bright & (saturation < 0.08)))
+    uniformity, sharpest_band = _focus_uniformity(grey)
+    # The motion check never looks at single pixels of the frame: JPEG's 8x8 blocks would look like smears.
+    motion_grey, motion_factor = (grey, factor) if factor > 1 else (_halve(grey), 2)
+    score, length, angle = _motion(motion_grey)
+    ratio = _detail_ratio(motion_grey, angle) if score > 0 else 1.0
     metrics = {
         "mean_level": mean_level,
         "clipped_fraction": clipped,
-        "sharpness": sharp,
         "glare_fraction": glare,
-        "motion_anisotropy": anisotropy,
+        "sharpness": sharp,
+        "motion_score": score,
+        "motion_length_px": length * motion_factor,
+        "motion_angle_deg": angle,
+        "motion_detail_ratio": ratio,
         "focus_uniformity": uniformity,
     }
     issues: list[QualityIssue] = []
@@ -194,14 +412,15 @@ def assess(pixels: RGBImage, thresholds: Mapping[str, float] | None = None) -> Q
         fail("underexposed", mean_level, t["min_mean_level"])
     if clipped > t["max_clipped_fraction"]:
         fail("overexposed", clipped, t["max_clipped_fraction"])
-    elif glare > t["max_glare_fraction"]:
+    if glare > t["max_glare_fraction"]:
         fail("glare", glare, t["max_glare_fraction"])
     if mean_level >= t["min_mean_level"]:
         # Focus checks mean nothing in a frame too dark to show detail.
-        if anisotropy > t["max_motion_anisotropy"]:
-            fail("motion_blur", anisotropy, t["max_motion_anisotropy"])
+        if score > t["max_motion_score"] and ratio < t["max_motion_detail_ratio"]:
+            fail("motion_blur", score, t["max_motion_score"])
+        elif uniformity < t["min_focus_uniformity"] and sharpest_band >= t["min_sharpness"]:
+            # Part of the frame is sharp: the scanner is tilted, not the focus lost.
+            fail("uneven_focus", uniformity, t["min_focus_uniformity"])
         elif sharp < t["min_sharpness"]:
             fail("out_of_focus", sharp, t["min_sharpness"])
-        elif uniformity < t["min_focus_uniformity"]:
-            fail("uneven_focus", uniformity, t["min_focus_uniformity"])
     return QualityReport(issues=tuple(issues), metrics=metrics)

@@ -9,6 +9,11 @@ Rules:
   camera gets FAILED_PRECONDITION at once (it is not queued), so a client learns
   immediately that the unit is busy. Scans that only upload images never need
   the camera and run side by side.
+- The first capture of a scan under each lighting channel auto-exposes the
+  surface; once a capture at that exposure passes the quality gate, the
+  exposure is locked and reused by every later capture of the scan under that
+  channel (settings that give exposure time or gain override it), so all
+  images of one item are exposed alike.
 - A capture that fails the quality gate is stored but never used for a
   verdict; the region is asked for again.
 - Inference and image decoding run in worker threads so the event loop keeps
@@ -26,8 +31,8 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from veriscope.device import codec
@@ -120,6 +125,7 @@ class ScanManager:
         self.camera_owner: str | None = None
         self._camera_used = time.monotonic()
         self._focused_region: dict[str, str] = {}
+        self._locked_exposure: dict[tuple[str, Lighting], tuple[int, float]] = {}
         self.camera_lock = asyncio.Lock()
         """Held while any code uses the camera; CaptureService shares it."""
 
@@ -132,6 +138,11 @@ class ScanManager:
     def bundle(self) -> ModelBundle:
         """The model bundle that decides verdicts."""
         return self._bundle
+
+    @property
+    def device_id(self) -> str:
+        """The unit's serial number, stamped into the metadata of every image it captures."""
+        return self._device_id
 
     # Lookup helpers
 
@@ -260,9 +271,12 @@ class ScanManager:
             self._publish(ScanEvent("retake_requested", updated, self._clock(), record.region, hints))
         return updated
 
-    def _check_room(self, scan: ScanRecord) -> None:
-        if len(scan.images) >= self._limits.max_images_per_scan:
-            raise ResourceExhausted(f"scan {scan.scan_id!r} already holds {len(scan.images)} images (the limit)")
+    def _check_room(self, scan: ScanRecord, adding: int = 1) -> None:
+        if len(scan.images) + adding > self._limits.max_images_per_scan:
+            raise ResourceExhausted(
+                f"scan {scan.scan_id!r} holds {len(scan.images)} images; {adding} more would pass the limit of "
+                f"{self._limits.max_images_per_scan}"
+            )
 
     def busy_owner(self) -> str | None:
         """The scan that holds the camera now, or None when it is free (or its owner sat idle too long)."""
@@ -291,53 +305,128 @@ class ScanManager:
         if self.camera_owner == scan_id:
             self.camera_owner = None
         self._focused_region.pop(scan_id, None)
+        for key in [k for k in self._locked_exposure if k[0] == scan_id]:
+            del self._locked_exposure[key]
+
+    def locked_exposure(self, scan_id: str, lighting: Lighting) -> tuple[int, float] | None:
+        """The (exposure_us, analogue_gain) locked for a scan's captures under ``lighting``, or None before the first."""
+        return self._locked_exposure.get((scan_id, lighting))
 
     async def capture_region(
         self, scan_id: str, region: str, settings: CaptureSettings | None = None
-    ) -> tuple[ImageRecord, ScanRecord]:
-        """Capture ``region`` with the unit's camera, gate it, and store it with the scan."""
+    ) -> tuple[tuple[ImageRecord, ...], ScanRecord]:
+        """Capture ``region`` with the unit's camera, gate each frame, and store them with the scan.
+
+        Without ``settings`` it takes one frame per lighting channel the model
+        declares, in the manifest's order, all of one spot at one focus; with
+        them, one frame under ``settings.lighting``. Returns the stored records,
+        the first channel's first, and the scan after them.
+        """
         async with self._lock(scan_id):
             scan = self._in_progress(scan_id)
-            self._region_material(scan, region)
-            self._check_room(scan)
+            material = self._region_material(scan, region)
+            channels = (settings.lighting,) if settings else self._declared_lighting()
+            self._check_room(scan, len(channels))
             self._take_camera(scan_id)
             imager = self._imager
             assert imager is not None
-            lighting = settings.lighting if settings else self._default_lighting()
-            wanted = settings or CaptureSettings(lighting=lighting)
-            focus = "none" if wanted.focus_steps is not None else "full"
+            focus = "none" if settings is not None and settings.focus_steps is not None else "full"
             if focus == "full" and self._focused_region.get(scan_id) == region:
                 focus = "refine"
-            async with self.camera_lock:
-                judged = await asyncio.to_thread(self._capture_blocking, imager, region, wanted, focus)
-            self._focused_region[scan_id] = region
-            self._camera_used = time.monotonic()
-            data = await asyncio.to_thread(codec.encode, judged.frame.pixels, codec.ImageFormat.PNG)
-            digest = await asyncio.to_thread(self._store.put_image, data, codec.ImageFormat.PNG)
-            meta = ImageMeta.of_frame(judged.frame, self._device_id)
-            record = ImageRecord(
-                image_id=f"{len(scan.images) + 1:03d}",
-                region=region,
-                origin=ImageOrigin.CAMERA,
-                sha256=digest,
-                size_bytes=len(data),
-                format=codec.ImageFormat.PNG,
-                quality=judged.quality,
-                meta=meta,
-            )
-            return record, await self._add_image(scan, record)
+            records: tuple[ImageRecord, ...] = ()
+            for k, channel in enumerate(channels):
+                wanted = settings or CaptureSettings(lighting=channel)
+                locked = self._locked_exposure.get((scan_id, channel))
+                thresholds = self._bundle.quality_overrides(material, channel.value)
+                async with self.camera_lock:
+                    # The first frame presents the spot and focuses; the others image that spot at that focus.
+                    judged, locked = await asyncio.to_thread(
+                        self._capture_blocking,
+                        imager,
+                        region,
+                        wanted,
+                        focus if k == 0 else "none",
+                        locked,
+                        present=k == 0,
+                        thresholds=thresholds,
+                    )
+                if locked is not None and judged.quality.ok:
+                    # Only an exposure that gave a usable image is locked: one metered on an empty stage or a
+                    # lifted scanner would spoil every later capture of the scan.
+                    self._locked_exposure[(scan_id, channel)] = locked
+                if k == 0:
+                    # A retake after a failed frame searches the whole focus range again: the failure may be
+                    # the focus itself (the scanner lifted, or nothing under the lens while it focused).
+                    if judged.quality.ok:
+                        self._focused_region[scan_id] = region
+                    else:
+                        self._focused_region.pop(scan_id, None)
+                self._camera_used = time.monotonic()
+                data = await asyncio.to_thread(codec.encode, judged.frame.pixels, codec.ImageFormat.PNG)
+                digest = await asyncio.to_thread(self._store.put_image, data, codec.ImageFormat.PNG)
+                meta = ImageMeta.of_frame(judged.frame, self._device_id)
+                record = ImageRecord(
+                    image_id=f"{len(scan.images) + 1:03d}",
+                    region=region,
+                    origin=ImageOrigin.CAMERA,
+                    sha256=digest,
+                    size_bytes=len(data),
+                    format=codec.ImageFormat.PNG,
+                    quality=judged.quality,
+                    meta=meta,
+                )
+                records += (record,)
+                scan = await self._add_image(scan, record)
+            return records, scan
 
     def _default_lighting(self) -> Lighting:
-        channels = list(self._bundle.lighting)
-        return Lighting(channels[0]) if channels else Lighting.WHITE_RING
+        return self._declared_lighting()[0]
 
-    def _capture_blocking(self, imager: Imager, region: str, settings: CaptureSettings, focus: str) -> JudgedFrame:
-        """Present the region, focus (a full search on a new region, a local one otherwise), capture and gate."""
-        if self._stage is not None:
+    def _declared_lighting(self) -> tuple[Lighting, ...]:
+        """The lighting channels the model needs, in the manifest's order; the white ring when it names none."""
+        return tuple(Lighting(c) for c in self._bundle.lighting) or (Lighting.WHITE_RING,)
+
+    def _capture_blocking(
+        self,
+        imager: Imager,
+        region: str,
+        settings: CaptureSettings,
+        focus: str,
+        locked: tuple[int, float] | None,
+        *,
+        present: bool = True,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> tuple[JudgedFrame, tuple[int, float] | None]:
+        """Present the region, expose (locking the exposure on first use), focus, capture and gate.
+
+        Focus is a full search on a new region and a local one otherwise.
+        ``present`` False keeps the spot under the lens (the later frames of a
+        lighting sequence); ``thresholds`` are the gate's overrides for the
+        region's material and the lighting. Returns the frame and the scan's
+        locked exposure for the lighting.
+        """
+        if present and self._stage is not None:
             self._stage.present(region)
+        if settings.exposure_us is None or settings.analogue_gain is None:
+            if locked is None:
+                found = imager.auto_expose(settings.lighting, led_duty_pct=settings.led_duty_pct)
+                if not found.converged:
+                    _log.warning(
+                        "auto-exposure for %s did not converge (%s); locking %d us at gain %.2f",
+                        settings.lighting.value,
+                        found.reason,
+                        found.exposure_us,
+                        found.analogue_gain,
+                    )
+                locked = (found.exposure_us, found.analogue_gain)
+            settings = replace(
+                settings,
+                exposure_us=settings.exposure_us or locked[0],
+                analogue_gain=settings.analogue_gain or locked[1],
+            )
         if focus != "none":
             imager.autofocus(settings.lighting, refine=focus == "refine")
-        return imager.capture(settings)
+        return imager.capture(settings, thresholds=thresholds), locked
 
     async def upload_image(
         self, scan_id: str, region: str, data: bytes, *, declared_sha256: str = ""
@@ -360,7 +449,8 @@ class ScanManager:
                 )
             fmt = codec.sniff_format(data)
             pixels = await asyncio.to_thread(codec.decode, data, max_pixels=self._limits.max_image_pixels)
-            report = await asyncio.to_thread(quality.assess, pixels, self._bundle.quality_thresholds)
+            overrides = self._bundle.quality_overrides(self._region_material(scan, region))
+            report = await asyncio.to_thread(quality.assess, pixels, overrides)
             await asyncio.to_thread(self._store.put_image, data, fmt)
             meta = ImageMeta(width=int(pixels.shape[1]), height=int(pixels.shape[0]), capture_time=self._clock())
             record = ImageRecord(

@@ -48,6 +48,9 @@ class ImageMeta:
     lens_position: float = 0.0
     device_id: str = ""
     camera_model: str = ""
+    calibration_id: str = ""
+    """The flat-field and white-balance calibration applied to the pixels; empty when none was (or an upload)."""
+    calibration_time: datetime | None = None
 
     @classmethod
     def of_frame(cls, frame: Frame, device_id: str) -> ImageMeta:
@@ -65,6 +68,8 @@ class ImageMeta:
             lens_position=s.lens_position,
             device_id=device_id,
             camera_model=frame.camera_model,
+            calibration_id=frame.calibration_id,
+            calibration_time=frame.calibration_time,
         )
 
 

@@ -118,6 +118,8 @@ def meta_to_pb(meta: ImageMeta) -> common_pb2.ImageMetadata:
         device_id=meta.device_id,
         capture_time=timestamp(meta.capture_time),
         camera_model=meta.camera_model,
+        calibration_id=meta.calibration_id,
+        calibration_time=timestamp(meta.calibration_time) if meta.calibration_time else None,
     )
 
 

@@ -52,9 +52,12 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
         if not request.region:
             raise InvalidArgument("region is required")
         settings = settings_from_pb(request.settings) if request.HasField("settings") else None
-        image, scan = await self._m.capture_region(scan_id, request.region, settings)
+        images, scan = await self._m.capture_region(scan_id, request.region, settings)
+        # One frame per lighting channel the model needs: the region is retaken when any of them failed the gate.
         return pb.CaptureRegionResponse(
-            image=image_to_pb(scan_id, image), retake_required=not image.quality.ok, scan=self._scan(scan)
+            image=image_to_pb(scan_id, images[0]),
+            retake_required=any(not image.quality.ok for image in images),
+            scan=self._scan(scan),
         )
 
     @rpc

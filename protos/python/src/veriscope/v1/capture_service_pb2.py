@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from veriscope.v1 import common_pb2 as veriscope_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"veriscope/v1/capture_service.proto\x12\x0cveriscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19veriscope/v1/common.proto\"\x82\x01\n\x0e\x43\x61ptureRequest\x12/\n\x08settings\x18\x01 \x01(\x0b\x32\x1d.veriscope.v1.CaptureSettings\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.veriscope.v1.ImageFormat\x12\x14\n\x0cjpeg_quality\x18\x03 \x01(\r\"c\n\x0f\x43\x61ptureResponse\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.veriscope.v1.Image\x12,\n\x07quality\x18\x02 \x01(\x0b\x32\x1b.veriscope.v1.QualityReport\"\x91\x01\n\x14StreamPreviewRequest\x12\x0f\n\x07max_fps\x18\x01 \x01(\x02\x12\r\n\x05width\x18\x02 \x01(\r\x12\x14\n\x0cjpeg_quality\x18\x03 \x01(\r\x12\x12\n\nmax_frames\x18\x04 \x01(\r\x12/\n\x08lighting\x18\x05 \x01(\x0e\x32\x1d.veriscope.v1.LightingChannel\"\x9b\x01\n\x15StreamPreviewResponse\x12\x0c\n\x04jpeg\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x30\n\x0c\x63\x61pture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x11\n\tsharpness\x18\x06 \x01(\x01\"V\n\x10\x41utofocusRequest\x12/\n\x08lighting\x18\x01 \x01(\x0e\x32\x1d.veriscope.v1.LightingChannel\x12\x11\n\tmax_steps\x18\x02 \x01(\r\"2\n\x0b\x46ocusSample\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x11\n\tsharpness\x18\x02 \x01(\x01\"\x94\x01\n\x11\x41utofocusResponse\x12\x11\n\tconverged\x18\x01 \x01(\x08\x12\x15\n\rbest_position\x18\x02 \x01(\x05\x12\x16\n\x0e\x62\x65st_sharpness\x18\x03 \x01(\x01\x12(\n\x05\x63urve\x18\x04 \x03(\x0b\x32\x19.veriscope.v1.FocusSample\x12\x13\n\x0bsteps_taken\x18\x05 \x01(\r2\x82\x02\n\x0e\x43\x61ptureService\x12\x46\n\x07\x43\x61pture\x12\x1c.veriscope.v1.CaptureRequest\x1a\x1d.veriscope.v1.CaptureResponse\x12Z\n\rStreamPreview\x12\".veriscope.v1.StreamPreviewRequest\x1a#.veriscope.v1.StreamPreviewResponse0\x01\x12L\n\tAutofocus\x12\x1e.veriscope.v1.AutofocusRequest\x1a\x1f.veriscope.v1.AutofocusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"veriscope/v1/capture_service.proto\x12\x0cveriscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19veriscope/v1/common.proto\"\xbc\x01\n\x0e\x43\x61ptureRequest\x12/\n\x08settings\x18\x01 \x01(\x0b\x32\x1d.veriscope.v1.CaptureSettings\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.veriscope.v1.ImageFormat\x12\x14\n\x0cjpeg_quality\x18\x03 \x01(\r\x12\x38\n\x11lighting_sequence\x18\x04 \x03(\x0e\x32\x1d.veriscope.v1.LightingChannel\"a\n\rCapturedFrame\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.veriscope.v1.Image\x12,\n\x07quality\x18\x02 \x01(\x0b\x32\x1b.veriscope.v1.QualityReport\"\x90\x01\n\x0f\x43\x61ptureResponse\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x13.veriscope.v1.Image\x12,\n\x07quality\x18\x02 \x01(\x0b\x32\x1b.veriscope.v1.QualityReport\x12+\n\x06\x66rames\x18\x03 \x03(\x0b\x32\x1b.veriscope.v1.CapturedFrame\"\x91\x01\n\x14StreamPreviewRequest\x12\x0f\n\x07max_fps\x18\x01 \x01(\x02\x12\r\n\x05width\x18\x02 \x01(\r\x12\x14\n\x0cjpeg_quality\x18\x03 \x01(\r\x12\x12\n\nmax_frames\x18\x04 \x01(\r\x12/\n\x08lighting\x18\x05 \x01(\x0e\x32\x1d.veriscope.v1.LightingChannel\"\x9b\x01\n\x15StreamPreviewResponse\x12\x0c\n\x04jpeg\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x30\n\x0c\x63\x61pture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x11\n\tsharpness\x18\x06 \x01(\x01\"V\n\x10\x41utofocusRequest\x12/\n\x08lighting\x18\x01 \x01(\x0e\x32\x1d.veriscope.v1.LightingChannel\x12\x11\n\tmax_steps\x18\x02 \x01(\r\"2\n\x0b\x46ocusSample\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x11\n\tsharpness\x18\x02 \x01(\x01\"\x94\x01\n\x11\x41utofocusResponse\x12\x11\n\tconverged\x18\x01 \x01(\x08\x12\x15\n\rbest_position\x18\x02 \x01(\x05\x12\x16\n\x0e\x62\x65st_sharpness\x18\x03 \x01(\x01\x12(\n\x05\x63urve\x18\x04 \x03(\x0b\x32\x19.veriscope.v1.FocusSample\x12\x13\n\x0bsteps_taken\x18\x05 \x01(\r2\x82\x02\n\x0e\x43\x61ptureService\x12\x46\n\x07\x43\x61pture\x12\x1c.veriscope.v1.CaptureRequest\x1a\x1d.veriscope.v1.CaptureResponse\x12Z\n\rStreamPreview\x12\".veriscope.v1.StreamPreviewRequest\x1a#.veriscope.v1.StreamPreviewResponse0\x01\x12L\n\tAutofocus\x12\x1e.veriscope.v1.AutofocusRequest\x1a\x1f.veriscope.v1.AutofocusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veriscope.v1.capture_servic
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CAPTUREREQUEST']._serialized_start=113
-  _globals['_CAPTUREREQUEST']._serialized_end=243
-  _globals['_CAPTURERESPONSE']._serialized_start=245
-  _globals['_CAPTURERESPONSE']._serialized_end=344
-  _globals['_STREAMPREVIEWREQUEST']._serialized_start=347
-  _globals['_STREAMPREVIEWREQUEST']._serialized_end=492
-  _globals['_STREAMPREVIEWRESPONSE']._serialized_start=495
-  _globals['_STREAMPREVIEWRESPONSE']._serialized_end=650
-  _globals['_AUTOFOCUSREQUEST']._serialized_start=652
-  _globals['_AUTOFOCUSREQUEST']._serialized_end=738
-  _globals['_FOCUSSAMPLE']._serialized_start=740
-  _globals['_FOCUSSAMPLE']._serialized_end=790
-  _globals['_AUTOFOCUSRESPONSE']._serialized_start=793
-  _globals['_AUTOFOCUSRESPONSE']._serialized_end=941
-  _globals['_CAPTURESERVICE']._serialized_start=944
-  _globals['_CAPTURESERVICE']._serialized_end=1202
+  _globals['_CAPTUREREQUEST']._serialized_end=301
+  _globals['_CAPTUREDFRAME']._serialized_start=303
+  _globals['_CAPTUREDFRAME']._serialized_end=400
+  _globals['_CAPTURERESPONSE']._serialized_start=403
+  _globals['_CAPTURERESPONSE']._serialized_end=547
+  _globals['_STREAMPREVIEWREQUEST']._serialized_start=550
+  _globals['_STREAMPREVIEWREQUEST']._serialized_end=695
+  _globals['_STREAMPREVIEWRESPONSE']._serialized_start=698
+  _globals['_STREAMPREVIEWRESPONSE']._serialized_end=853
+  _globals['_AUTOFOCUSREQUEST']._serialized_start=855
+  _globals['_AUTOFOCUSREQUEST']._serialized_end=941
+  _globals['_FOCUSSAMPLE']._serialized_start=943
+  _globals['_FOCUSSAMPLE']._serialized_end=993
+  _globals['_AUTOFOCUSRESPONSE']._serialized_start=996
+  _globals['_AUTOFOCUSRESPONSE']._serialized_end=1144
+  _globals['_CAPTURESERVICE']._serialized_start=1147
+  _globals['_CAPTURESERVICE']._serialized_end=1405
 # @@protoc_insertion_point(module_scope)

@@ -29,6 +29,7 @@ class CaptureRequest(_message.Message):
     SETTINGS_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     JPEG_QUALITY_FIELD_NUMBER: _builtins.int
+    LIGHTING_SEQUENCE_FIELD_NUMBER: _builtins.int
     format: _common_pb2.ImageFormat.ValueType
     """Encoding of the returned image; PNG when unspecified."""
     jpeg_quality: _builtins.int
@@ -37,24 +38,32 @@ class CaptureRequest(_message.Message):
     def settings(self) -> _common_pb2.CaptureSettings:
         """Camera and lighting settings."""
 
+    @_builtins.property
+    def lighting_sequence(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.LightingChannel.ValueType]:
+        """Lighting channels to take one frame each under, in this order, at 1..4 distinct channels; the other
+        settings apply to every frame and settings.lighting must be unspecified. Empty takes a single frame under
+        settings.lighting.
+        """
+
     def __init__(
         self,
         *,
         settings: _common_pb2.CaptureSettings | None = ...,
         format: _common_pb2.ImageFormat.ValueType = ...,
         jpeg_quality: _builtins.int = ...,
+        lighting_sequence: _abc.Iterable[_common_pb2.LightingChannel.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "jpeg_quality", b"jpeg_quality", "settings", b"settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "jpeg_quality", b"jpeg_quality", "lighting_sequence", b"lighting_sequence", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CaptureRequest: _TypeAlias = CaptureRequest  # noqa: Y015
 
 @_typing.final
-class CaptureResponse(_message.Message):
-    """Response of CaptureService.Capture."""
+class CapturedFrame(_message.Message):
+    """One frame of a lighting sequence."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -62,7 +71,7 @@ class CaptureResponse(_message.Message):
     QUALITY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def image(self) -> _common_pb2.Image:
-        """The captured image."""
+        """The captured image; its metadata names the lighting channel it was taken under."""
 
     @_builtins.property
     def quality(self) -> _common_pb2.QualityReport:
@@ -77,6 +86,42 @@ class CaptureResponse(_message.Message):
     _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "quality", b"quality"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CapturedFrame: _TypeAlias = CapturedFrame  # noqa: Y015
+
+@_typing.final
+class CaptureResponse(_message.Message):
+    """Response of CaptureService.Capture."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> _common_pb2.Image:
+        """The captured image; unset when a lighting sequence was requested (see frames)."""
+
+    @_builtins.property
+    def quality(self) -> _common_pb2.QualityReport:
+        """The quality gate's verdict on the image; unset when a lighting sequence was requested."""
+
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapturedFrame]:
+        """One frame per channel of the request's lighting_sequence, in its order; empty for a single frame."""
+
+    def __init__(
+        self,
+        *,
+        image: _common_pb2.Image | None = ...,
+        quality: _common_pb2.QualityReport | None = ...,
+        frames: _abc.Iterable[Global___CapturedFrame] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "quality", b"quality"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames", "image", b"image", "quality", b"quality"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,7 +57,8 @@ class CaptureServiceServicer:
     """
 
     def Capture(self, request, context):
-        """Captures one frame with the given settings and lighting, and returns it with its quality report.
+        """Captures one frame with the given settings and lighting, and returns it with its quality report; with a
+        lighting sequence, captures one frame per channel at the same focus and switches every LED off afterwards.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,7 +34,9 @@ class CaptureServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CaptureServiceAsyncStub: ...
     Capture: _grpc.UnaryUnaryMultiCallable[_capture_service_pb2.CaptureRequest, _capture_service_pb2.CaptureResponse]
-    """Captures one frame with the given settings and lighting, and returns it with its quality report."""
+    """Captures one frame with the given settings and lighting, and returns it with its quality report; with a
+    lighting sequence, captures one frame per channel at the same focus and switches every LED off afterwards.
+    """
     StreamPreview: _grpc.UnaryStreamMultiCallable[_capture_service_pb2.StreamPreviewRequest, _capture_service_pb2.StreamPreviewResponse]
     """Streams low-resolution JPEG preview frames until the client cancels or max_frames is reached."""
     Autofocus: _grpc.UnaryUnaryMultiCallable[_capture_service_pb2.AutofocusRequest, _capture_service_pb2.AutofocusResponse]
@@ -46,7 +48,9 @@ class CaptureServiceAsyncStub(CaptureServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Capture: _aio.UnaryUnaryMultiCallable[_capture_service_pb2.CaptureRequest, _capture_service_pb2.CaptureResponse]  # type: ignore[assignment]
-    """Captures one frame with the given settings and lighting, and returns it with its quality report."""
+    """Captures one frame with the given settings and lighting, and returns it with its quality report; with a
+    lighting sequence, captures one frame per channel at the same focus and switches every LED off afterwards.
+    """
     StreamPreview: _aio.UnaryStreamMultiCallable[_capture_service_pb2.StreamPreviewRequest, _capture_service_pb2.StreamPreviewResponse]  # type: ignore[assignment]
     """Streams low-resolution JPEG preview frames until the client cancels or max_frames is reached."""
     Autofocus: _aio.UnaryUnaryMultiCallable[_capture_service_pb2.AutofocusRequest, _capture_service_pb2.AutofocusResponse]  # type: ignore[assignment]
@@ -61,7 +65,9 @@ class CaptureServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _capture_service_pb2.CaptureRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_capture_service_pb2.CaptureResponse, _abc.Awaitable[_capture_service_pb2.CaptureResponse]]:
-        """Captures one frame with the given settings and lighting, and returns it with its quality report."""
+        """Captures one frame with the given settings and lighting, and returns it with its quality report; with a
+        lighting sequence, captures one frame per channel at the same focus and switches every LED off afterwards.
+        """
 
     @_abc_1.abstractmethod
     def StreamPreview(

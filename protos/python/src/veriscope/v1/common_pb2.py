@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19veriscope/v1/common.proto\x12\x0cveriscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n\x0cQualityIssue\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.veriscope.v1.QualityIssueKind\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04hint\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\",\n\rQualityMetric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"u\n\rQualityReport\x12\n\n\x02ok\x18\x01 \x01(\x08\x12*\n\x06issues\x18\x02 \x03(\x0b\x32\x1a.veriscope.v1.QualityIssue\x12,\n\x07metrics\x18\x03 \x03(\x0b\x32\x1b.veriscope.v1.QualityMetric\"\xdc\x01\n\x0f\x43\x61ptureSettings\x12\x13\n\x0b\x65xposure_us\x18\x01 \x01(\r\x12\x15\n\ranalogue_gain\x18\x02 \x01(\x02\x12/\n\x08lighting\x18\x03 \x01(\x0e\x32\x1d.veriscope.v1.LightingChannel\x12\x14\n\x0cled_duty_pct\x18\x04 \x01(\r\x12\x18\n\x0b\x66ocus_steps\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\rlens_position\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x0e\n\x0c_focus_stepsB\x10\n\x0e_lens_position\"\xa8\x02\n\rImageMetadata\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x13\n\x0b\x65xposure_us\x18\x03 \x01(\r\x12\x15\n\ranalogue_gain\x18\x04 \x01(\x02\x12/\n\x08lighting\x18\x05 \x01(\x0e\x32\x1d.veriscope.v1.LightingChannel\x12\x14\n\x0cled_duty_pct\x18\x06 \x01(\r\x12\x13\n\x0b\x66ocus_steps\x18\x07 \x01(\x05\x12\x15\n\rlens_position\x18\x08 \x01(\x02\x12\x11\n\tdevice_id\x18\t \x01(\t\x12\x30\n\x0c\x63\x61pture_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61mera_model\x18\x0b \x01(\t\"o\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.veriscope.v1.ImageFormat\x12-\n\x08metadata\x18\x03 \x01(\x0b\x32\x1b.veriscope.v1.ImageMetadata\"9\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"N\n\nRegionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08material\x18\x02 \x01(\t\x12\x12\n\nmin_images\x18\x03 \x01(\r\x12\x0c\n\x04hint\x18\x04 \x01(\t\"Y\n\x08ItemType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12)\n\x07regions\x18\x03 \x03(\x0b\x32\x18.veriscope.v1.RegionSpec*\xa4\x01\n\x0fLightingChannel\x12 \n\x1cLIGHTING_CHANNEL_UNSPECIFIED\x10\x00\x12\x1f\n\x1bLIGHTING_CHANNEL_WHITE_RING\x10\x01\x12\x1b\n\x17LIGHTING_CHANNEL_RAKING\x10\x02\x12\x17\n\x13LIGHTING_CHANNEL_UV\x10\x03\x12\x18\n\x14LIGHTING_CHANNEL_OFF\x10\x04*X\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02*\xae\x02\n\x10QualityIssueKind\x12\"\n\x1eQUALITY_ISSUE_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fQUALITY_ISSUE_KIND_OUT_OF_FOCUS\x10\x01\x12#\n\x1fQUALITY_ISSUE_KIND_UNDEREXPOSED\x10\x02\x12\"\n\x1eQUALITY_ISSUE_KIND_OVEREXPOSED\x10\x03\x12\x1c\n\x18QUALITY_ISSUE_KIND_GLARE\x10\x04\x12\"\n\x1eQUALITY_ISSUE_KIND_MOTION_BLUR\x10\x05\x12#\n\x1fQUALITY_ISSUE_KIND_UNEVEN_FOCUS\x10\x06\x12!\n\x1dQUALITY_ISSUE_KIND_UNREADABLE\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19veriscope/v1/common.proto\x12\x0cveriscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n\x0cQualityIssue\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.veriscope.v1.QualityIssueKind\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04hint\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\",\n\rQualityMetric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"u\n\rQualityReport\x12\n\n\x02ok\x18\x01 \x01(\x08\x12*\n\x06issues\x18\x02 \x03(\x0b\x32\x1a.veriscope.v1.QualityIssue\x12,\n\x07metrics\x18\x03 \x03(\x0b\x32\x1b.veriscope.v1.QualityMetric\"\xdc\x01\n\x0f\x43\x61ptureSettings\x12\x13\n\x0b\x65xposure_us\x18\x01 \x01(\r\x12\x15\n\ranalogue_gain\x18\x02 \x01(\x02\x12/\n\x08lighting\x18\x03 \x01(\x0e\x32\x1d.veriscope.v1.LightingChannel\x12\x14\n\x0cled_duty_pct\x18\x04 \x01(\r\x12\x18\n\x0b\x66ocus_steps\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\rlens_position\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x0e\n\x0c_focus_stepsB\x10\n\x0e_lens_position\"\xf6\x02\n\rImageMetadata\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x13\n\x0b\x65xposure_us\x18\x03 \x01(\r\x12\x15\n\ranalogue_gain\x18\x04 \x01(\x02\x12/\n\x08lighting\x18\x05 \x01(\x0e\x32\x1d.veriscope.v1.LightingChannel\x12\x14\n\x0cled_duty_pct\x18\x06 \x01(\r\x12\x13\n\x0b\x66ocus_steps\x18\x07 \x01(\x05\x12\x15\n\rlens_position\x18\x08 \x01(\x02\x12\x11\n\tdevice_id\x18\t \x01(\t\x12\x30\n\x0c\x63\x61pture_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61mera_model\x18\x0b \x01(\t\x12\x16\n\x0e\x63\x61libration_id\x18\x0c \x01(\t\x12\x34\n\x10\x63\x61libration_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.veriscope.v1.ImageFormat\x12-\n\x08metadata\x18\x03 \x01(\x0b\x32\x1b.veriscope.v1.ImageMetadata\"9\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"N\n\nRegionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08material\x18\x02 \x01(\t\x12\x12\n\nmin_images\x18\x03 \x01(\r\x12\x0c\n\x04hint\x18\x04 \x01(\t\"Y\n\x08ItemType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12)\n\x07regions\x18\x03 \x03(\x0b\x32\x18.veriscope.v1.RegionSpec*\xa4\x01\n\x0fLightingChannel\x12 \n\x1cLIGHTING_CHANNEL_UNSPECIFIED\x10\x00\x12\x1f\n\x1bLIGHTING_CHANNEL_WHITE_RING\x10\x01\x12\x1b\n\x17LIGHTING_CHANNEL_RAKING\x10\x02\x12\x17\n\x13LIGHTING_CHANNEL_UV\x10\x03\x12\x18\n\x14LIGHTING_CHANNEL_OFF\x10\x04*X\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02*\xae\x02\n\x10QualityIssueKind\x12\"\n\x1eQUALITY_ISSUE_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fQUALITY_ISSUE_KIND_OUT_OF_FOCUS\x10\x01\x12#\n\x1fQUALITY_ISSUE_KIND_UNDEREXPOSED\x10\x02\x12\"\n\x1eQUALITY_ISSUE_KIND_OVEREXPOSED\x10\x03\x12\x1c\n\x18QUALITY_ISSUE_KIND_GLARE\x10\x04\x12\"\n\x1eQUALITY_ISSUE_KIND_MOTION_BLUR\x10\x05\x12#\n\x1fQUALITY_ISSUE_KIND_UNEVEN_FOCUS\x10\x06\x12!\n\x1dQUALITY_ISSUE_KIND_UNREADABLE\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veriscope.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LIGHTINGCHANNEL']._serialized_start=1231
-  _globals['_LIGHTINGCHANNEL']._serialized_end=1395
-  _globals['_IMAGEFORMAT']._serialized_start=1397
-  _globals['_IMAGEFORMAT']._serialized_end=1485
-  _globals['_QUALITYISSUEKIND']._serialized_start=1488
-  _globals['_QUALITYISSUEKIND']._serialized_end=1790
+  _globals['_LIGHTINGCHANNEL']._serialized_start=1309
+  _globals['_LIGHTINGCHANNEL']._serialized_end=1473
+  _globals['_IMAGEFORMAT']._serialized_start=1475
+  _globals['_IMAGEFORMAT']._serialized_end=1563
+  _globals['_QUALITYISSUEKIND']._serialized_start=1566
+  _globals['_QUALITYISSUEKIND']._serialized_end=1868
   _globals['_QUALITYISSUE']._serialized_start=76
   _globals['_QUALITYISSUE']._serialized_end=198
   _globals['_QUALITYMETRIC']._serialized_start=200
@@ -47,13 +47,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPTURESETTINGS']._serialized_start=366
   _globals['_CAPTURESETTINGS']._serialized_end=586
   _globals['_IMAGEMETADATA']._serialized_start=589
-  _globals['_IMAGEMETADATA']._serialized_end=885
-  _globals['_IMAGE']._serialized_start=887
-  _globals['_IMAGE']._serialized_end=998
-  _globals['_MODELREF']._serialized_start=1000
-  _globals['_MODELREF']._serialized_end=1057
-  _globals['_REGIONSPEC']._serialized_start=1059
-  _globals['_REGIONSPEC']._serialized_end=1137
-  _globals['_ITEMTYPE']._serialized_start=1139
-  _globals['_ITEMTYPE']._serialized_end=1228
+  _globals['_IMAGEMETADATA']._serialized_end=963
+  _globals['_IMAGE']._serialized_start=965
+  _globals['_IMAGE']._serialized_end=1076
+  _globals['_MODELREF']._serialized_start=1078
+  _globals['_MODELREF']._serialized_end=1135
+  _globals['_REGIONSPEC']._serialized_start=1137
+  _globals['_REGIONSPEC']._serialized_end=1215
+  _globals['_ITEMTYPE']._serialized_start=1217
+  _globals['_ITEMTYPE']._serialized_end=1306
 # @@protoc_insertion_point(module_scope)

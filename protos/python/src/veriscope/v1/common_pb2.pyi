@@ -284,6 +284,8 @@ class ImageMetadata(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     CAPTURE_TIME_FIELD_NUMBER: _builtins.int
     CAMERA_MODEL_FIELD_NUMBER: _builtins.int
+    CALIBRATION_ID_FIELD_NUMBER: _builtins.int
+    CALIBRATION_TIME_FIELD_NUMBER: _builtins.int
     width: _builtins.int
     """Width of the image in pixels."""
     height: _builtins.int
@@ -304,9 +306,15 @@ class ImageMetadata(_message.Message):
     """Serial number of the unit that captured the image; empty for uploads."""
     camera_model: _builtins.str
     """The camera model that produced the image, for example "imx477" or "simulated"."""
+    calibration_id: _builtins.str
+    """Id of the flat-field and white-balance calibration applied to the pixels; empty when none was (or an upload)."""
     @_builtins.property
     def capture_time(self) -> _timestamp_pb2.Timestamp:
         """When the frame was exposed (or received, for uploads)."""
+
+    @_builtins.property
+    def calibration_time(self) -> _timestamp_pb2.Timestamp:
+        """When that calibration was made; unset when none was applied."""
 
     def __init__(
         self,
@@ -322,10 +330,12 @@ class ImageMetadata(_message.Message):
         device_id: _builtins.str = ...,
         capture_time: _timestamp_pb2.Timestamp | None = ...,
         camera_model: _builtins.str = ...,
+        calibration_id: _builtins.str = ...,
+        calibration_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calibration_time", b"calibration_time", "capture_time", b"capture_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analogue_gain", b"analogue_gain", "camera_model", b"camera_model", "capture_time", b"capture_time", "device_id", b"device_id", "exposure_us", b"exposure_us", "focus_steps", b"focus_steps", "height", b"height", "led_duty_pct", b"led_duty_pct", "lens_position", b"lens_position", "lighting", b"lighting", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analogue_gain", b"analogue_gain", "calibration_id", b"calibration_id", "calibration_time", b"calibration_time", "camera_model", b"camera_model", "capture_time", b"capture_time", "device_id", b"device_id", "exposure_us", b"exposure_us", "focus_steps", b"focus_steps", "height", b"height", "led_duty_pct", b"led_duty_pct", "lens_position", b"lens_position", "lighting", b"lighting", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

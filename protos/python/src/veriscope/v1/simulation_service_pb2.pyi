@@ -28,7 +28,9 @@ class PlacedItem(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     item_type: _builtins.str
-    """The item type, for example "tote-classic"."""
+    """The item type, for example "tote-classic", or "white-reference" for the white reference target that
+    calibration needs (source and seed then change nothing).
+    """
     source: _builtins.str
     """"genuine", or a counterfeit source such as "counterfeit-a"."""
     seed: _builtins.int

@@ -196,9 +196,10 @@ def test_manifest_that_disagrees_with_the_model_is_refused(tmp_path: Path) -> No
     shutil.copytree(BUNDLE_DIR, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["outputs"]["embedding"]["size"] += 1
-    for stats in manifest["open_set"].values():
-        stats["mean"].append(0.0)
-        stats["std"].append(1.0)
+    for material_stats in manifest["open_set"].values():
+        for stats in (material_stats, *(material_stats[k] for k in ("image", "genuine") if k in material_stats)):
+            stats["mean"].append(0.0)
+            stats["std"].append(1.0)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="embedding"):
         Analyzer(load_bundle(copy))

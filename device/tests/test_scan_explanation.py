@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from veriscope.device import codec
-from veriscope.device.inference.tiling import Tiling, tile_origins, work_size
+from veriscope.device.inference import load_bundle
+from veriscope.device.inference.tiling import tile_origins, work_size
+from veriscope.device.server import default_bundle_dir
 from veriscope.device.specimen import imaging
 from veriscope.device.specimen.surface import VirtualItem
 from veriscope.device.types import Lighting
@@ -29,7 +31,7 @@ from veriscope.v1 import scan_service_pb2_grpc
 ITEM = "tote-classic"
 REGIONS = {"canvas": "coated-canvas", "trim": "grained-leather", "lining": "woven-fabric"}
 SENSOR = (640, 480)
-DEMO_TILING = Tiling(work_width_px=384, tile_px=128, grid_rows=3, grid_cols=4)
+DEMO_TILING = load_bundle(default_bundle_dir()).tiling
 
 
 def _frame(item: VirtualItem, region: str, seed: int) -> bytes:

@@ -232,3 +232,33 @@ def test_region_explanations_name_the_evidence(bundle: ModelBundle) -> None:
     assert canvas.explanations[2] == "image patch scores far below the others (0.05)"
     trim = decide(bundle, "tote-classic", good_item()).regions[1]
     assert trim.explanations[1:] == ["all 4 tiles across 2 images score above the threshold"]
+
+
+def test_region_far_from_genuine_references_is_not_authentic(bundle: ModelBundle) -> None:
+    from dataclasses import replace
+
+    from veriscope.device.inference.bundle import OpenSetStats
+
+    genuine = OpenSetStats(mean=np.zeros(2, np.float32), std=np.ones(2, np.float32), distance_ref=1.0)
+    open_set = {m: replace(s, genuine=genuine) for m, s in bundle.open_set.items()}
+    refs = replace(bundle, open_set=open_set)
+
+    def at(position: float, score: float, image_id: str) -> ImageEntry:
+        a = replace(analysis("coated-canvas", score), embedding_mean=np.full(2, position, np.float32))
+        return ImageEntry(image_id, True, a)
+
+    item = good_item()
+    item["trim"] = [
+        ImageEntry(e.image_id, True, replace(e.analysis, embedding_mean=np.zeros(2, np.float32)))
+        for e in item["trim"]
+        if e.analysis is not None
+    ]
+    item["canvas"] = [at(0.2, 0.95, "a"), at(0.4, 0.93, "b")]
+    assert decide(refs, "tote-classic", item).verdict == "AUTHENTIC"
+    # The authenticity head is fooled (scores 0.95), but the texture lies 3x beyond every genuine region.
+    item["canvas"] = [at(3.0, 0.95, "a"), at(3.0, 0.93, "b")]
+    decision = decide(refs, "tote-classic", item)
+    assert (decision.verdict, decision.reason) == ("UNVERIFIED", "COUNTERFEIT_INDICATORS")
+    canvas = decision.regions[0]
+    assert canvas.score is not None and canvas.score < THRESHOLD
+    assert "outside every genuine reference (3.00 times" in canvas.explanations[1]

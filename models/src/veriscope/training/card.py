@@ -99,6 +99,19 @@ def _weaknesses(metrics: Mapping[str, Any]) -> list[str]:
     return lines or ["- None on the test and held-out items."]
 
 
+def _unjudged(metrics: Mapping[str, Any]) -> list[str]:
+    """A line for each material whose genuine test items are mostly not verified: the model cannot judge it."""
+    lines = []
+    for key, row in metrics.get("int8", {}).get("test", {}).get("per_source", {}).items():
+        material, source = key.split("/", 1)
+        if source == "genuine" and row["items"] and row["accepted"] < row["items"] / 2:
+            lines.append(
+                f"- This model cannot judge {material}: {row['accepted']} of {row['items']} genuine test items "
+                f"verified, so a {material} region almost always ends UNVERIFIED."
+            )
+    return lines
+
+
 def _millions(count: Any) -> str:
     return "?" if count is None else f"{count / 1e6:.1f} M"
 
@@ -145,9 +158,14 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
             for m, v in t.get("materials", {}).items()
         ],
         "",
+        "- Genuine references: a region whose mean embedding lies farther from genuine training images than "
+        "99.9 % of genuine validation regions would (log-normal fit) has its score capped below the threshold, so a "
+        "kind of counterfeit the authenticity head never met can still fail for looking unlike genuine.",
+        "",
         f"- Familiarity threshold {t['familiarity']:.2f}: below it an image is UNFAMILIAR_MATERIAL. Familiarity is the "
         "lesser of the material head's probability and an embedding-distance score against the material's "
-        "training statistics; the material head also has an `other` class trained on synthetic non-material "
+        "training statistics (per tile, and for the image's mean embedding); the material head also has an "
+        "`other` class trained on synthetic non-material "
         "tiles (flat colour, noise, gradients, blobs, stripes, 1/f noise, hard-edged mosaics, chequers, printed marks).",
         "",
         "## Data",
@@ -192,11 +210,12 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         "## Limits",
         "",
         "- Trained only on simulated specimens; real captures need a model trained on real ones.",
-        f"- One scale only: {pre['tile_px']} px tiles of a frame {pre['work_width_px']} px wide. Cues finer than a few "
-        "pixels (yarn twist, pore size) or wider than a tile (a twill's repeat, screen pitch to a few percent) are "
-        "barely seen, which is why twill fabrics and superfakes are weak points.",
+        f"- One scale only: {pre['tile_px']} px tiles of a frame {pre['work_width_px']} px wide. Cues wider than a "
+        "tile (a twill's repeat and skew, a pitch to a few percent) are out of its reach.",
+        *_unjudged(metrics),
         "- Knows only the materials and item types listed; anything else should come out UNFAMILIAR_MATERIAL, "
-        "but unfamiliarity is learnt from few kinds of outliers.",
+        "but unfamiliarity is learnt from synthetic outliers only. The open-set tests (tests/test_open_set.py: real "
+        "photographs and textures the model never saw) list the single images it still finds familiar.",
         "- Held-out counterfeit sources estimate how the model meets new makers; a false-accept rate measured "
         "on a few dozen items is coarse.",
         "",

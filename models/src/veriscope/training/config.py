@@ -63,6 +63,14 @@ class TrainConfig:
     """Least image familiarity accepted as the expected material."""
     familiar_quantile: float = 0.995
     """Share of in-distribution validation tiles whose embedding familiarity stays above one half."""
+    image_familiar_margin: float = 1.5
+    """An image's mean embedding is half familiar at this many times the 99.9 % (log-normal) distance of
+    in-distribution validation images."""
+    genuine_images: int = 400
+    """Genuine training images whose mean embeddings give each material's genuine references."""
+    genuine_distance_z: float = 3.09
+    """A region farther from the genuine references than this quantile (in standard deviations of a log-normal
+    fitted to genuine validation items; 3.09 is 99.9 %) scores below its threshold."""
     representative_images: int = 120
     """Training images whose tiles calibrate the int8 quantisation."""
     open_set_images: int = 240
@@ -90,6 +98,7 @@ class TrainConfig:
             crops_per_image=2,
             representative_images=8,
             open_set_images=12,
+            genuine_images=8,
             width_multiplier=0.5,
             tiling=Tiling(work_width_px=256, tile_px=64, grid_rows=2, grid_cols=2),
             smoke=True,

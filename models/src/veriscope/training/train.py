@@ -124,8 +124,13 @@ def fit_sections(
     base_manifest: dict[str, Any],
     val: Sequence[ItemOutputs],
     open_set_raw: dict[str, list[RawOutputs]],
+    genuine_raw: dict[str, list[RawOutputs]],
 ) -> Sections:
-    """Fit calibration, open-set statistics and thresholds from one model variant's outputs."""
+    """Fit calibration, open-set statistics and thresholds from one model variant's outputs.
+
+    ``open_set_raw`` holds training images of every source per material, ``genuine_raw`` genuine
+    training images only.
+    """
     materials = config.materials
     calibration: dict[str, dict[str, float]] = {}
     open_set: dict[str, dict[str, Any]] = {}
@@ -143,6 +148,36 @@ def fit_sections(
             "mean": mean.tolist(),
             "std": std.tolist(),
             "distance_ref": calibrate.distance_ref(distances, config.familiar_quantile),
+        }
+        if not own or not genuine_raw[m] or not any(e.item.genuine for e in own):
+            continue  # Too little data for image-level and genuine references; the tile statistics stand alone.
+        # Whole images: their mean tile embeddings against those of the material's training images.
+        img_mean, img_std = calibrate.embedding_stats(np.stack([r.embedding.mean(axis=0) for r in open_set_raw[m]]))
+        img_stats = _stats(img_mean, img_std, 1.0)
+        img_d = [
+            float(scoring.embedding_distance(raw.embedding.mean(axis=0)[None], img_stats)[0])
+            for e in own
+            for raw in e.raw
+        ]
+        open_set[m]["image"] = {
+            "mean": img_mean.tolist(),
+            "std": img_std.tolist(),
+            "distance_ref": config.image_familiar_margin * calibrate.lognormal_quantile(img_d, 3.09),
+        }
+        # Genuine references: where a genuine region's mean embedding may lie, from genuine training images.
+        g_mean, g_std = calibrate.embedding_stats(np.stack([r.embedding.mean(axis=0) for r in genuine_raw[m]]))
+        g_stats = _stats(g_mean, g_std, 1.0)
+        region_d = [
+            float(
+                scoring.embedding_distance(np.mean([r.embedding.mean(axis=0) for r in e.raw], axis=0)[None], g_stats)[0]
+            )
+            for e in own
+            if e.item.genuine
+        ]
+        open_set[m]["genuine"] = {
+            "mean": g_mean.tolist(),
+            "std": g_std.tolist(),
+            "distance_ref": calibrate.lognormal_quantile(region_d, config.genuine_distance_z),
         }
     neutral = Sections.placeholder(materials, config.embedding_size).thresholds
     draft = provisional_bundle(
@@ -258,6 +293,7 @@ def run(config: TrainConfig) -> TrainResult:
         runners: dict[str, Runner] = {"float": float_runner, "int8": analyzer.run_tiles}
         open_paths = _spread(split.train, config.open_set_images, config.seed + 1)
         by_path = {p: item.material for item in split.train for p in item.images}
+        genuine_paths = _spread([i for i in split.train if i.genuine], config.genuine_images, config.seed + 2)
         frames = outlier_frames(8 if config.smoke else 24, config.seed)
         variants: dict[str, dict[str, Any]] = {}
         sections: dict[str, Sections] = {}
@@ -270,7 +306,10 @@ def run(config: TrainConfig) -> TrainResult:
             val = _outputs(split.val, runner, config)
             test = _outputs(split.test, runner, config)
             held = _outputs(split.held_out, runner, config)
-            fitted = fit_sections(config, work, base, val, open_raw)
+            genuine_raw: dict[str, list[RawOutputs]] = {m: [] for m in materials}
+            for path in genuine_paths:
+                genuine_raw[by_path[path]].append(runner(frame_to_tiles(load_image(path), config.tiling)))
+            fitted = fit_sections(config, work, base, val, open_raw, genuine_raw)
             bundle = provisional_bundle(work, {**base, **_section_fields(fitted)})
             outliers = [runner(frame_to_tiles(f, config.tiling)) for f in frames]
             variants[variant] = _evaluate_variant(config, bundle, val, test, held, outliers)

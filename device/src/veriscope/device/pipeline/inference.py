@@ -48,6 +48,8 @@ class ImageAnalysis:
     """grid_rows x grid_cols per-tile familiarity (0..1), for heat-maps."""
     reasons: tuple[str, ...]
     """Short human-readable notes on the result."""
+    embedding_mean: npt.NDArray[np.float32] | None = None
+    """The image's mean tile embedding, which the verdict compares with genuine references; None if unknown."""
 
 
 class Analyzer:
@@ -167,7 +169,7 @@ def analyze_outputs(bundle: ModelBundle, raw: RawOutputs, material: str) -> Imag
     logit = scoring.image_logit(raw, bundle.materials, material, calibration)
     tile_scores = scoring.sigmoid(scoring.tile_logits(raw, bundle.materials, material, calibration))
     tile_fam = scoring.tile_familiarity(raw, classes, material, bundle.open_set[material])
-    familiarity = scoring.image_familiarity(tile_fam)
+    familiarity = scoring.image_familiarity(tile_fam, raw, bundle.open_set[material])
     predicted = classes[int(np.argmax(scoring.softmax(raw.material_logits).mean(axis=0)))]
     score = float(scoring.sigmoid(logit))
     familiar = familiarity >= bundle.thresholds.familiarity
@@ -181,6 +183,7 @@ def analyze_outputs(bundle: ModelBundle, raw: RawOutputs, material: str) -> Imag
         tile_scores=tile_scores.reshape(grid),
         tile_familiarity=tile_fam.reshape(grid),
         reasons=tuple(_reasons(bundle, material, score, familiar, predicted, tile_scores)),
+        embedding_mean=np.asarray(raw.embedding, dtype=np.float32).mean(axis=0),
     )
 
 

@@ -76,9 +76,32 @@ def tile_familiarity(raw: RawOutputs, classes: Sequence[str], material: str, sta
     return np.minimum(by_class, by_embedding)
 
 
-def image_familiarity(tile_values: npt.ArrayLike) -> float:
-    """An image's familiarity: the median over its tiles, so a stray tile neither makes nor breaks it."""
-    return float(np.median(np.asarray(tile_values, dtype=np.float32)))
+def image_familiarity(
+    tile_values: npt.ArrayLike, raw: RawOutputs | None = None, stats: OpenSetStats | None = None
+) -> float:
+    """An image's familiarity: the median over its tiles, so a stray tile neither makes nor breaks it.
+
+    When ``stats`` carries image-level statistics, the familiarity of the image's mean tile
+    embedding caps it: a photograph whose tiles each pass can still be unlike any image of the material.
+    """
+    value = float(np.median(np.asarray(tile_values, dtype=np.float32)))
+    if raw is not None and stats is not None and stats.image is not None:
+        mean = np.asarray(raw.embedding, dtype=np.float32).mean(axis=0, keepdims=True)
+        whole = embedding_familiarity(embedding_distance(mean, stats.image), stats.image.distance_ref)
+        value = min(value, float(whole[0]))
+    return value
+
+
+def genuine_distance(image_embeddings: npt.ArrayLike, stats: OpenSetStats) -> float | None:
+    """How far a region's mean embedding (over its images' mean tile embeddings) lies from genuine ones.
+
+    In units of ``stats.genuine.distance_ref``: above 1 the region's texture is unlike every genuine
+    reference, whatever the authenticity head says. None when the bundle has no genuine statistics.
+    """
+    if stats.genuine is None:
+        return None
+    mean = np.asarray(image_embeddings, dtype=np.float32).reshape(-1, stats.genuine.mean.size).mean(axis=0)
+    return float(embedding_distance(mean[None, :], stats.genuine)[0]) / stats.genuine.distance_ref
 
 
 def tile_logits(raw: RawOutputs, materials: Sequence[str], material: str, calibration: Calibration) -> FloatArray:

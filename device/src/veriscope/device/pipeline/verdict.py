@@ -8,7 +8,11 @@ Rules, applied by :func:`decide` in this order:
 2. Scores combine image -> region -> item: a region's logit is the mean of its
    images' calibrated logits, judged against its own material's threshold; the
    item takes the region nearest to (or furthest below) its threshold, since
-   one counterfeit part makes a counterfeit item. A region with its full set of
+   one counterfeit part makes a counterfeit item. A region whose mean embedding
+   lies farther from the bundle's genuine references than any genuine region
+   does has its logit capped below the threshold, however genuine its tiles
+   score: an unseen kind of counterfeit may fool the authenticity head but
+   still look unlike genuine. A region with its full set of
    images scoring below its abstain band's upper edge makes the item UNVERIFIED
    with ``COUNTERFEIT_INDICATORS`` (below the threshold, or too close to call).
 3. A region with fewer quality-passing images than it needs makes the item
@@ -30,7 +34,7 @@ import numpy as np
 from veriscope.device.errors import InvalidArgument
 from veriscope.device.inference.bundle import ItemTypeSpec, ModelBundle, RegionSpec, ScoreThreshold
 from veriscope.device.pipeline.inference import ImageAnalysis
-from veriscope.device.pipeline.scoring import sigmoid
+from veriscope.device.pipeline.scoring import genuine_distance, sigmoid
 
 
 class Verdict(enum.StrEnum):
@@ -183,6 +187,10 @@ def decide(
     )
 
 
+_ATYPICAL_SLOPE = 4.0
+"""Calibrated logits by which a region's score drops per unit its genuine distance exceeds the reference."""
+
+
 def _evidence(analyses: list[ImageAnalysis], image_ids: list[str], threshold: ScoreThreshold) -> list[str]:
     """What the score rests on: how many tiles look counterfeit, and whether the images agree."""
     tiles = np.concatenate([a.tile_scores.ravel() for a in analyses])
@@ -232,8 +240,15 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
     familiarity: float | None = None
     score: float | None = None
     unfamiliar = False
+    atypical: float | None = None
     if analyses:
         logit = float(np.mean([a.logit for a in analyses]))
+        embeddings = [a.embedding_mean for a in analyses if a.embedding_mean is not None]
+        if len(embeddings) == len(analyses):
+            atypical = genuine_distance(np.stack(embeddings), bundle.open_set[region.material])
+        if atypical is not None and atypical > 1.0:
+            # Unlike every genuine reference: cap the logit below the threshold, further the further out.
+            logit = min(logit, _logit(threshold.item) - _ATYPICAL_SLOPE * (atypical - 1.0))
         score = float(sigmoid(logit))
         familiarity = min(a.familiarity for a in analyses)
         strange = [a for a in analyses if not a.familiar]
@@ -247,6 +262,11 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
                 explanations.append(f"texture too close to call (score {score:.2f})")
             else:
                 explanations.append(f"counterfeit indicators in the {region.material} texture (score {score:.2f})")
+            if atypical is not None and atypical > 1.0:
+                explanations.append(
+                    f"texture statistics lie outside every genuine reference ({atypical:.2f} times the "
+                    "farthest genuine distance)"
+                )
             explanations.extend(_evidence(analyses, analysed_ids, threshold))
     if failed:
         explanations.append(f"{failed} image{'s' if failed != 1 else ''} failed the quality check")

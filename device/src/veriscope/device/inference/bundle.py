@@ -169,8 +169,8 @@ class OpenSetStats:
     """Statistics of whole images' mean tile embeddings of the material: an image whose mean lies far out
     is unfamiliar even when its tiles one by one are not. None in bundles without them."""
     genuine: OpenSetStats | None = None
-    """Statistics of genuine images' mean tile embeddings; ``distance_ref`` is the farthest a region's mean
-    embedding lies from them on genuine items (a high quantile). None in bundles without them."""
+    """Statistics of genuine images' mean tile embeddings; ``distance_ref`` is the genuine limit: the distance
+    from them that genuine regions' mean embeddings stay within (a high quantile). None in bundles without them."""
 
 
 @dataclass(frozen=True)

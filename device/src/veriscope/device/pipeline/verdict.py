@@ -9,12 +9,13 @@ Rules, applied by :func:`decide` in this order:
    images' calibrated logits, judged against its own material's threshold; the
    item takes the region nearest to (or furthest below) its threshold, since
    one counterfeit part makes a counterfeit item. A region whose mean embedding
-   lies farther from the bundle's genuine references than any genuine region
-   does has its logit capped below the threshold, however genuine its tiles
-   score: an unseen kind of counterfeit may fool the authenticity head but
-   still look unlike genuine. A region with its full set of
-   images scoring below its abstain band's upper edge makes the item UNVERIFIED
-   with ``COUNTERFEIT_INDICATORS`` (below the threshold, or too close to call).
+   lies beyond the bundle's genuine limit (the distance from genuine references
+   that genuine regions stay within) has its logit capped below the threshold,
+   however genuine its tiles score: an unseen kind of counterfeit may fool the
+   authenticity head but still look unlike genuine. A region with its full set
+   of images scoring below its abstain band's upper edge makes the item
+   UNVERIFIED with ``COUNTERFEIT_INDICATORS`` (below the threshold, or too close
+   to call).
 3. A region with fewer quality-passing images than it needs makes the item
    UNVERIFIED with ``INSUFFICIENT_QUALITY`` when its failed images would have
    made up the shortfall, else ``INSUFFICIENT_COVERAGE``.
@@ -265,7 +266,7 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
             if atypical is not None and atypical > 1.0:
                 explanations.append(
                     f"texture statistics lie outside every genuine reference ({atypical:.2f} times the "
-                    "farthest genuine distance)"
+                    "distance genuine regions stay within)"
                 )
             explanations.extend(_evidence(analyses, analysed_ids, threshold))
     if failed:

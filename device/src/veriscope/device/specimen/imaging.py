@@ -401,11 +401,13 @@ def _surface_radiance(
     dz0, slope_x, slope_y = dz
     xs = (np.arange(grid_w, dtype=np.float32) + 0.5 - 0.5 * grid_w) * np.float32(pitch_um)
     ys = (np.arange(grid_h, dtype=np.float32) + 0.5 - 0.5 * grid_h) * np.float32(pitch_um)
-    tilted = abs(slope_x) + abs(slope_y) > 1e-6
-    if tilted:
+    sigma_map: F32 | None = None
+    if abs(slope_x) + abs(slope_y) > 1e-6:
         defocus = np.float32(dz0) + np.float32(slope_x) * xs[None, :] + np.float32(slope_y) * ys[:, None]
         rel = defocus * np.float32(1.0 / (0.5 * optics.depth_of_field_um))
         sigma_map = np.sqrt(1.0 + rel * rel) * np.float32(optics.psf_sigma_um / pitch_um)
+    # A blur that varies by less than a tenth of a pixel across the frame is indistinguishable from a uniform one.
+    if sigma_map is not None and float(sigma_map.max() - sigma_map.min()) > _UNIFORM_BLUR_TOLERANCE_PX:
         blurred: dict[str, np.ndarray] = {k: _blur_varying(v, sigma_map) for k, v in sampled.items()}
     else:
         sig = optics.blur_sigma_um(dz0) / pitch_um
@@ -483,6 +485,10 @@ def _blur(image: Image.Image, sigma_px: float) -> Image.Image:
         return image
     radius = _box_radius(sigma_px, passes=2)
     return image.filter(ImageFilter.BoxBlur(radius)).filter(ImageFilter.BoxBlur(radius))
+
+
+_UNIFORM_BLUR_TOLERANCE_PX = 0.1
+"""Largest spread of the defocus blur across a frame (sigma, in output pixels) rendered as one uniform blur."""
 
 
 def _blur_varying(image: Image.Image, sigma_map: F32) -> F32:

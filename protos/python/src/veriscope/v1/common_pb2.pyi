@@ -231,7 +231,7 @@ class CaptureSettings(_message.Message):
     FOCUS_STEPS_FIELD_NUMBER: _builtins.int
     LENS_POSITION_FIELD_NUMBER: _builtins.int
     exposure_us: _builtins.int
-    """Exposure time in microseconds; 0 lets the device auto-expose (or use the scan's locked exposure)."""
+    """Exposure time in microseconds; 0 uses the device default, or in a scan the exposure auto-exposed and locked for it."""
     analogue_gain: _builtins.float
     """Sensor analogue gain, 1.0..16.0; 0 lets the device choose."""
     lighting: Global___LightingChannel.ValueType

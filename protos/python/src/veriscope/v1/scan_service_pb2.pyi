@@ -113,6 +113,30 @@ VERDICT_REASON_INSUFFICIENT_COVERAGE: VerdictReason.ValueType  # 4
 """A required region has too few images."""
 Global___VerdictReason: _TypeAlias = VerdictReason  # noqa: Y015
 
+class _ScanLabel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ScanLabelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ScanLabel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SCAN_LABEL_UNSPECIFIED: _ScanLabel.ValueType  # 0
+    """No label recorded."""
+    SCAN_LABEL_GENUINE: _ScanLabel.ValueType  # 1
+    """The item is genuine."""
+    SCAN_LABEL_COUNTERFEIT: _ScanLabel.ValueType  # 2
+    """The item is a counterfeit."""
+
+class ScanLabel(_ScanLabel, metaclass=_ScanLabelEnumTypeWrapper):
+    """An expert's ground truth about a scanned item, recorded after the scan."""
+
+SCAN_LABEL_UNSPECIFIED: ScanLabel.ValueType  # 0
+"""No label recorded."""
+SCAN_LABEL_GENUINE: ScanLabel.ValueType  # 1
+"""The item is genuine."""
+SCAN_LABEL_COUNTERFEIT: ScanLabel.ValueType  # 2
+"""The item is a counterfeit."""
+Global___ScanLabel: _TypeAlias = ScanLabel  # noqa: Y015
+
 class _ImageOrigin:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -446,6 +470,8 @@ class Scan(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     NEXT_REGION_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    LABEL_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: "scans/{scan_id}". Output only."""
     item_type: _builtins.str
@@ -458,6 +484,8 @@ class Scan(_message.Message):
     """The next region to capture; empty when every region has enough images. Output only."""
     error_message: _builtins.str
     """Why the scan failed, when its state is FAILED. Output only."""
+    label: Global___ScanLabel.ValueType
+    """The expert's ground truth, set with LabelScan. Output only."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the scan was created. Output only."""
@@ -478,6 +506,10 @@ class Scan(_message.Message):
     def result(self) -> Global___ScanResult:
         """The verdict, once the scan is COMPLETED. Output only."""
 
+    @_builtins.property
+    def label_time(self) -> _timestamp_pb2.Timestamp:
+        """When the label was last set; unset when there is none. Output only."""
+
     def __init__(
         self,
         *,
@@ -492,10 +524,12 @@ class Scan(_message.Message):
         result: Global___ScanResult | None = ...,
         next_region: _builtins.str = ...,
         error_message: _builtins.str = ...,
+        label: Global___ScanLabel.ValueType = ...,
+        label_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "result", b"result", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "label_time", b"label_time", "result", b"result", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error_message", b"error_message", "images", b"images", "item_type", b"item_type", "name", b"name", "next_region", b"next_region", "partner_item_id", b"partner_item_id", "regions", b"regions", "result", b"result", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error_message", b"error_message", "images", b"images", "item_type", b"item_type", "label", b"label", "label_time", b"label_time", "name", b"name", "next_region", b"next_region", "partner_item_id", b"partner_item_id", "regions", b"regions", "result", b"result", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -819,7 +853,7 @@ class ListScansRequest(_message.Message):
     page_token: _builtins.str
     """The next_page_token of a previous call; empty for the first page."""
     filter: _builtins.str
-    """Conditions joined by AND, each "field op value": fields item_type, partner_item_id, state, verdict (=, !=) and create_time (<, <=, >, >= an RFC 3339 time). Example: verdict = AUTHENTIC AND create_time >= "2026-01-01T00:00:00Z"."""
+    """Conditions joined by AND, each "field op value": fields item_type, partner_item_id, state, verdict, label (=, !=; label != UNSPECIFIED selects labelled scans) and create_time (<, <=, >, >= an RFC 3339 time). Example: verdict = AUTHENTIC AND create_time >= "2026-01-01T00:00:00Z"."""
     def __init__(
         self,
         *,
@@ -1154,3 +1188,205 @@ class GetScanExplanationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetScanExplanationResponse: _TypeAlias = GetScanExplanationResponse  # noqa: Y015
+
+@_typing.final
+class ScanCertificate(_message.Message):
+    """A certificate of authenticity: the signed record of one completed scan.
+
+    `document` is the whole certificate as a file, the bytes that
+    `veriscope certificate` writes and `veriscope verify-certificate` checks. It
+    is UTF-8 JSON in canonical form (keys sorted, no insignificant whitespace,
+    one trailing newline) with exactly two members: "certificate", the signed
+    statement, and "signature", the base64 Ed25519 signature of the canonical
+    bytes of "certificate". A verifier re-serialises the document and refuses it
+    unless the bytes are identical, so no byte outside the signature can change
+    without the signature failing. See device/docs/certificates.md for the fields.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    SIGNING_KEY_SHA256_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: "scans/{scan_id}/certificate"."""
+    document: _builtins.bytes
+    """The certificate file, exactly as stored and signed."""
+    signing_key_sha256: _builtins.str
+    """Lowercase hex SHA-256 of the raw 32-byte Ed25519 public key that signed it."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        document: _builtins.bytes = ...,
+        signing_key_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "name", b"name", "signing_key_sha256", b"signing_key_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScanCertificate: _TypeAlias = ScanCertificate  # noqa: Y015
+
+@_typing.final
+class GetScanCertificateRequest(_message.Message):
+    """Request for ScanService.GetScanCertificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The certificate of a COMPLETED scan: "scans/{scan_id}/certificate"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScanCertificateRequest: _TypeAlias = GetScanCertificateRequest  # noqa: Y015
+
+@_typing.final
+class GetScanCertificateResponse(_message.Message):
+    """Response of ScanService.GetScanCertificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def certificate(self) -> Global___ScanCertificate:
+        """The certificate."""
+
+    def __init__(
+        self,
+        *,
+        certificate: Global___ScanCertificate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScanCertificateResponse: _TypeAlias = GetScanCertificateResponse  # noqa: Y015
+
+@_typing.final
+class LabelScanRequest(_message.Message):
+    """Request for ScanService.LabelScan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The scan: "scans/{scan_id}"; it must be COMPLETED."""
+    label: Global___ScanLabel.ValueType
+    """The ground truth; UNSPECIFIED removes a label set before."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        label: Global___ScanLabel.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelScanRequest: _TypeAlias = LabelScanRequest  # noqa: Y015
+
+@_typing.final
+class LabelScanResponse(_message.Message):
+    """Response of ScanService.LabelScan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def scan(self) -> Global___Scan:
+        """The scan with its label."""
+
+    def __init__(
+        self,
+        *,
+        scan: Global___Scan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scan", b"scan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scan", b"scan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelScanResponse: _TypeAlias = LabelScanResponse  # noqa: Y015
+
+@_typing.final
+class ReadScanImageRequest(_message.Message):
+    """Request for ScanService.ReadScanImage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The image: "scans/{scan_id}/images/{image_id}"."""
+    format: _common_pb2.ImageFormat.ValueType
+    """The encoding wanted: UNSPECIFIED sends the stored bytes; PNG converts a stored JPEG losslessly to PNG."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        format: _common_pb2.ImageFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadScanImageRequest: _TypeAlias = ReadScanImageRequest  # noqa: Y015
+
+@_typing.final
+class ReadScanImageResponse(_message.Message):
+    """Response of ScanService.ReadScanImage: the next bytes of the image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next bytes of the encoded image, at most 1 MiB per message."""
+    format: _common_pb2.ImageFormat.ValueType
+    """Encoding of the bytes sent; set on the first message only."""
+    size_bytes: _builtins.int
+    """Total size in bytes of what is sent; set on the first message only."""
+    sha256: _builtins.str
+    """Lowercase hex SHA-256 of what is sent (the stored sha256 unless converted); set on the first message only."""
+    @_builtins.property
+    def image(self) -> Global___ScanImage:
+        """The image's metadata; set on the first message only."""
+
+    def __init__(
+        self,
+        *,
+        image: Global___ScanImage | None = ...,
+        chunk: _builtins.bytes = ...,
+        format: _common_pb2.ImageFormat.ValueType = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "format", b"format", "image", b"image", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadScanImageResponse: _TypeAlias = ReadScanImageResponse  # noqa: Y015

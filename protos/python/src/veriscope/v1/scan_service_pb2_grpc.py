@@ -85,6 +85,21 @@ class ScanServiceStub:
                 request_serializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationRequest.SerializeToString,
                 response_deserializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationResponse.FromString,
                 _registered_method=True)
+        self.GetScanCertificate = channel.unary_unary(
+                '/veriscope.v1.ScanService/GetScanCertificate',
+                request_serializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanCertificateRequest.SerializeToString,
+                response_deserializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanCertificateResponse.FromString,
+                _registered_method=True)
+        self.LabelScan = channel.unary_unary(
+                '/veriscope.v1.ScanService/LabelScan',
+                request_serializer=veriscope_dot_v1_dot_scan__service__pb2.LabelScanRequest.SerializeToString,
+                response_deserializer=veriscope_dot_v1_dot_scan__service__pb2.LabelScanResponse.FromString,
+                _registered_method=True)
+        self.ReadScanImage = channel.unary_stream(
+                '/veriscope.v1.ScanService/ReadScanImage',
+                request_serializer=veriscope_dot_v1_dot_scan__service__pb2.ReadScanImageRequest.SerializeToString,
+                response_deserializer=veriscope_dot_v1_dot_scan__service__pb2.ReadScanImageResponse.FromString,
+                _registered_method=True)
 
 
 class ScanServiceServicer:
@@ -159,6 +174,27 @@ class ScanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetScanCertificate(self, request, context):
+        """Returns the signed certificate of a completed scan.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LabelScan(self, request, context):
+        """Records an expert's ground truth for a completed scan, for training.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadScanImage(self, request, context):
+        """Streams the stored bytes of one image of a scan, in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScanServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +242,21 @@ def add_ScanServiceServicer_to_server(servicer, server):
                     servicer.GetScanExplanation,
                     request_deserializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationRequest.FromString,
                     response_serializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationResponse.SerializeToString,
+            ),
+            'GetScanCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScanCertificate,
+                    request_deserializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanCertificateRequest.FromString,
+                    response_serializer=veriscope_dot_v1_dot_scan__service__pb2.GetScanCertificateResponse.SerializeToString,
+            ),
+            'LabelScan': grpc.unary_unary_rpc_method_handler(
+                    servicer.LabelScan,
+                    request_deserializer=veriscope_dot_v1_dot_scan__service__pb2.LabelScanRequest.FromString,
+                    response_serializer=veriscope_dot_v1_dot_scan__service__pb2.LabelScanResponse.SerializeToString,
+            ),
+            'ReadScanImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadScanImage,
+                    request_deserializer=veriscope_dot_v1_dot_scan__service__pb2.ReadScanImageRequest.FromString,
+                    response_serializer=veriscope_dot_v1_dot_scan__service__pb2.ReadScanImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -457,6 +508,87 @@ class ScanService:
             '/veriscope.v1.ScanService/GetScanExplanation',
             veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationRequest.SerializeToString,
             veriscope_dot_v1_dot_scan__service__pb2.GetScanExplanationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScanCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veriscope.v1.ScanService/GetScanCertificate',
+            veriscope_dot_v1_dot_scan__service__pb2.GetScanCertificateRequest.SerializeToString,
+            veriscope_dot_v1_dot_scan__service__pb2.GetScanCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LabelScan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veriscope.v1.ScanService/LabelScan',
+            veriscope_dot_v1_dot_scan__service__pb2.LabelScanRequest.SerializeToString,
+            veriscope_dot_v1_dot_scan__service__pb2.LabelScanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadScanImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/veriscope.v1.ScanService/ReadScanImage',
+            veriscope_dot_v1_dot_scan__service__pb2.ReadScanImageRequest.SerializeToString,
+            veriscope_dot_v1_dot_scan__service__pb2.ReadScanImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

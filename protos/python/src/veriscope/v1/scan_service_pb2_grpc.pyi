@@ -57,6 +57,12 @@ class ScanServiceStub:
     """Cancels a scan that has not completed, and releases the camera."""
     GetScanExplanation: _grpc.UnaryUnaryMultiCallable[_scan_service_pb2.GetScanExplanationRequest, _scan_service_pb2.GetScanExplanationResponse]
     """Returns the per-tile evidence behind a completed scan's verdict, with a heat-map of each analysed image."""
+    GetScanCertificate: _grpc.UnaryUnaryMultiCallable[_scan_service_pb2.GetScanCertificateRequest, _scan_service_pb2.GetScanCertificateResponse]
+    """Returns the signed certificate of a completed scan."""
+    LabelScan: _grpc.UnaryUnaryMultiCallable[_scan_service_pb2.LabelScanRequest, _scan_service_pb2.LabelScanResponse]
+    """Records an expert's ground truth for a completed scan, for training."""
+    ReadScanImage: _grpc.UnaryStreamMultiCallable[_scan_service_pb2.ReadScanImageRequest, _scan_service_pb2.ReadScanImageResponse]
+    """Streams the stored bytes of one image of a scan, in chunks."""
 
 @_typing.type_check_only
 class ScanServiceAsyncStub(ScanServiceStub):
@@ -87,6 +93,12 @@ class ScanServiceAsyncStub(ScanServiceStub):
     """Cancels a scan that has not completed, and releases the camera."""
     GetScanExplanation: _aio.UnaryUnaryMultiCallable[_scan_service_pb2.GetScanExplanationRequest, _scan_service_pb2.GetScanExplanationResponse]  # type: ignore[assignment]
     """Returns the per-tile evidence behind a completed scan's verdict, with a heat-map of each analysed image."""
+    GetScanCertificate: _aio.UnaryUnaryMultiCallable[_scan_service_pb2.GetScanCertificateRequest, _scan_service_pb2.GetScanCertificateResponse]  # type: ignore[assignment]
+    """Returns the signed certificate of a completed scan."""
+    LabelScan: _aio.UnaryUnaryMultiCallable[_scan_service_pb2.LabelScanRequest, _scan_service_pb2.LabelScanResponse]  # type: ignore[assignment]
+    """Records an expert's ground truth for a completed scan, for training."""
+    ReadScanImage: _aio.UnaryStreamMultiCallable[_scan_service_pb2.ReadScanImageRequest, _scan_service_pb2.ReadScanImageResponse]  # type: ignore[assignment]
+    """Streams the stored bytes of one image of a scan, in chunks."""
 
 class ScanServiceServicer(metaclass=_abc_1.ABCMeta):
     """Guided, multi-region authentication scans and their verdicts.
@@ -168,5 +180,29 @@ class ScanServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scan_service_pb2.GetScanExplanationResponse, _abc.Awaitable[_scan_service_pb2.GetScanExplanationResponse]]:
         """Returns the per-tile evidence behind a completed scan's verdict, with a heat-map of each analysed image."""
+
+    @_abc_1.abstractmethod
+    def GetScanCertificate(
+        self,
+        request: _scan_service_pb2.GetScanCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scan_service_pb2.GetScanCertificateResponse, _abc.Awaitable[_scan_service_pb2.GetScanCertificateResponse]]:
+        """Returns the signed certificate of a completed scan."""
+
+    @_abc_1.abstractmethod
+    def LabelScan(
+        self,
+        request: _scan_service_pb2.LabelScanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scan_service_pb2.LabelScanResponse, _abc.Awaitable[_scan_service_pb2.LabelScanResponse]]:
+        """Records an expert's ground truth for a completed scan, for training."""
+
+    @_abc_1.abstractmethod
+    def ReadScanImage(
+        self,
+        request: _scan_service_pb2.ReadScanImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_scan_service_pb2.ReadScanImageResponse], _abc.AsyncIterator[_scan_service_pb2.ReadScanImageResponse]]:
+        """Streams the stored bytes of one image of a scan, in chunks."""
 
 def add_ScanServiceServicer_to_server(servicer: ScanServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,7 +6,8 @@
 #   make install-train  add TensorFlow and the plotting library (requirements-train.lock), for training and its tests
 #   make protos   regenerate the Python bindings of protos/veriscope/v1
 #   make lock     re-resolve requirements.lock from requirements.in
-#   make train    simulate specimens and train the demo model bundle (installs TensorFlow into .venv)
+#   make train    train the demo model bundle on TRAIN_DATA, simulating specimens there first if it has none
+#                 (installs TensorFlow into .venv); make train TRAIN_DATA=DIR trains on a `veriscope export`
 #   make firmware build the controller firmware and its emulator into build/firmware/
 
 PYTHON ?= python3
@@ -66,11 +67,22 @@ pytest: install install-train
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 TRAIN_DATA ?= build/specimens
+TRAIN_BUNDLE ?= models/bundles/veriscope-demo
 TRAIN_EPOCHS ?= 20
+TRAIN_ARGS ?=
 
+# TRAIN_DATA holds a data set once it has images in the layout ROOT/<material>/<source>/<item_id>/*.png, whether
+# simulated before or written by `veriscope export`: it is trained on as it is. Only a missing or image-less folder
+# is filled with simulated specimens first (delete build/specimens to simulate afresh after changing the simulator).
 train: install-train
-	$(PY) -m veriscope.training generate --data $(TRAIN_DATA) --genuine-items 80 --counterfeit-items 30 --images-per-item 4 --seed 1
-	$(PY) -m veriscope.training train --data $(TRAIN_DATA) --bundle models/bundles/veriscope-demo --epochs $(TRAIN_EPOCHS)
+	@if [ -n "$$(find '$(TRAIN_DATA)' -mindepth 4 -maxdepth 4 -name '*.png' -print -quit 2>/dev/null)" ]; then \
+		echo "training on the data set in $(TRAIN_DATA)"; \
+	else \
+		echo "$(TRAIN_DATA) holds no data set: simulating specimens into it"; \
+		$(PY) -m veriscope.training generate --data '$(TRAIN_DATA)' --genuine-items 80 --counterfeit-items 30 \
+			--images-per-item 4 --seed 1; \
+	fi
+	$(PY) -m veriscope.training train --data '$(TRAIN_DATA)' --bundle '$(TRAIN_BUNDLE)' --epochs $(TRAIN_EPOCHS) $(TRAIN_ARGS)
 
 firmware:
 	$(MAKE) -C device/firmware OUT=$(CURDIR)/build/firmware

@@ -17,6 +17,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -203,6 +204,14 @@ class FakeUnit:
         )
     )
     calibrate_requests: list[calibration_service_pb2.CalibrateRequest] = field(default_factory=list)
+    images: dict[str, bytes] = field(default_factory=dict)
+    """The stored bytes of every image, by its name "scans/{scan_id}/images/{image_id}"."""
+    image_reads: list[scan_service_pb2.ReadScanImageRequest] = field(default_factory=list)
+    corrupt_reads: bool = False
+    """True makes ReadScanImage announce a SHA-256 that the bytes it sends do not have."""
+    signing_public_key: str = ""
+    certificate_document: bytes = b""
+    """What GetScanCertificate serves for a completed scan; empty serves a placeholder naming the scan."""
 
     def count(self, method: str) -> int:
         return self.calls.count(method)
@@ -257,8 +266,9 @@ class FakeUnit:
             ),
             sha256=hashlib.sha256(data).hexdigest(),
             size_bytes=len(data),
-            format=common_pb2.IMAGE_FORMAT_PNG,
+            format=common_pb2.IMAGE_FORMAT_JPEG if data.startswith(JPEG_MAGIC[:3]) else common_pb2.IMAGE_FORMAT_PNG,
         )
+        self.images[image.name] = data
         scan.images.append(image)
         for progress in scan.regions:
             if progress.region == region:
@@ -333,6 +343,29 @@ def _in_progress_or_abort(scan: scan_service_pb2.Scan, context: grpc.ServicerCon
         )
 
 
+def fake_png_of(jpeg: bytes) -> bytes:
+    """What the fake unit sends for a stored JPEG asked for as PNG: a stand-in PNG, the same for the same JPEG."""
+    return PNG_MAGIC + hashlib.sha256(jpeg).digest() * 4
+
+
+def _matches(scan: scan_service_pb2.Scan, text: str) -> bool:
+    """The part of the ListScans filter the fake applies: its state, label and create_time >= conditions."""
+    for condition in filter(None, (c.strip() for c in text.split(" AND "))):
+        field_name, op, value = condition.split(" ", 2)
+        value = value.strip('"')
+        if field_name == "state":
+            ok = scan_service_pb2.ScanState.Name(scan.state).removeprefix("SCAN_STATE_") == value
+        elif field_name == "label":
+            ok = (scan_service_pb2.ScanLabel.Name(scan.label).removeprefix("SCAN_LABEL_") == value) == (op == "=")
+        elif field_name == "create_time" and op == ">=":
+            ok = scan.create_time.ToDatetime(tzinfo=UTC) >= datetime.fromisoformat(value)
+        else:
+            continue  # conditions on other fields are recorded (last_list_request), not applied
+        if not ok:
+            return False
+    return True
+
+
 # --- Servicers ---------------------------------------------------------------------------------------------------
 
 
@@ -364,6 +397,7 @@ class FakeDeviceService(device_service_pb2_grpc.DeviceServiceServicer):
             ],
             item_types=ITEM_TYPES,
             api_version="v1",
+            signing_public_key=self.unit.signing_public_key,
         )
         return device_service_pb2.GetDeviceResponse(device=device)
 
@@ -521,6 +555,7 @@ class FakeScanService(scan_service_pb2_grpc.ScanServiceServicer):
     def ListScans(self, request: scan_service_pb2.ListScansRequest, context: Any) -> Any:
         self.last_list_request = request
         scans = sorted(self.unit.scans.values(), key=lambda s: s.create_time.seconds, reverse=True)
+        scans = [s for s in scans if _matches(s, request.filter)]
         size = min(request.page_size or 50, self.unit.page_size_cap)
         offset = int(request.page_token or 0)
         page = scans[offset : offset + size]
@@ -548,6 +583,54 @@ class FakeScanService(scan_service_pb2_grpc.ScanServiceServicer):
         _in_progress_or_abort(scan, context)
         scan.state = scan_service_pb2.SCAN_STATE_CANCELLED
         return scan_service_pb2.CancelScanResponse(scan=scan)
+
+    def LabelScan(self, request: scan_service_pb2.LabelScanRequest, context: Any) -> Any:
+        scan = _scan_or_abort(self.unit, request.name, context)
+        if scan.state != scan_service_pb2.SCAN_STATE_COMPLETED:
+            state = scan_service_pb2.ScanState.Name(scan.state)
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{scan.name} is {state}; only COMPLETED scans")
+        scan.label = request.label
+        if request.label == scan_service_pb2.SCAN_LABEL_UNSPECIFIED:
+            scan.ClearField("label_time")
+        else:
+            scan.label_time.CopyFrom(stamp(300))
+        return scan_service_pb2.LabelScanResponse(scan=scan)
+
+    def ReadScanImage(self, request: scan_service_pb2.ReadScanImageRequest, context: Any) -> Iterator[Any]:
+        self.unit.image_reads.append(request)
+        scan_name, _, image_id = request.name.partition("/images/")
+        scan = _scan_or_abort(self.unit, scan_name, context)
+        image = next((i for i in scan.images if i.image_id == image_id), None)
+        if image is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f'image "{image_id}" of {scan.name} not found')
+        assert image is not None
+        data, fmt = self.unit.images[image.name], image.format
+        if request.format == common_pb2.IMAGE_FORMAT_PNG and fmt == common_pb2.IMAGE_FORMAT_JPEG:
+            data, fmt = fake_png_of(data), common_pb2.IMAGE_FORMAT_PNG
+        digest = hashlib.sha256(data + (b"!" if self.unit.corrupt_reads else b"")).hexdigest()
+        for n, offset in enumerate(range(0, len(data), MiB)):
+            chunk = data[offset : offset + MiB]
+            if n == 0:
+                yield scan_service_pb2.ReadScanImageResponse(
+                    image=image, chunk=chunk, format=fmt, size_bytes=len(data), sha256=digest
+                )
+            else:
+                yield scan_service_pb2.ReadScanImageResponse(chunk=chunk)
+
+    def GetScanCertificate(self, request: scan_service_pb2.GetScanCertificateRequest, context: Any) -> Any:
+        parent, _, child = request.name.rpartition("/")
+        if child != "certificate":
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"name must be 'scans/{{scan_id}}/certificate', got {request.name!r}"
+            )
+        scan = _scan_or_abort(self.unit, parent, context)
+        if scan.state != scan_service_pb2.SCAN_STATE_COMPLETED:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{scan.name} is not COMPLETED")
+        document = self.unit.certificate_document or f"certificate of {scan.name}\n".encode()
+        certificate = scan_service_pb2.ScanCertificate(
+            name=request.name, document=document, signing_key_sha256="cd" * 32
+        )
+        return scan_service_pb2.GetScanCertificateResponse(certificate=certificate)
 
     def GetScanExplanation(self, request: scan_service_pb2.GetScanExplanationRequest, context: Any) -> Any:
         parent, _, child = request.name.rpartition("/")

@@ -10,11 +10,11 @@ import grpc
 import pytest
 
 import veriscope.sdk as sdk
-from veriscope.sdk import _async_client, _client, _convert, _exceptions, _models, _types
+from veriscope.sdk import _async_client, _client, _convert, _discovery, _exceptions, _models, _types
 from veriscope.sdk._client import Client
 from veriscope.sdk._exceptions import VeriscopeError, error_class_for
 
-PUBLIC_MODULES = [_models, _exceptions, _client, _async_client, _types]
+PUBLIC_MODULES = [_models, _exceptions, _client, _async_client, _types, _discovery]
 
 
 def _defined_public_names() -> set[str]:

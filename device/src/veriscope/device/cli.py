@@ -19,17 +19,26 @@ examples:
   veriscope-device serve --simulate --listen 127.0.0.1:0 --data-dir /tmp/vs
       pick a free port (printed on stdout) and keep data in /tmp/vs
   veriscope-device serve --config /etc/veriscope/device.toml
+  veriscope-device serve --simulate --listen 0.0.0.0:50051 --data-dir /var/lib/veriscope
+      reachable from the LAN, and announced over mDNS for 'veriscope devices'; a listener
+      on the network serves TLS only, so the data dir must hold the identity that
+      'veriscope-tool provision' installs (or give --tls-cert and --tls-key)
+  veriscope-device serve --config /var/lib/veriscope/config.toml
+      a unit as 'veriscope-tool provision' configured it
 
 configuration:
   A TOML file (--config) with sections [server], [device], [camera],
-  [controller], [model], [scan]. Environment variables override it:
+  [controller], [model], [scan], [retention], [exposure], [discovery], [tls], [auth].
+  Environment variables override it:
   VERISCOPE_<SECTION>__<KEY>, e.g. VERISCOPE_SERVER__LISTEN=127.0.0.1:6000.
   Command-line flags override both.
 
 exit codes:
   0  stopped cleanly (SIGTERM or Ctrl-C drains in-flight RPCs first)
-  2  bad command line or configuration (the message names the bad key)
-  1  any other start-up failure (model bundle, hardware)
+  2  bad command line or configuration (the message names the bad key), including a
+     listener on the network without TLS
+  1  any other start-up failure (model bundle, hardware, certificate signing key,
+     TLS key or certificate)
 """
 
 
@@ -55,9 +64,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:50051)")
     serve.add_argument(
-        "--data-dir", metavar="DIR", type=Path, help="where scans and images are stored (default ./data)"
+        "--data-dir",
+        metavar="DIR",
+        type=Path,
+        help="where scans, images and the signing key are stored (default ./data)",
     )
     serve.add_argument("--config", metavar="FILE", type=Path, help="TOML configuration file")
+    serve.add_argument(
+        "--no-advertise",
+        action="store_true",
+        help="do not announce the unit on the LAN over mDNS (the same as [discovery] enabled = false)",
+    )
+    serve.add_argument(
+        "--auth",
+        choices=["auto", "required", "off"],
+        help="'required': every call but health checks needs an API token ('veriscope-tool tokens create'); "
+        "'off': none does; 'auto' (default, [auth] mode): required unless --listen is loopback or unix:",
+    )
+    tls = serve.add_argument_group(
+        "TLS",
+        "A listener that is not loopback or unix: serves TLS only. Without these flags the daemon uses\n"
+        "[tls] of the configuration, else the identity that 'veriscope-tool provision' installed in\n"
+        "DATA_DIR/keys. See device/docs/security.md.",
+    )
+    tls.add_argument("--tls-cert", metavar="FILE", type=Path, help="the unit's certificate, PEM ([tls] cert_file)")
+    tls.add_argument("--tls-key", metavar="FILE", type=Path, help="its private key, PEM, mode 0600 ([tls] key_file)")
+    tls.add_argument(
+        "--client-ca",
+        metavar="FILE",
+        type=Path,
+        help="require client certificates issued by this CA (mTLS; [tls] client_ca_file, require_client_cert)",
+    )
     return parser
 
 
@@ -72,6 +109,18 @@ def main(argv: list[str] | None = None) -> int:
             overrides["server"] = {"listen": args.listen}
         if args.data_dir:
             overrides["device"] = {"data_dir": str(args.data_dir)}
+        if args.no_advertise:
+            overrides["discovery"] = {"enabled": False}
+        if args.auth:
+            overrides["auth"] = {"mode": args.auth}
+        tls: dict[str, object] = {}
+        if args.tls_cert or args.tls_key:
+            tls |= {"cert_file": str(args.tls_cert.resolve()) if args.tls_cert else ""}
+            tls |= {"key_file": str(args.tls_key.resolve()) if args.tls_key else ""}
+        if args.client_ca:
+            tls |= {"client_ca_file": str(args.client_ca.resolve()), "require_client_cert": True}
+        if tls:
+            overrides["tls"] = tls
         if overrides:
             config = config.with_overrides(**overrides)
         if args.simulate:

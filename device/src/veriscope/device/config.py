@@ -31,7 +31,8 @@ class ServerConfig:
     """The gRPC listener."""
 
     listen: str = "127.0.0.1:50051"
-    """HOST:PORT to listen on; port 0 picks a free port."""
+    """HOST:PORT to listen on (port 0 picks a free port), or ``unix:PATH``. Only a loopback host or a unix socket
+    may serve plaintext; any other listener needs [tls]."""
     max_message_mb: int = 64
     """Largest request or response message, in MiB (a 12 MP PNG is about 25 MiB)."""
     grace_period_s: float = 10.0
@@ -111,6 +112,24 @@ class ScanConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """Which finished scans the daemon may delete, and the free space it keeps on the data volume.
+
+    Scans in progress are never deleted, and scans with an expert label only
+    with ``prune_labelled``. See device/docs/storage.md.
+    """
+
+    max_age_days: int = 0
+    """Scans created more than this many days ago are deleted, at start and hourly; 0 keeps scans for ever."""
+    min_free_mb: int = 256
+    """Free-disk floor, in MiB: below it the oldest scans are deleted, and when that is not enough new scans and
+    images are refused with RESOURCE_EXHAUSTED (scans in progress can still complete)."""
+    prune_labelled: bool = False
+    """True lets the floor and max_age_days delete scans with an expert label too (kept by default: they feed
+    training)."""
+
+
+@dataclass(frozen=True)
 class ExposureConfig:
     """Auto-exposure: a percentile of the linear image is brought to a target level, then locked for a scan."""
 
@@ -131,6 +150,64 @@ class ExposureConfig:
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    """Announcing the unit on the local network over mDNS/DNS-SD (``_veriscope._tcp``), for ``veriscope devices``.
+
+    What is advertised follows ``server.listen``: a wildcard host (``0.0.0.0``) advertises the unit's IPv4
+    addresses on the LAN, a loopback host reaches this machine only, and a unix socket is never advertised.
+    Failures (no multicast, port 5353 taken) are logged as warnings; the daemon serves regardless.
+    """
+
+    enabled: bool = True
+    """True advertises the unit; ``veriscope-device serve --no-advertise`` turns it off."""
+    interfaces: tuple[str, ...] = ()
+    """Network interfaces to advertise on, by name (``"eth0"``) or IPv4 address; empty means all of them. From the
+    environment: ``VERISCOPE_DISCOVERY__INTERFACES=eth0,wlan0``."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS and mTLS of the gRPC listener (see device/docs/security.md).
+
+    With ``cert_file`` empty, the identity that ``veriscope-tool provision`` installed in ``DATA_DIR/keys`` is used
+    when there is one; without any, only a loopback or unix listener may start (in plaintext). Relative paths are
+    taken from ``device.data_dir``.
+    """
+
+    cert_file: str = ""
+    """The unit's X.509 certificate (PEM, optionally followed by its CA certificates); needs key_file."""
+    key_file: str = ""
+    """The certificate's private key (unencrypted PEM, mode 0600)."""
+    client_ca_file: str = ""
+    """CA certificates (PEM) that client certificates must be issued by; empty means the provisioned
+    ``keys/fleet-ca.crt`` when require_client_cert is true."""
+    require_client_cert: bool = False
+    """True refuses clients without a certificate issued by the client CA (mTLS)."""
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who may call the API: API tokens with roles, rate limits and the audit log (see device/docs/security.md)."""
+
+    mode: str = "auto"
+    """"required": every call but health checks needs an API token; "off": no call does; "auto": required when
+    server.listen can be reached from other machines, off on a loopback address or a unix socket."""
+    rate_per_s: float = 50.0
+    """Calls per second each token may make, sustained; more get RESOURCE_EXHAUSTED. 0 turns rate limits off."""
+    burst: int = 200
+    """Calls each token may make at once after being idle."""
+    failed_rate_per_s: float = 1.0
+    """Calls per second, sustained, that a peer address may make without a valid token before it gets
+    RESOURCE_EXHAUSTED instead of UNAUTHENTICATED; 0 turns this limit off."""
+    failed_burst: int = 20
+    """Calls without a valid token each peer address may make at once."""
+    audit_max_mb: int = 10
+    """Size at which DATA_DIR/audit.log is rotated, in MiB."""
+    audit_backups: int = 3
+    """Rotated audit logs kept (audit.log.1 is the newest)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -140,7 +217,11 @@ class Config:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     scan: ScanConfig = field(default_factory=ScanConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     exposure: ExposureConfig = field(default_factory=ExposureConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     simulate: bool = False
     """True runs only simulated parts and serves SimulationService."""
 
@@ -232,6 +313,12 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         raise ConfigError(key, f"must be a number, got {value!r}")
+    if get_origin(hint) is tuple:
+        # A list of strings; one string of comma-separated items too, as an environment variable gives it.
+        items = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        if isinstance(items, list | tuple) and all(isinstance(item, str) and item for item in items):
+            return tuple(items)
+        raise ConfigError(key, f"must be a list of non-empty strings, got {value!r}")
     if str in expected:
         if isinstance(value, str):
             return value
@@ -247,7 +334,9 @@ def _require(cond: bool, key: str, message: str) -> None:
 def _validate(section: Any, prefix: str) -> None:
     """Range checks that types alone cannot express."""
     if isinstance(section, ServerConfig):
-        _require(_valid_listen(section.listen), prefix + "listen", f"must be HOST:PORT, got {section.listen!r}")
+        _require(
+            _valid_listen(section.listen), prefix + "listen", f"must be HOST:PORT or unix:PATH, got {section.listen!r}"
+        )
         _require(1 <= section.max_message_mb <= 512, prefix + "max_message_mb", "must be 1..512")
         _require(0 <= section.grace_period_s <= 300, prefix + "grace_period_s", "must be 0..300 seconds")
         _require(1 <= section.max_concurrent_rpcs <= 10_000, prefix + "max_concurrent_rpcs", "must be 1..10000")
@@ -293,6 +382,9 @@ def _validate(section: Any, prefix: str) -> None:
             prefix + "camera_idle_timeout_s",
             "must be 1..86400 seconds",
         )
+    elif isinstance(section, RetentionConfig):
+        _require(0 <= section.max_age_days <= 36_500, prefix + "max_age_days", "must be 0 (keep for ever)..36500 days")
+        _require(0 <= section.min_free_mb <= 1_048_576, prefix + "min_free_mb", "must be 0..1048576 MiB")
     elif isinstance(section, ExposureConfig):
         _require(50.0 <= section.percentile <= 100.0, prefix + "percentile", "must be 50..100")
         _require(0.05 <= section.target_level <= 0.95, prefix + "target_level", "must be 0.05..0.95 of full scale")
@@ -305,10 +397,26 @@ def _validate(section: Any, prefix: str) -> None:
         _require(section.max_exposure_us <= 1_000_000, prefix + "max_exposure_us", "must be at most 1000000 us")
         _require(1.0 <= section.max_analogue_gain <= 16.0, prefix + "max_analogue_gain", "must be 1..16")
         _require(1 <= section.max_frames <= 50, prefix + "max_frames", "must be 1..50")
+    elif isinstance(section, TlsConfig):
+        _require(bool(section.key_file) or not section.cert_file, prefix + "key_file", "cert_file needs key_file")
+        _require(bool(section.cert_file) or not section.key_file, prefix + "cert_file", "key_file needs cert_file")
+    elif isinstance(section, AuthConfig):
+        modes = {"auto", "required", "off"}
+        _require(
+            section.mode in modes, prefix + "mode", f"must be one of: {', '.join(sorted(modes))}; got {section.mode!r}"
+        )
+        _require(0 <= section.rate_per_s <= 10_000, prefix + "rate_per_s", "must be 0 (no limit)..10000 calls/s")
+        _require(1 <= section.burst <= 100_000, prefix + "burst", "must be 1..100000 calls")
+        _require(0 <= section.failed_rate_per_s <= 1000, prefix + "failed_rate_per_s", "must be 0 (no limit)..1000")
+        _require(1 <= section.failed_burst <= 10_000, prefix + "failed_burst", "must be 1..10000 calls")
+        _require(1 <= section.audit_max_mb <= 1024, prefix + "audit_max_mb", "must be 1..1024 MiB")
+        _require(1 <= section.audit_backups <= 100, prefix + "audit_backups", "must be 1..100")
     elif isinstance(section, Config) and section.simulate:
         _require(section.camera.kind == "simulated", "camera.kind", "must be 'simulated' when simulating")
 
 
 def _valid_listen(listen: str) -> bool:
+    if listen.startswith("unix:"):
+        return len(listen) > len("unix:")
     host, sep, port = listen.rpartition(":")
     return bool(sep) and bool(host) and port.isdigit() and 0 <= int(port) <= 65535

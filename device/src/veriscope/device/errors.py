@@ -7,7 +7,11 @@
     ├── NotFound               NOT_FOUND            no such scan, image, model or item type
     ├── FailedPrecondition     FAILED_PRECONDITION  wrong scan state, camera busy, not simulating
     ├── ResourceExhausted      RESOURCE_EXHAUSTED   oversize request, too many requests, disk full
+    ├── Unauthenticated        UNAUTHENTICATED      no API token, or one that is unknown, revoked or expired
+    ├── PermissionDenied       PERMISSION_DENIED    the token's role may not make this call
     ├── ConfigError            (start-up only)      invalid configuration; names the bad key
+    ├── SigningKeyError        (start-up only)      the certificate signing key is unreadable, corrupt or not private
+    ├── IdentityError          (start-up only)      the TLS key, certificate or client CA cannot be used
     ├── HardwareError          UNAVAILABLE          a hardware part failed
     │   ├── CameraError
     │   └── ControllerError
@@ -52,12 +56,32 @@ class ResourceExhausted(VeriscopeError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Unauthenticated(VeriscopeError):
+    """The call carries no API token, or one the unit does not accept. The message says which and what to do."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(VeriscopeError):
+    """The caller's role may not make this call. The message names the role it needs."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class ConfigError(VeriscopeError):
     """The configuration is invalid. ``key`` names the offending key, dotted."""
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"config key {key!r}: {message}")
         self.key = key
+
+
+class SigningKeyError(VeriscopeError):
+    """The key that signs certificates cannot be used. The message names the file and how to fix it."""
+
+
+class IdentityError(VeriscopeError):
+    """The unit's TLS identity (key, certificate, client CA) cannot be used. The message names the file and the fix."""
 
 
 class HardwareError(VeriscopeError):

@@ -12,13 +12,14 @@ pass through unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from veriscope.device.camera import Camera
 from veriscope.device.controller import Controller
-from veriscope.device.errors import InvalidArgument
+from veriscope.device.errors import CameraError, InvalidArgument, VeriscopeError
 from veriscope.device.pipeline import exposure, quality
 from veriscope.device.pipeline.autofocus import AutofocusResult, autofocus
 from veriscope.device.pipeline.calibration import Calibration
@@ -108,7 +109,15 @@ class Imager:
             focus_steps=self.controller.focus_position(),
             lens_position=settings.lens_position,
         )
-        frame = self.camera.capture(resolved, width=width)
+        try:
+            frame = self.camera.capture(resolved, width=width)
+        except VeriscopeError:
+            raise
+        except Exception as exc:
+            # A driver that lets its own error escape still fails as the camera, never as a bug of the daemon.
+            raise CameraError(
+                f"camera {self.camera.info.model} failed to capture: {type(exc).__name__}: {exc}"
+            ) from exc
         # Exposure and gain are what the camera reports it used (a real sensor clamps and quantises);
         # lighting and focus are what the controller did.
         applied = AppliedSettings(
@@ -279,11 +288,17 @@ class Imager:
                 frame = self._expose(settings, AUTOFOCUS_WIDTH_PX)
                 return quality.sharpness(frame.pixels)
 
-            return autofocus(
-                self.controller.move_focus,
-                measure,
-                min_position=lo,
-                max_position=hi,
-                max_steps=max_steps,
-                coarse_samples=5 if refine else 21,
-            )
+            try:
+                return autofocus(
+                    self.controller.move_focus,
+                    measure,
+                    min_position=lo,
+                    max_position=hi,
+                    max_steps=max_steps,
+                    coarse_samples=5 if refine else 21,
+                )
+            except BaseException:
+                # A sweep that fails leaves no LED lit (they heat the board and the item); the error stands.
+                with contextlib.suppress(Exception):
+                    self.controller.light_only(Lighting.OFF, 0)
+                raise

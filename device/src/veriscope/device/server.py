@@ -19,18 +19,22 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from veriscope.device.auth.interceptor import build_interceptor
 from veriscope.device.bench import SimBench
 from veriscope.device.camera import Camera
+from veriscope.device.certificates import SigningKey
 from veriscope.device.config import Config
 from veriscope.device.controller import Controller
-from veriscope.device.errors import ConfigError, InvalidArgument, VeriscopeError
+from veriscope.device.discovery import start_advertising
+from veriscope.device.errors import ConfigError, InvalidArgument, ResourceExhausted, VeriscopeError
+from veriscope.device.identity import Transport, listener_transport
 from veriscope.device.imager import Imager
 from veriscope.device.inference import ModelBundle, load_bundle
 from veriscope.device.pipeline import calibration
 from veriscope.device.pipeline.exposure import ExposureParams
 from veriscope.device.pipeline.inference import Analyzer
 from veriscope.device.scans.manager import ScanLimits, ScanManager
-from veriscope.device.scans.store import ScanStore
+from veriscope.device.scans.store import RetentionPolicy, ScanStore
 from veriscope.device.services.calibration import CalibrationServicer
 from veriscope.device.services.capture import CaptureServicer
 from veriscope.device.services.device import DeviceContext, DeviceServicer, ModelServicer, UpdateServicer
@@ -128,17 +132,31 @@ class Daemon:
     context: DeviceContext
     store: ScanStore
     port: int = 0
+    transport: Transport | None = None
+    """How the listener is secured; None serves plaintext (a loopback or unix listener)."""
 
     @property
     def address(self) -> str:
-        """HOST:PORT the daemon listens on (after :meth:`start`)."""
-        host = self.config.server.listen.rpartition(":")[0]
-        return f"{host}:{self.port}"
+        """HOST:PORT the daemon listens on (after :meth:`start`), or the ``unix:PATH`` it serves."""
+        listen = self.config.server.listen
+        if listen.startswith("unix:"):
+            return listen
+        return f"{listen.rpartition(':')[0]}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        """True when the listener serves TLS."""
+        return self.transport is not None and self.transport.tls
 
     async def start(self) -> str:
         """Bind and start serving; returns the bound address."""
+        listen = self.config.server.listen
+        credentials = self.transport.server_credentials() if self.transport is not None else None
         try:
-            self.port = self.server.add_insecure_port(self.config.server.listen)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(listen)
+            else:
+                self.port = self.server.add_secure_port(listen, credentials)
         except RuntimeError as exc:
             raise ConfigError("server.listen", f"cannot listen on {self.config.server.listen}: {exc}") from None
         await self.server.start()
@@ -162,20 +180,32 @@ class Daemon:
 
 
 def build_daemon(config: Config) -> Daemon:
-    """Build every layer from ``config``. Raises ConfigError or ModelError with a clear message."""
+    """Build every layer from ``config``. Raises ConfigError, IdentityError or ModelError with a clear message."""
     data_dir = Path(config.device.data_dir).expanduser()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError("device.data_dir", f"cannot create {data_dir}: {exc.strerror}") from None
+    device_id = _device_id(config, data_dir)
+    # Checked first: a listener that may not start should say so before anything slow is loaded.
+    transport = listener_transport(config, data_dir, device_id)
     bundle_dir = Path(config.model.bundle) if config.model.bundle else default_bundle_dir()
     bundle: ModelBundle = load_bundle(bundle_dir)
     analyzer = Analyzer(bundle, num_threads=config.model.num_threads)
-    device_id = _device_id(config, data_dir)
-    store = ScanStore(data_dir)
-    interrupted = store.mark_interrupted()
-    if interrupted:
-        _log.warning("marked %d scans INTERRUPTED: they were in progress when the daemon last stopped", interrupted)
+    signing_key = SigningKey.load_or_create(data_dir)
+    retention = config.retention
+    store = ScanStore(
+        data_dir,
+        retention=RetentionPolicy(retention.max_age_days, retention.min_free_mb, retention.prune_labelled),
+    )
+    try:
+        store.prune()
+        interrupted = store.mark_interrupted()
+        if interrupted:
+            _log.warning("marked %d scans INTERRUPTED: they were in progress when the daemon last stopped", interrupted)
+    except ResourceExhausted as exc:
+        # A full volume still serves the scans it holds; new scans are refused with this same message.
+        _log.error("%s", exc)
 
     bench = None
     if config.camera.kind == "simulated" or config.controller.kind == "simulated":
@@ -222,7 +252,16 @@ def build_daemon(config: Config) -> Daemon:
         camera_idle_timeout_s=config.scan.camera_idle_timeout_s,
     )
     stage = bench if bench is not None and config.camera.kind == "simulated" else OperatorStage()
-    manager = ScanManager(store, bundle, analyzer, device_id=device_id, imager=imager, stage=stage, limits=limits)
+    manager = ScanManager(
+        store,
+        bundle,
+        analyzer,
+        device_id=device_id,
+        imager=imager,
+        stage=stage,
+        limits=limits,
+        signing_key=signing_key,
+    )
     ctx = DeviceContext(
         device_id=device_id,
         hardware_model="veriscope-sim" if config.simulate else "veriscope-pi",
@@ -232,10 +271,13 @@ def build_daemon(config: Config) -> Daemon:
         imager=imager,
         controller=controller,
         simulated=config.simulate,
+        signing_public_key=signing_key.public_key_pem,
     )
 
     max_bytes = config.server.max_message_mb * 1024 * 1024
+    access = build_interceptor(config.auth, config.server.listen, data_dir)
     server = grpc.aio.server(
+        interceptors=[access],
         options=[
             ("grpc.max_send_message_length", max_bytes),
             ("grpc.max_receive_message_length", max_bytes),
@@ -266,14 +308,21 @@ def build_daemon(config: Config) -> Daemon:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services.append(health.SERVICE_NAME)
     reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
-    return Daemon(config=config, server=server, health=health_servicer, context=ctx, store=store)
+    return Daemon(config=config, server=server, health=health_servicer, context=ctx, store=store, transport=transport)
 
 
 async def serve(config: Config, *, ready: asyncio.Event | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT, then drain in-flight RPCs and return 0."""
     daemon = build_daemon(config)
     address = await daemon.start()
+    transport = daemon.transport
+    if transport is not None and transport.identity is not None:
+        identity = transport.identity
+        print(
+            f"veriscope-device: {transport.describe()} with {identity.cert_path} (key pin {identity.pin})", flush=True
+        )
     print(f"veriscope-device: serving on {address}", flush=True)
+    advertiser = start_advertising(daemon)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -281,6 +330,9 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> int:
     if ready is not None:
         ready.set()
     await stop.wait()
+    if advertiser is not None:
+        # Withdrawn first, so that hosts stop finding a unit that is going away.
+        await advertiser.close()
     print("veriscope-device: draining in-flight RPCs", flush=True)
     await daemon.stop()
     print("veriscope-device: stopped", flush=True)

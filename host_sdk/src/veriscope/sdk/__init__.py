@@ -9,13 +9,17 @@
         print(result.verdict, result.reason, result.score)
 
 Every failed call raises a :class:`VeriscopeError` leaf that names its gRPC status.
+Certificates of authenticity are verified offline with :mod:`veriscope.sdk.certificates`.
+Units on the local network are found with :func:`discover` (mDNS), no address needed.
 """
 
 from veriscope.sdk._async_client import AsyncClient
 from veriscope.sdk._client import Client
+from veriscope.sdk._discovery import DiscoveredDevice, discover, discover_async
 from veriscope.sdk._exceptions import (
     AbortedError,
     AlreadyExistsError,
+    CertificateError,
     DataLossError,
     DeadlineExceededError,
     DeviceUnavailableError,
@@ -28,6 +32,7 @@ from veriscope.sdk._exceptions import (
     ProtocolError,
     RequestCancelledError,
     ResourceExhaustedError,
+    TlsError,
     UnauthenticatedError,
     UnimplementedError,
     UnknownError,
@@ -46,6 +51,8 @@ from veriscope.sdk._models import (
     DeviceInfo,
     DeviceState,
     DeviceStatus,
+    ExportProgress,
+    ExportSummary,
     FocusSample,
     Hardware,
     ImageFormat,
@@ -69,10 +76,12 @@ from veriscope.sdk._models import (
     RegionProgress,
     RegionResult,
     Scan,
+    ScanCertificate,
     ScanEvent,
     ScanEventType,
     ScanExplanation,
     ScanImage,
+    ScanLabel,
     ScanPage,
     ScanResult,
     ScanState,
@@ -97,6 +106,7 @@ __all__ = [
     "Capability",
     "CaptureResult",
     "CaptureSettings",
+    "CertificateError",
     "ChannelCalibration",
     "Client",
     "Component",
@@ -107,7 +117,10 @@ __all__ = [
     "DeviceState",
     "DeviceStatus",
     "DeviceUnavailableError",
+    "DiscoveredDevice",
     "EventCallback",
+    "ExportProgress",
+    "ExportSummary",
     "FailedPreconditionError",
     "FocusSample",
     "Hardware",
@@ -142,16 +155,19 @@ __all__ = [
     "RequestCancelledError",
     "ResourceExhaustedError",
     "Scan",
+    "ScanCertificate",
     "ScanEvent",
     "ScanEventType",
     "ScanExplanation",
     "ScanImage",
+    "ScanLabel",
     "ScanPage",
     "ScanResult",
     "ScanState",
     "SimulatedMaterial",
     "Slot",
     "SlotState",
+    "TlsError",
     "UnauthenticatedError",
     "UnimplementedError",
     "UnknownError",
@@ -160,4 +176,6 @@ __all__ = [
     "VeriscopeError",
     "WhiteBalanceGains",
     "__version__",
+    "discover",
+    "discover_async",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -11,7 +13,17 @@ import grpc
 import grpc.aio
 
 from veriscope.sdk import _rpcs as rpcs
-from veriscope.sdk._base import DEFAULT_TARGET, BaseClient, Emit, Flow, Step, StreamCall, UnaryCall, serialize
+from veriscope.sdk._base import (
+    DEFAULT_TARGET,
+    BaseClient,
+    Emit,
+    Flow,
+    ServerStreamCall,
+    Step,
+    StreamCall,
+    UnaryCall,
+    serialize,
+)
 from veriscope.sdk._exceptions import from_rpc_error
 from veriscope.sdk._models import (
     AutofocusResult,
@@ -20,6 +32,8 @@ from veriscope.sdk._models import (
     CaptureSettings,
     DeviceInfo,
     DeviceStatus,
+    ExportProgress,
+    ExportSummary,
     ImageFormat,
     ImageUpload,
     LightingChannel,
@@ -28,14 +42,17 @@ from veriscope.sdk._models import (
     PreviewFrame,
     RegionCapture,
     Scan,
+    ScanCertificate,
     ScanEvent,
     ScanExplanation,
+    ScanLabel,
     ScanPage,
     ScanResult,
     SimulatedMaterial,
     UpdateStatus,
 )
 from veriscope.sdk._rpcs import ReqT, RespT, Rpc
+from veriscope.sdk._transport import PathOrPem, preflight_async
 from veriscope.sdk._types import EventCallback, ImageData, Metadata
 
 T = TypeVar("T")
@@ -56,6 +73,21 @@ class AsyncClient(BaseClient):
         timeout_s: Deadline in seconds for every call; None keeps each RPC's default.
         channel_credentials: TLS credentials (``grpc.ssl_channel_credentials(...)``); None for plain TCP.
         metadata: gRPC metadata sent with every call, as (key, value) pairs.
+        token: An API token (``vs_<id>_<secret>``, from ``veriscope-tool tokens create`` on the unit), sent as
+            ``authorization: Bearer`` metadata with every call; None sends none. A unit that requires tokens
+            answers calls without one with :class:`UnauthenticatedError`, and calls its role may not make with
+            :class:`PermissionDeniedError`. The SDK does not read ``$VERISCOPE_TOKEN``; the CLI does.
+        ca: The fleet CA certificate (a PEM file name, or PEM bytes): use TLS and accept only a unit whose
+            certificate this CA issued for ``tls_server_name``. See device/docs/security.md.
+        pinned_key: ``"sha256:<hex>"``, the pin of the unit's TLS key (``veriscope-tool provision`` prints it):
+            use TLS and accept only a unit holding exactly this key. May be combined with ``ca``.
+        client_cert: For a unit that requires client certificates (mTLS): the client certificate, a PEM file.
+        client_key: Its private key, a PEM file.
+        tls_server_name: The name the unit's certificate must carry: ``"veriscope-unit"`` (every unit of the
+            fleet) by default, or a device id to accept that unit only.
+
+    With ``ca`` or ``pinned_key``, the first call checks the unit with a TLS handshake of its own and raises
+    :class:`TlsError` saying what does not match, as :class:`Client` does.
     """
 
     def __init__(
@@ -65,18 +97,42 @@ class AsyncClient(BaseClient):
         timeout_s: float | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
         metadata: Metadata = (),
+        token: str | None = None,
+        ca: PathOrPem | None = None,
+        pinned_key: str | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
-        super().__init__(target, timeout_s=timeout_s, channel_credentials=channel_credentials, metadata=metadata)
+        super().__init__(
+            target,
+            timeout_s=timeout_s,
+            channel_credentials=channel_credentials,
+            metadata=metadata,
+            token=token,
+            ca=ca,
+            pinned_key=pinned_key,
+            client_cert=client_cert,
+            client_key=client_key,
+            tls_server_name=tls_server_name,
+        )
         self._aio_channel: grpc.aio.Channel | None = None
 
-    def _channel(self) -> grpc.aio.Channel:
+    async def _channel(self, timeout_s: float | None, method: str) -> grpc.aio.Channel:
+        """The channel, opened on first use (after the TLS pre-flight). Raises TlsError or DeviceUnavailableError."""
         self._check_open()
         if self._aio_channel is None:
-            options = self._channel_options()
-            if self._channel_credentials is None:
+            verified = None
+            if self._tls is not None:
+                verified = await preflight_async(self._target, self._tls, self._preflight_timeout(timeout_s), method)
+                self._check_open()
+                if self._aio_channel is not None:  # another call opened it meanwhile
+                    return self._aio_channel
+            credentials, options = self._channel_security(verified)
+            if credentials is None:
                 self._aio_channel = grpc.aio.insecure_channel(self._target, options=options)
             else:
-                self._aio_channel = grpc.aio.secure_channel(self._target, self._channel_credentials, options=options)
+                self._aio_channel = grpc.aio.secure_channel(self._target, credentials, options=options)
         return self._aio_channel
 
     # --- Lifecycle ---
@@ -120,14 +176,21 @@ class AsyncClient(BaseClient):
             if inspect.isawaitable(returned):
                 await returned
             return None
-        channel = self._channel()
         rpc = step.rpc
+        channel = await self._channel(step.timeout_s, rpc.method)
         try:
             if isinstance(step, UnaryCall):
                 unary = channel.unary_unary(
                     rpc.path, request_serializer=serialize, response_deserializer=rpc.response_type.FromString
                 )
                 return await unary(step.request, timeout=step.timeout_s, metadata=self._metadata)
+            if isinstance(step, ServerStreamCall):
+                read = channel.unary_stream(
+                    rpc.path, request_serializer=serialize, response_deserializer=rpc.response_type.FromString
+                )
+                return [
+                    response async for response in read(step.request, timeout=step.timeout_s, metadata=self._metadata)
+                ]
             assert isinstance(step, StreamCall)
             upload = channel.stream_unary(
                 rpc.path, request_serializer=serialize, response_deserializer=rpc.response_type.FromString
@@ -142,7 +205,8 @@ class AsyncClient(BaseClient):
         self._check_open()
 
         async def responses() -> AsyncGenerator[T, None]:
-            call = self._channel().unary_stream(
+            channel = await self._channel(timeout_s, rpc.method)
+            call = channel.unary_stream(
                 rpc.path, request_serializer=serialize, response_deserializer=rpc.response_type.FromString
             )(request, timeout=timeout_s, metadata=self._metadata)
             try:
@@ -316,6 +380,10 @@ class AsyncClient(BaseClient):
         """
         return await self._run(self._get_scan_explanation_flow(scan_id, timeout_s))
 
+    async def get_scan_certificate(self, scan_id: str, *, timeout_s: float | None = None) -> ScanCertificate:
+        """Return the signed certificate of authenticity of a completed scan (see ``Client.get_scan_certificate``)."""
+        return await self._run(self._get_scan_certificate_flow(scan_id, timeout_s))
+
     async def list_scans(
         self,
         *,
@@ -353,6 +421,32 @@ class AsyncClient(BaseClient):
     async def cancel_scan(self, scan_id: str, *, timeout_s: float | None = None) -> Scan:
         """Cancel a scan that has not completed and release the camera. FailedPreconditionError if it has ended."""
         return await self._run(self._cancel_scan_flow(scan_id, timeout_s))
+
+    # --- Training data ---
+
+    async def label_scan(self, scan_id: str, label: ScanLabel | None, *, timeout_s: float | None = None) -> Scan:
+        """Record an expert's ground truth about a completed scan's item; None removes it (see ``Client.label_scan``)."""
+        return await self._run(self._label_scan_flow(scan_id, label, timeout_s))
+
+    async def read_scan_image(
+        self, scan_id: str, image_id: str, *, format: ImageFormat | None = None, timeout_s: float | None = None
+    ) -> bytes:
+        """Return the checked bytes of one stored image of a scan (see ``Client.read_scan_image``)."""
+        return await self._run(self._read_scan_image_flow(scan_id, image_id, format, timeout_s))
+
+    async def export_scans(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        since: datetime | date | None = None,
+        progress: Callable[[ExportProgress], object] | None = None,
+        timeout_s: float | None = None,
+    ) -> ExportSummary:
+        """Write every labelled, COMPLETED scan into ``out_dir`` as a training data set (see ``Client.export_scans``).
+
+        ``progress`` may return an awaitable, which is awaited. Files are written from the event loop's thread.
+        """
+        return await self._run(self._export_scans_flow(out_dir, since, progress, timeout_s))
 
     # --- Models, updates ---
 

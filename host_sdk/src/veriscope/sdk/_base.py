@@ -1,8 +1,8 @@
 """Everything both clients share that needs no I/O: configuration, argument checks, deadlines and flows.
 
 A *flow* is a generator that describes one client operation as the steps it
-takes: it yields :class:`UnaryCall`, :class:`StreamCall` and :class:`Emit`
-steps, receives each call's response through ``send()`` (or the call's
+takes: it yields :class:`UnaryCall`, :class:`StreamCall`, :class:`ServerStreamCall`
+and :class:`Emit` steps, receives each call's response through ``send()`` (or the call's
 :class:`VeriscopeError` through ``throw()``), and returns the operation's result.
 ``Client`` runs flows with blocking gRPC, ``AsyncClient`` with ``grpc.aio``; the
 logic of ``scan()``, ``analyze()`` and every other operation is written once, here.
@@ -18,12 +18,14 @@ import os
 import re
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeAlias, TypeVar
 
 import grpc
 
 from veriscope.sdk import _convert as convert
+from veriscope.sdk import _export as export
 from veriscope.sdk import _rpcs as rpcs
 from veriscope.sdk._exceptions import ProtocolError, VeriscopeError
 from veriscope.sdk._models import (
@@ -33,6 +35,8 @@ from veriscope.sdk._models import (
     CaptureSettings,
     DeviceInfo,
     DeviceStatus,
+    ExportProgress,
+    ExportSummary,
     ImageFormat,
     ImageUpload,
     LightingChannel,
@@ -41,16 +45,19 @@ from veriscope.sdk._models import (
     PreviewFrame,
     RegionCapture,
     Scan,
+    ScanCertificate,
     ScanEvent,
     ScanEventType,
     ScanExplanation,
     ScanImage,
+    ScanLabel,
     ScanPage,
     ScanResult,
     SimulatedMaterial,
     UpdateStatus,
 )
 from veriscope.sdk._rpcs import ReqT, RespT, Rpc
+from veriscope.sdk._transport import PathOrPem, Verified, split_target, tls_settings
 from veriscope.sdk._types import EventCallback, ImageData, Metadata
 from veriscope.v1 import (
     calibration_service_pb2,
@@ -66,6 +73,8 @@ T = TypeVar("T")
 
 DEFAULT_TARGET = "localhost:50051"
 """Where a client connects when no target is given: a daemon on this machine."""
+PREFLIGHT_TIMEOUT_S = 10.0
+"""Longest the TLS pre-flight handshake may take when neither the call nor the client has a deadline."""
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest message the channel sends or receives. A full-resolution 12 MP PNG frame is well over gRPC's 4 MiB default."""
 UPLOAD_CHUNK_BYTES = 1024 * 1024
@@ -77,6 +86,8 @@ MAX_PAGE_SIZE = 1000
 MAX_SEQUENCE_CHANNELS = 4
 """Most lighting channels one capture_sequence() may take."""
 MAX_CALIBRATION_FRAMES = 64
+EXPORT_PAGE_SIZE = 100
+"""Scans per ListScans page of an export: full scans with their images are a few kB each."""
 DEFAULT_MAX_RETAKES_PER_REGION = 3
 
 _SCAN_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
@@ -106,14 +117,26 @@ class StreamCall(Generic[ReqT, RespT]):
 
 
 @dataclass(frozen=True)
+class ServerStreamCall(Generic[ReqT, RespT]):
+    """Step: make one server-streaming call to its end; the driver sends back the list of response messages."""
+
+    rpc: Rpc[ReqT, RespT]
+    request: ReqT
+    timeout_s: float
+
+
+@dataclass(frozen=True)
 class Emit:
-    """Step: hand ``event`` to the caller's ``callback``; the driver sends back None."""
+    """Step: hand ``event`` (a :class:`ScanEvent`, an :class:`ExportProgress`) to the caller's ``callback``.
 
-    callback: EventCallback
-    event: ScanEvent
+    The driver sends back None.
+    """
+
+    callback: Callable[[Any], object]
+    event: object
 
 
-Step: TypeAlias = UnaryCall[Any, Any] | StreamCall[Any, Any] | Emit
+Step: TypeAlias = UnaryCall[Any, Any] | StreamCall[Any, Any] | ServerStreamCall[Any, Any] | Emit
 Flow: TypeAlias = Generator[Step, Any, T]
 
 
@@ -131,6 +154,14 @@ def stream(rpc: Rpc[ReqT, RespT], requests: Iterable[ReqT], timeout_s: float) ->
     if not isinstance(response, rpc.response_type):
         raise TypeError(f"flow driver returned {type(response).__name__} for {rpc.method}")
     return response
+
+
+def read_stream(rpc: Rpc[ReqT, RespT], request: ReqT, timeout_s: float) -> Generator[Step, Any, list[RespT]]:
+    """Sub-flow: one server-streaming call read to its end, typed."""
+    responses = yield ServerStreamCall(rpc, request, timeout_s)
+    if not isinstance(responses, list) or not all(isinstance(r, rpc.response_type) for r in responses):
+        raise TypeError(f"flow driver returned {type(responses).__name__} for {rpc.method}")
+    return responses
 
 
 def serialize(message: Any) -> bytes:
@@ -221,6 +252,17 @@ def check_metadata(value: object) -> tuple[tuple[str, str], ...]:
         if not pair[0] or pair[0] != pair[0].lower():
             raise ValueError(f"metadata keys must be non-empty and lowercase, got {pair[0]!r}")
     return pairs
+
+
+def token_metadata(token: object) -> tuple[tuple[str, str], ...]:
+    """The ``authorization: Bearer <token>`` metadata pair of an API token; none for None."""
+    if token is None:
+        return ()
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str or None, got {type(token).__name__}")
+    if not token or not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise ValueError("token must be a non-empty string of printable ASCII without spaces, like vs_1a2b3c4d_...")
+    return (("authorization", f"Bearer {token}"),)
 
 
 def image_format_of(head: bytes) -> ImageFormat | None:
@@ -341,6 +383,12 @@ class BaseClient:
         timeout_s: float | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
         metadata: Metadata = (),
+        token: str | None = None,
+        ca: PathOrPem | None = None,
+        pinned_key: str | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
         self._target = check_name(target, "target")
         self._timeout_s = check_timeout(timeout_s)
@@ -349,7 +397,23 @@ class BaseClient:
                 "channel_credentials must be grpc.ChannelCredentials, for example grpc.ssl_channel_credentials()"
             )
         self._channel_credentials = channel_credentials
+        self._tls = tls_settings(
+            ca=ca,
+            pinned_key=pinned_key,
+            client_cert=client_cert,
+            client_key=client_key,
+            tls_server_name=tls_server_name,
+        )
+        if self._tls is not None:
+            if channel_credentials is not None:
+                raise ValueError("give either channel_credentials or ca/pinned_key, not both")
+            split_target(self._target)
         self._metadata = check_metadata(metadata)
+        if token is not None and any(key == "authorization" for key, _ in self._metadata):
+            raise ValueError("give the API token either as token= or as authorization metadata, not both")
+        # Per-call metadata rather than call credentials: it works on plaintext channels (a unit's loopback) and
+        # on TLS ones alike.
+        self._metadata += token_metadata(token)
         self._closed = False
 
     @property
@@ -376,6 +440,19 @@ class BaseClient:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.primary_user_agent", "veriscope-sdk-python"),
         ]
+
+    def _channel_security(
+        self, verified: Verified | None
+    ) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+        """The channel's credentials (None for plaintext) and options, once the pre-flight checked the unit."""
+        options = self._channel_options()
+        if verified is None or self._tls is None:
+            return self._channel_credentials, options
+        return verified.credentials(self._tls), options + verified.options()
+
+    def _preflight_timeout(self, timeout_s: float | None) -> float:
+        """Seconds the pre-flight TLS handshake may take: the call's deadline, else the client's, else 10 s."""
+        return timeout_s or self._timeout_s or PREFLIGHT_TIMEOUT_S
 
     def _check_open(self) -> None:
         if self._closed:
@@ -601,10 +678,46 @@ class BaseClient:
         request = scan_service_pb2.CancelScanRequest(name=convert.scan_name(check_scan_id(scan_id)))
         return self._unary(rpcs.CANCEL_SCAN, request, timeout_s, lambda r: convert.scan_from_pb(r.scan))
 
+    def _label_scan_flow(self, scan_id: str, label: ScanLabel | None, timeout_s: float | None) -> Flow[Scan]:
+        if label is not None and not isinstance(label, ScanLabel):
+            raise TypeError(f"label must be a ScanLabel or None, got {label!r}")
+        request = scan_service_pb2.LabelScanRequest(
+            name=convert.scan_name(check_scan_id(scan_id)),
+            label=convert.enum_to_pb(label),  # type: ignore[arg-type]
+        )
+        return self._unary(rpcs.LABEL_SCAN, request, timeout_s, lambda r: convert.scan_from_pb(r.scan))
+
+    def _read_scan_image_flow(
+        self, scan_id: str, image_id: str, format: ImageFormat | None, timeout_s: float | None
+    ) -> Flow[bytes]:
+        scan_id = check_scan_id(scan_id)
+        if not isinstance(image_id, str):
+            raise TypeError(f"image_id must be a str, got {type(image_id).__name__}")
+        if not _SCAN_ID.fullmatch(image_id):
+            raise ValueError(f"image_id must be 1..128 of A-Z a-z 0-9 . _ ~ -, got {image_id!r}")
+        if format is not None and not isinstance(format, ImageFormat):
+            raise TypeError(f"format must be an ImageFormat or None, got {format!r}")
+        return self._read_image(scan_id, image_id, format, self._deadline(rpcs.READ_SCAN_IMAGE, timeout_s))
+
+    @staticmethod
+    def _read_image(scan_id: str, image_id: str, format: ImageFormat | None, deadline: float) -> Flow[bytes]:
+        """Sub-flow: the bytes of one image of a scan, checked against the size and SHA-256 the device announced."""
+        request = scan_service_pb2.ReadScanImageRequest(
+            name=f"{convert.scan_name(scan_id)}/images/{image_id}",
+            format=convert.enum_to_pb(format),  # type: ignore[arg-type]
+        )
+        responses = yield from read_stream(rpcs.READ_SCAN_IMAGE, request, deadline)
+        return convert.image_bytes_from_pb(responses, format, rpcs.READ_SCAN_IMAGE.method)
+
     def _get_scan_explanation_flow(self, scan_id: str, timeout_s: float | None) -> Flow[ScanExplanation]:
         name = convert.scan_name(check_scan_id(scan_id)) + "/explanation"
         request = scan_service_pb2.GetScanExplanationRequest(name=name)
         return self._unary(rpcs.GET_SCAN_EXPLANATION, request, timeout_s, convert.scan_explanation_from_pb)
+
+    def _get_scan_certificate_flow(self, scan_id: str, timeout_s: float | None) -> Flow[ScanCertificate]:
+        name = convert.scan_name(check_scan_id(scan_id)) + "/certificate"
+        request = scan_service_pb2.GetScanCertificateRequest(name=name)
+        return self._unary(rpcs.GET_SCAN_CERTIFICATE, request, timeout_s, convert.scan_certificate_from_pb)
 
     # --- Scans: guided flows ---
 
@@ -782,6 +895,96 @@ class BaseClient:
                 raise
 
         return flow()
+
+    # --- Training data ---
+
+    def _export_scans_flow(
+        self,
+        out_dir: str | os.PathLike[str],
+        since: datetime | date | None,
+        progress: Callable[[ExportProgress], object] | None,
+        timeout_s: float | None,
+    ) -> Flow[ExportSummary]:
+        if not isinstance(out_dir, str | os.PathLike):
+            raise TypeError(f"out_dir must be a str or a path, got {type(out_dir).__name__}")
+        root = Path(out_dir)
+        start = export.check_since(since)
+        if progress is not None and not callable(progress):
+            raise TypeError("progress must be callable or None")
+        flt = export.scan_filter(start)
+        list_deadline = self._deadline(rpcs.LIST_SCANS, timeout_s)
+        device_deadline = self._deadline(rpcs.GET_DEVICE, timeout_s)
+        read_deadline = self._deadline(rpcs.READ_SCAN_IMAGE, timeout_s)
+
+        def flow() -> Flow[ExportSummary]:
+            previous = export.read_manifest(root)
+            device = yield from call(rpcs.GET_DEVICE, device_service_pb2.GetDeviceRequest(), device_deadline)
+            device_id = device.device.device_id
+            scans = yield from self._all_scans(flt, list_deadline)
+            if not scans and previous is None:
+                return ExportSummary(out=root, scans=0, items=0, images=0, skipped=0)
+
+            known = export.known_files(previous)
+            entries: list[dict[str, Any]] = []
+            written = skipped = 0
+            for done, scan in enumerate(scans):
+                for item in export.items_of(scan):
+                    digests: dict[str, str] = {}
+                    for image in item.images:
+                        path = root / item.file(image)
+                        expected = export.expected_sha256(scan.scan_id, image, known)
+                        if expected is not None and export.file_sha256(path) == expected:
+                            skipped += 1
+                            digests[image.image_id] = expected
+                        else:
+                            data = yield from self._read_image(
+                                scan.scan_id, image.image_id, ImageFormat.PNG, read_deadline
+                            )
+                            export.write_atomic(path, data)
+                            written += 1
+                            digests[image.image_id] = hashlib.sha256(data).hexdigest()
+                        if progress is not None:
+                            counts = ExportProgress(
+                                scans_done=done,
+                                scans_total=len(scans),
+                                images_written=written,
+                                images_skipped=skipped,
+                                scan_id=scan.scan_id,
+                            )
+                            yield Emit(progress, counts)
+                    entries.append(export.item_entry(item, device_id, digests))
+
+            kept, removed = export.prune_previous(root, previous, entries, device_id, start)
+            manifest = export.build_manifest(
+                device_id=device_id, export_time=datetime.now(UTC), since=start, filter=flt, items=[*entries, *kept]
+            )
+            manifest_path = root / export.MANIFEST_FILE
+            export.write_atomic(manifest_path, export.manifest_text(manifest))
+            return ExportSummary(
+                out=root,
+                scans=len(scans),
+                items=len(entries),
+                images=written,
+                skipped=skipped,
+                removed=removed,
+                manifest=manifest_path,
+            )
+
+        return flow()
+
+    @staticmethod
+    def _all_scans(flt: str, deadline: float) -> Flow[list[Scan]]:
+        """Sub-flow: every scan that matches ``flt``, oldest first, over as many ListScans pages as it takes."""
+        scans: list[Scan] = []
+        token = ""
+        for _ in range(100_000):  # a device that keeps handing out tokens must not loop us forever
+            request = scan_service_pb2.ListScansRequest(page_size=EXPORT_PAGE_SIZE, page_token=token, filter=flt)
+            page = convert.scan_page_from_pb((yield from call(rpcs.LIST_SCANS, request, deadline)))
+            scans.extend(page.scans)
+            if page.next_page_token is None:
+                return sorted(scans, key=lambda s: (s.create_time, s.scan_id))
+            token = page.next_page_token
+        raise ProtocolError("ListScans kept returning page tokens")
 
     # --- Models, updates ---
 

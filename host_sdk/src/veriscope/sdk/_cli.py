@@ -13,13 +13,16 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 from veriscope.sdk import _cli_output as out
 from veriscope.sdk._base import DEFAULT_TARGET, MAX_PAGE_SIZE, check_name, check_scan_id
 from veriscope.sdk._client import Client
-from veriscope.sdk._exceptions import DeadlineExceededError, DeviceUnavailableError, VeriscopeError
+from veriscope.sdk._discovery import discover
+from veriscope.sdk._exceptions import CertificateError, DeadlineExceededError, DeviceUnavailableError, VeriscopeError
+from veriscope.sdk._export import parse_since
 from veriscope.sdk._models import (
     CaptureSettings,
     ImageFormat,
@@ -28,10 +31,13 @@ from veriscope.sdk._models import (
     PreviewFrame,
     ScanEvent,
     ScanEventType,
+    ScanLabel,
 )
 
 PROG = "veriscope"
 ENV_DEVICE = "VERISCOPE_DEVICE"
+ENV_TOKEN = "VERISCOPE_TOKEN"
+ENV_CA = "VERISCOPE_CA"
 
 EXIT_OK = 0
 EXIT_RPC_ERROR = 1
@@ -42,7 +48,10 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES = f"""\
 exit codes:
   {EXIT_OK}    success (whatever the verdict)
-  {EXIT_RPC_ERROR}    the device answered with an error; stderr names its status, e.g. NOT_FOUND
+  {EXIT_RPC_ERROR}    the device answered with an error; stderr names its status, e.g. NOT_FOUND, or
+       UNAUTHENTICATED (no or bad --token) and PERMISSION_DENIED (the token's role is too low);
+       TLS_ERROR: the unit's certificate does not match --ca or --pin, or it refused --client-cert
+       (verify-certificate: the certificate is not valid; stderr says why)
   {EXIT_USAGE}    usage error: a bad argument, an image file that is missing or not PNG/JPEG,
        or an output directory that cannot be written
   {EXIT_UNREACHABLE}    the device is unreachable or failed (UNAVAILABLE), or too slow (DEADLINE_EXCEEDED)
@@ -51,6 +60,15 @@ exit codes:
 
 class UsageError(Exception):
     """A command-line argument is wrong; the message says which and why."""
+
+
+class CommandFailed(Exception):
+    """A command ran and its answer is no (a certificate that is not valid): ``data`` is its JSON output."""
+
+    def __init__(self, message: str, data: Any, exit_code: int = EXIT_RPC_ERROR) -> None:
+        super().__init__(message)
+        self.data = data
+        self.exit_code = exit_code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,6 +159,19 @@ def _progress(args: argparse.Namespace) -> out.Progress | None:
     if args.quiet:
         return None
     return out.Progress(sys.stderr, live=sys.stderr.isatty())
+
+
+DISCOVERY_TIMEOUT_S = 2.0
+"""How long ``veriscope devices`` listens for units by default, in seconds."""
+
+
+def cmd_devices(client: Client | None, args: argparse.Namespace) -> Output:
+    timeout = args.timeout or DISCOVERY_TIMEOUT_S
+    devices = discover(timeout)
+    text = out.devices_text(devices, timeout)
+    if not devices and args.json:
+        print(text, file=sys.stderr)  # stdout holds the JSON: []
+    return [device.to_dict() for device in devices], text
 
 
 def cmd_info(client: Client, args: argparse.Namespace) -> Output:
@@ -263,6 +294,84 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> Output:
     return scan.to_dict(), f"scan {scan.scan_id} {scan.state.name.lower()}"
 
 
+def cmd_certificate(client: Client, args: argparse.Namespace) -> Output:
+    check_writable_file(args.out)
+    certificate = client.get_scan_certificate(args.scan_id)
+    path = certificate.save(args.out)
+    return {**certificate.to_dict(), "path": str(path)}, out.certificate_saved_text(certificate, path)
+
+
+def _read_limited(path: Path, option: str, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of a file named on the command line; UsageError when it cannot be read."""
+    try:
+        with path.open("rb") as file:
+            return file.read(limit + 1)
+    except FileNotFoundError:
+        raise UsageError(f"{option} {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{option} {str(path)!r} is a directory; give a file") from None
+    except OSError as exc:
+        raise UsageError(f"{option} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+
+
+def cmd_verify_certificate(client: Client | None, args: argparse.Namespace) -> Output:
+    # Imported here: cryptography is only needed by this command, and every other one starts faster without it.
+    from veriscope.sdk import certificates
+
+    # Every failure exits 1, as the command promises: a certificate that cannot be checked is not valid.
+    try:
+        trust = _read_limited(args.trust, "--trust", 1024 * 1024)
+        document = _read_limited(args.file, "FILE", certificates.MAX_DOCUMENT_BYTES)
+    except UsageError as exc:
+        data = {"valid": False, "file": str(args.file), "reason": "unreadable", "error": str(exc)}
+        raise CommandFailed(f"{str(args.file)!r} cannot be verified: {exc}", data) from None
+    try:
+        certificate = certificates.verify_certificate(document, trust)
+    except ValueError as exc:  # --trust is not a usable PEM
+        data = {"valid": False, "file": str(args.file), "reason": "bad_trust", "error": str(exc)}
+        raise CommandFailed(
+            f"{str(args.file)!r} cannot be verified: --trust {str(args.trust)!r}: {exc}", data
+        ) from None
+    except CertificateError as exc:
+        data = {"valid": False, "file": str(args.file), "reason": exc.reason, "error": exc.details}
+        raise CommandFailed(f"{str(args.file)!r} is NOT a valid certificate: {exc.details}", data) from None
+    data = {"valid": True, "file": str(args.file), "certificate": certificate.to_dict()}
+    return data, out.certificate_text(certificate)
+
+
+LABELS = {"genuine": ScanLabel.GENUINE, "counterfeit": ScanLabel.COUNTERFEIT, "none": None}
+"""The expert labels by their command-line names; none removes a label."""
+
+
+def cmd_label(client: Client, args: argparse.Namespace) -> Output:
+    if args.clear and args.label not in (None, "none"):
+        raise UsageError(f"give a LABEL or --clear, not both (got {args.label!r} and --clear)")
+    if not args.clear and args.label is None:
+        raise UsageError("give a LABEL (genuine, counterfeit or none) or --clear")
+    scan = client.label_scan(args.scan_id, None if args.clear else LABELS[args.label])
+    return scan.to_dict(), out.label_text(scan)
+
+
+def _since_arg(value: str) -> datetime:
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_export(client: Client, args: argparse.Namespace) -> Output:
+    check_output_dir(args.out)
+    quiet = args.quiet or args.json
+    progress = None if quiet else out.ExportProgressView(sys.stderr, live=sys.stderr.isatty())
+    try:
+        summary = client.export_scans(args.out, since=args.since, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    since = None if args.since is None else args.since.isoformat()
+    return out.export_summary(summary), out.export_text(summary, since)
+
+
 CALIBRATE_INSTRUCTIONS = (
     "place the white reference target flat under the lens, covering the whole field; keep it clean, still "
     "and out of strong ambient light"
@@ -315,6 +424,13 @@ def check_output_file(path: Path) -> ImageFormat:
     fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise UsageError(f"--out {str(path)!r} must end in .png, .jpg or .jpeg")
+    check_writable_file(path)
+    return fmt
+
+
+def check_writable_file(path: Path) -> None:
+    """Make sure ``path`` can be written, leaving nothing behind; UsageError (exit 2) for a directory, a missing
+    parent directory or a file that cannot be created."""
     if path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a directory; give a file name")
     parent = path.parent
@@ -331,7 +447,6 @@ def check_output_file(path: Path) -> ImageFormat:
             path.unlink()
     except OSError as exc:
         raise UsageError(f"--out {str(path)!r} cannot be written: {exc.strerror or exc}") from None
-    return fmt
 
 
 def check_output_dir(directory: Path) -> None:
@@ -412,6 +527,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("common options (also accepted before the command)")
     group.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
     group.add_argument("--device", metavar="HOST:PORT", default=argparse.SUPPRESS, help="the unit to talk to")
+    group.add_argument("--token", metavar="TOKEN", default=argparse.SUPPRESS, help="the API token to call with")
+    group.add_argument("--ca", metavar="FILE", default=argparse.SUPPRESS, help="TLS: the fleet CA certificate")
+    group.add_argument("--pin", metavar="SHA256", default=argparse.SUPPRESS, help="TLS: the unit's key pin")
     group.add_argument(
         "--timeout", metavar="SECONDS", type=_timeout_arg, default=argparse.SUPPRESS, help="deadline of each call"
     )
@@ -428,7 +546,7 @@ def _command(
         formatter_class=_formatter,
         **kw,
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, offline=False)
     return parser
 
 
@@ -446,11 +564,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n"
+            "  veriscope devices                                the units on the local network, and their addresses\n"
             "  veriscope info                                   what the unit is and which items it knows\n"
             "  veriscope --device 10.0.0.7:50051 scan --item-type tote-classic\n"
             "  veriscope analyze --item-type tote-classic --image canvas=a.png --image handle=b.jpg --json\n"
             "  veriscope scans --all --json\n"
             "  veriscope explain 01HV3K9TQ4 --out ./why         heat-maps of why a scan got its verdict\n"
+            "  veriscope label 01HV3K9TQ4 counterfeit           an expert's ground truth, for training\n"
+            "  veriscope export --out build/labelled            labelled scans as a training data set\n"
+            "  veriscope certificate 01HV3K9TQ4 --out a.cert    its signed certificate of authenticity\n"
+            "  veriscope verify-certificate a.cert --trust unit.pem   check one offline, no unit needed\n"
             "  veriscope capture --out frame.png --json         one frame, with its quality report\n"
             "  veriscope preview --out ./live --frames 50       save live preview frames\n"
             "  veriscope calibrate                              calibrate on the white reference target\n"
@@ -464,15 +587,73 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the unit to talk to (default: ${ENV_DEVICE}, else {DEFAULT_TARGET}; now {default_device})",
     )
     parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=os.environ.get(ENV_TOKEN) or None,
+        help=f"API token (vs_<id>_<secret>) for a unit that requires one (default: ${ENV_TOKEN}, which keeps it "
+        "out of the process list); an admin creates it on the unit with 'veriscope-tool tokens create'",
+    )
+    parser.add_argument(
         "--timeout",
         metavar="SECONDS",
         type=_timeout_arg,
         default=None,
         help="deadline of each call (default: 10 s for quick calls, 60 s for captures and verdicts)",
     )
+    tls = parser.add_argument_group(
+        "TLS",
+        "A unit on the network serves TLS only: give --ca or --pin to check it (a unit on this machine's\n"
+        "loopback serves plaintext, and needs neither). See device/docs/security.md.",
+    )
+    tls.add_argument(
+        "--ca",
+        metavar="FILE",
+        default=os.environ.get(ENV_CA) or None,
+        help=f"the fleet CA certificate (fleet-ca.crt): accept only units it issued (default: ${ENV_CA})",
+    )
+    tls.add_argument(
+        "--pin",
+        metavar="SHA256",
+        help="sha256:<hex> of the unit's TLS key, as 'veriscope-tool provision' printed it: accept only that key",
+    )
+    tls.add_argument("--client-cert", metavar="FILE", help="a client certificate, for a unit that requires mTLS")
+    tls.add_argument("--client-key", metavar="FILE", help="the client certificate's private key")
+    tls.add_argument(
+        "--tls-name",
+        metavar="NAME",
+        help="the name the unit's certificate must carry (default veriscope-unit; a device id accepts that unit only)",
+    )
     parser.add_argument("--json", action="store_true", default=False, help="print machine-readable JSON to stdout")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    p = _command(
+        sub,
+        "devices",
+        "list the Veriscope units on the local network (no --device needed)",
+        "Listen for Veriscope units announcing themselves over mDNS/DNS-SD (_veriscope._tcp) on the\n"
+        "local network, and list them with the address to give --device. Finding none is not an\n"
+        "error (exit 0): the output says what to check. A unit is announced when its daemon listens\n"
+        "on the network (server.listen 0.0.0.0:50051; 127.0.0.1 is seen from its own machine only)\n"
+        "and its [discovery] is enabled, the default.\n"
+        "With --json: [{device_id, address, addresses, port, model, software_version, api_version,\n"
+        "model_version, tls, simulated}], sorted by device_id; [] when none answered.",
+        "  veriscope devices\n"
+        "  veriscope devices --timeout 5 --json\n"
+        "  veriscope --device \"$(veriscope devices --json | jq -r '.[0].address')\" info",
+        cmd_devices,
+    )
+    p.set_defaults(offline=True)
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_timeout_arg,
+        default=argparse.SUPPRESS,
+        help=f"how long to listen for units (default: {DISCOVERY_TIMEOUT_S:g} s)",
+    )
+    p.add_argument_group("common options (also accepted before the command)").add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON"
+    )
 
     p = _command(
         sub,
@@ -481,7 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Show the unit's serial number, software and model versions, hardware, capabilities,\n"
         "and the item types it can authenticate with the regions each one needs.\n"
         "With --json: {device_id, software_version, model: {name, version, sha256}, item_types:\n"
-        "[{name, regions: [region names], region_details: [...]}], ...}.",
+        "[{name, regions: [region names], region_details: [...]}], signing_public_key, ...};\n"
+        "signing_public_key is the PEM of the key that signs certificates of authenticity: save it\n"
+        "to a file for 'veriscope verify-certificate --trust'.",
         "  veriscope info\n  veriscope --device 10.0.0.7:50051 info --json",
         cmd_info,
     )
@@ -572,8 +755,8 @@ def build_parser() -> argparse.ArgumentParser:
         "scans",
         "list scans, newest first",
         "List the unit's scans, newest first, one page at a time (or all with --all).\n"
-        "With --json: a list of {scan_id, item_type, state, verdict, reason, score, create_time};\n"
-        "the next page token, if any, is printed on stderr.",
+        "With --json: a list of {scan_id, item_type, partner_item_id, state, verdict, reason, score,\n"
+        "create_time, label}; the next page token, if any, is printed on stderr.",
         "  veriscope scans\n"
         "  veriscope scans --page-size 20 --page-token TOKEN\n"
         "  veriscope scans --all --filter 'verdict = UNVERIFIED' --json",
@@ -585,7 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--filter",
         metavar="EXPR",
-        help="conditions joined by AND on item_type, partner_item_id, state, verdict (=, !=) or create_time (<, >=, ...)",
+        help="conditions joined by AND on item_type, partner_item_id, state, verdict, label (=, !=) or create_time "
+        "(<, >=, ...)",
     )
     _add_common(p)
 
@@ -627,6 +811,69 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "certificate",
+        "save the signed certificate of authenticity of a completed scan",
+        "Save the certificate of authenticity of a completed scan to FILE, byte for byte as the unit\n"
+        "signed it (Ed25519) when the scan completed. It names the unit, the item type, your partner\n"
+        "item id, the verdict with its reason and score, the model, the SHA-256 of every image and the\n"
+        "times. A certificate of an UNVERIFIED item says that it could NOT be verified, and why.\n"
+        "Keep FILE unchanged: any edit, even of whitespace, makes it invalid. Anyone can check it\n"
+        "offline with 'veriscope verify-certificate FILE --trust unit.pem', where unit.pem is the\n"
+        "unit's public key: the signing_public_key of 'veriscope info --json'.\n"
+        "The scan must be COMPLETED (FAILED_PRECONDITION otherwise, exit 1). A FILE that cannot be\n"
+        "written is refused before anything is fetched (exit 2).\n"
+        "With --json: {scan_id, path, size_bytes, signing_key_sha256}.",
+        "  veriscope certificate 01HV3K9TQ4 --out tote.cert\n"
+        "  veriscope --device 10.0.0.7:50051 info --json | jq -r .signing_public_key > unit.pem\n"
+        "  veriscope --device 10.0.0.7:50051 certificate scans/01HV3K9TQ4 --out tote.cert --json",
+        cmd_certificate,
+    )
+    p.add_argument("scan_id", metavar="SCAN_ID", type=parse_scan_id_arg, help="the scan's id")
+    p.add_argument("--out", metavar="FILE", type=Path, required=True, help="the file to write the certificate to")
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "verify-certificate",
+        "check a certificate of authenticity offline (no unit needed)",
+        "Check a certificate file offline, without any unit: that every byte is as the unit signed\n"
+        "it, and that the key that signed it is one you trust. --trust is a PEM file holding either\n"
+        "the unit's public key (the signing_public_key of 'veriscope info --json'), or the\n"
+        "certificate of a fleet CA that issued the unit's signer certificate.\n\n"
+        "A valid certificate prints its verdict, item, unit and time, and exits 0, whatever the\n"
+        "verdict: a valid certificate of an UNVERIFIED item is still valid, so read the verdict.\n"
+        "A certificate that is not valid exits 1 and says why, for example:\n"
+        "  signature does not match: the certificate was altered or signed by another key\n"
+        "  key not trusted: ... signed by key sha256 ..., not by the trusted key ...\n"
+        "  not canonical: ... the file was reformatted or edited\n"
+        "  unknown format: not JSON ... (truncated, damaged or not a certificate)\n"
+        "A FILE or --trust that cannot be read, or a --trust that is not a PEM key or certificate,\n"
+        "also exits 1 (reason unreadable or bad_trust).\n"
+        "With --json: {valid: true, file, certificate: {format, scan_id, device_id, item_type,\n"
+        "partner_item_id, verdict, reason, score, threshold, summary, statement, model, images: [{image_id,\n"
+        "region, origin, sha256, accepted, used}], create_time, complete_time, issue_time,\n"
+        "signing_key_sha256, signing_public_key, signer_certificate, trusted_by}}, or\n"
+        "{valid: false, file, reason, error} where reason is one of unknown_format, not_canonical,\n"
+        "malformed, key_not_trusted, signature_mismatch, unreadable, bad_trust.",
+        "  veriscope verify-certificate tote.cert --trust unit.pem\n"
+        "  veriscope verify-certificate tote.cert --trust fleet-ca.crt --json",
+        cmd_verify_certificate,
+    )
+    p.set_defaults(offline=True)
+    p.add_argument("file", metavar="FILE", type=Path, help="the certificate file")
+    p.add_argument(
+        "--trust",
+        metavar="PEM",
+        type=Path,
+        required=True,
+        help="PEM file of the unit's public key, or of a fleet CA certificate",
+    )
+    p.add_argument_group("common options (also accepted before the command)").add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON"
+    )
+
+    p = _command(
+        sub,
         "cancel",
         "cancel a scan in progress",
         "Cancel a scan that has not completed, and release the camera.",
@@ -634,6 +881,55 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_cancel,
     )
     p.add_argument("scan_id", metavar="SCAN_ID", type=parse_scan_id_arg, help="the scan's id")
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "label",
+        "record an expert's ground truth about a scanned item, for training",
+        "Record what an expert found the item of a COMPLETED scan to be: genuine or counterfeit.\n"
+        "The label is stored with the scan and selects it for 'veriscope export'; it never changes\n"
+        "the verdict or the certificate. Labelling again replaces the label; 'none' (or --clear)\n"
+        "removes a wrong one. SCAN_ID may also be given as scans/SCAN_ID. A scan that is not\n"
+        "COMPLETED gives FAILED_PRECONDITION (exit 1).\n"
+        "With --json: the scan, as 'veriscope scan-get --json', with its label and label_time.",
+        "  veriscope label 01HV3K9TQ4 genuine\n"
+        "  veriscope label 01HV3K9TQ4 counterfeit --json\n"
+        "  veriscope label 01HV3K9TQ4 --clear",
+        cmd_label,
+    )
+    p.add_argument("scan_id", metavar="SCAN_ID", type=parse_scan_id_arg, help="the scan's id")
+    p.add_argument("label", metavar="LABEL", nargs="?", choices=sorted(LABELS), help="genuine, counterfeit or none")
+    p.add_argument("--clear", action="store_true", help="remove the scan's label (the same as LABEL none)")
+    _add_common(p)
+
+    p = _command(
+        sub,
+        "export",
+        "write labelled scans as a training data set",
+        "Write every COMPLETED scan that has a label (see 'veriscope label') into DIR, in the layout\n"
+        "'python -m veriscope.training train --data DIR' and 'make train TRAIN_DATA=DIR' read:\n"
+        "  DIR/<material>/<genuine|counterfeit>/<scan_id>-<region>/<image_id>.png\n"
+        "  DIR/manifest.json   the device, export time, --since, the filter, and per item its scan,\n"
+        "                      partner item id, region, material, label, verdict, model and SHA-256s\n"
+        "Each region of a scan is one item, holding its images that passed the quality gate; stored\n"
+        "JPEGs are converted to PNG on the unit. Run it again at any time: files already in place\n"
+        "with the right SHA-256 are skipped, files are written to a temporary name and renamed (an\n"
+        "interrupted export leaves no partial PNG and resumes), and items whose label changed or was\n"
+        "removed are moved or deleted. --since TIME (RFC 3339, or a date for its midnight UTC) takes\n"
+        "only scans created at or after it. No labelled scan is not an error (exit 0).\n"
+        "Progress goes to stderr unless --json or --quiet.\n"
+        "With --json: {out, scans, items, images, skipped}: images written now, and already in place.",
+        "  veriscope export --out build/labelled\n"
+        "  veriscope --device 10.0.0.7:50051 export --out build/labelled --since 2026-05-01 --json\n"
+        "  make train TRAIN_DATA=build/labelled",
+        cmd_export,
+    )
+    p.add_argument("--out", metavar="DIR", type=Path, required=True, help="the data set's root folder")
+    p.add_argument(
+        "--since", metavar="TIME", type=_since_arg, help="only scans created at or after TIME (RFC 3339 or a date)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     _add_common(p)
 
     p = _command(
@@ -801,10 +1097,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     try:
-        with Client(args.device, timeout_s=args.timeout) as client:
-            data, text = args.run(client, args)
+        if args.offline:
+            data, text = args.run(None, args)
+        else:
+            with Client(
+                args.device,
+                timeout_s=args.timeout,
+                token=args.token,
+                ca=args.ca,
+                pinned_key=args.pin,
+                client_cert=args.client_cert,
+                client_key=args.client_key,
+                tls_server_name=args.tls_name,
+            ) as client:
+                data, text = args.run(client, args)
+    except CommandFailed as exc:
+        if args.json:
+            print(out.to_json(exc.data), flush=True)
+        _fail(str(exc))
+        return exc.exit_code
     except (DeviceUnavailableError, DeadlineExceededError) as exc:
-        _fail(f"{exc} (device {args.device})")
+        # A plaintext client is turned away by a TLS unit with nothing but "Socket closed".
+        hint = "" if args.offline or args.ca or args.pin else "; a unit that serves TLS needs --ca FILE or --pin SHA256"
+        _fail(str(exc) if args.offline else f"{exc} (device {args.device}{hint})")
         return EXIT_UNREACHABLE
     except VeriscopeError as exc:
         _fail(str(exc))

@@ -7,19 +7,23 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from veriscope.sdk._discovery import DiscoveredDevice
 from veriscope.sdk._models import (
     Calibration,
     CalibrationState,
     CaptureResult,
     DeviceInfo,
     DeviceStatus,
+    ExportProgress,
+    ExportSummary,
     ModelInfo,
     PlacedItem,
     PreviewFrame,
     Reason,
     Scan,
+    ScanCertificate,
     ScanEvent,
     ScanEventType,
     ScanExplanation,
@@ -27,6 +31,9 @@ from veriscope.sdk._models import (
     SimulatedMaterial,
     WhiteBalanceGains,
 )
+
+if TYPE_CHECKING:
+    from veriscope.sdk.certificates import Certificate
 
 
 def to_json(data: Any) -> str:
@@ -66,6 +73,35 @@ def reason_text(reason: Reason | None) -> str:
 # --- Commands ----------------------------------------------------------------------------------------------------
 
 
+NO_DEVICES_HINTS = """\
+Check that:
+  - this computer is on the same local network (subnet) as the unit;
+  - the network lets multicast DNS through (UDP port 5353; guest Wi-Fi, VPNs and some
+    firewalls block it);
+  - the unit's daemon listens on the network (server.listen = "0.0.0.0:50051", with TLS)
+    and its discovery is enabled ([discovery] enabled = true, and no --no-advertise).
+Or name the unit directly: veriscope --device HOST:PORT info"""
+
+
+def devices_text(devices: Sequence[DiscoveredDevice], timeout_s: float) -> str:
+    if not devices:
+        return f"no Veriscope units answered within {timeout_s:g} s.\n{NO_DEVICES_HINTS}"
+    rows = [
+        [
+            d.device_id,
+            d.address,
+            d.model,
+            d.software_version,
+            d.api_version,
+            d.model_version,
+            "yes" if d.tls else "no",
+            "yes" if d.simulated else "no",
+        ]
+        for d in devices
+    ]
+    return table(["DEVICE", "ADDRESS", "HARDWARE", "SOFTWARE", "API", "MODEL", "TLS", "SIMULATED"], rows)
+
+
 def device_text(device: DeviceInfo) -> str:
     hw = device.hardware
     ctl = hw.controller
@@ -82,6 +118,7 @@ def device_text(device: DeviceInfo) -> str:
         f"Camera        {hw.camera_model}  {hw.sensor_width_px}x{hw.sensor_height_px} px",
         f"Controller    {controller}",
         f"Capabilities  {', '.join(sorted(c.name.lower() for c in device.capabilities)) or 'none'}",
+        f"Signing key   {'Ed25519 (PEM in info --json)' if device.signing_public_key else 'none'}",
         "",
         "Item types",
     ]
@@ -155,6 +192,9 @@ def scan_text(scan: Scan) -> str:
         f"State         {scan.state.name}" + (f": {scan.error_message}" if scan.error_message else ""),
         f"Created       {scan.create_time.isoformat()}",
     ]
+    if scan.label is not None:
+        when = f" (set {scan.label_time.isoformat()})" if scan.label_time else ""
+        lines.append(f"Label         {scan.label.name}{when}")
     if scan.next_region:
         lines.append(f"Next region   {scan.next_region}")
     lines.append("")
@@ -199,6 +239,44 @@ def explanation_text(explanation: ScanExplanation, heatmaps: Sequence[Path], rep
     return "\n".join(lines)
 
 
+def certificate_saved_text(certificate: ScanCertificate, path: Path) -> str:
+    return (
+        f"certificate of scan {certificate.scan_id} saved to {path} ({len(certificate.document)} bytes, signed by "
+        f"key sha256 {certificate.signing_key_sha256[:16]}…)\n"
+        f"check it offline: veriscope verify-certificate {path} --trust UNIT.pem"
+    )
+
+
+def certificate_text(certificate: Certificate) -> str:
+    verdict = certificate.verdict.name
+    if certificate.reason is not None:
+        verdict += f" ({reason_text(certificate.reason)})"
+    item = certificate.item_type
+    if certificate.partner_item_id is not None:
+        item += f", partner item id {certificate.partner_item_id}"
+    used = sum(1 for image in certificate.images if image.used)
+    accepted = sum(1 for image in certificate.images if image.accepted)
+    uploads = sum(1 for image in certificate.images if image.origin.name == "UPLOAD")
+    images = f"{len(certificate.images)} ({accepted} accepted, {used} used for the verdict"
+    images += f", {uploads} uploaded)" if uploads else ")"
+    model = certificate.model
+    lines = [
+        "VALID certificate of authenticity",
+        f"Verdict     {verdict}",
+        f"Item        {item}",
+        f"Device      {certificate.device_id}",
+        f"Time        {certificate.complete_time.strftime('%Y-%m-%d %H:%M:%S')} UTC",
+        f"Scan        {certificate.scan_id}",
+        f"Score       {certificate.score} (threshold {certificate.threshold})",
+        f"Model       {model.name} {model.version}",
+        f"Images      {images}",
+        f"Signed by   Ed25519 key sha256 {certificate.signing_key_sha256[:16]}… ({certificate.trusted_by})",
+        "",
+        certificate.statement,
+    ]
+    return "\n".join(lines)
+
+
 def scans_text(scans: Sequence[Scan]) -> str:
     if not scans:
         return "no scans"
@@ -228,6 +306,7 @@ def scan_summary(scan: Scan) -> dict[str, Any]:
         "reason": None if result is None or result.reason is None else result.reason.name,
         "score": None if result is None else result.score,
         "create_time": scan.to_dict()["create_time"],
+        "label": None if scan.label is None else scan.label.name,
     }
 
 
@@ -338,6 +417,79 @@ class Progress:
         """Clear the live line, so what follows starts on a clean line."""
         if self._live and self._dirty:
             self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._dirty = False
+
+
+# --- Labels and training data ------------------------------------------------------------------------------------
+
+
+def label_text(scan: Scan) -> str:
+    """One line on a labelled scan: its new label beside the verdict the unit reached."""
+    verdict = "no verdict" if scan.result is None else f"verdict {scan.result.verdict.name}"
+    if scan.label is None:
+        return f"scan {scan.scan_id}: label removed ({verdict})"
+    return f"scan {scan.scan_id} labelled {scan.label.name} ({verdict})"
+
+
+def export_summary(summary: ExportSummary) -> dict[str, Any]:
+    """The ``veriscope export --json`` object: {out, scans, items, images, skipped}."""
+    return {
+        "out": str(summary.out),
+        "scans": summary.scans,
+        "items": summary.items,
+        "images": summary.images,
+        "skipped": summary.skipped,
+    }
+
+
+def export_text(summary: ExportSummary, since: str | None) -> str:
+    """What ``veriscope export`` did, and how to train on it."""
+    lines = []
+    if summary.scans == 0:
+        when = f" since {since}" if since else ""
+        lines.append(
+            f"nothing to export: no completed scan{when} is labelled (veriscope label SCAN_ID genuine|counterfeit)"
+        )
+    else:
+        lines.append(
+            f"exported {summary.scans} labelled scan{'' if summary.scans == 1 else 's'} as {summary.items} "
+            f"item{'' if summary.items == 1 else 's'} to {summary.out}: {summary.images} image"
+            f"{'' if summary.images == 1 else 's'} written, {summary.skipped} already in place"
+        )
+    if summary.removed:
+        lines.append(f"removed {summary.removed} item{'' if summary.removed == 1 else 's'} whose label changed or went")
+    if summary.manifest is not None and summary.items:
+        lines.append(f"train on it: make train TRAIN_DATA={summary.out}")
+    return "\n".join(lines)
+
+
+class ExportProgressView:
+    """Shows export progress on ``stream``: a rewritten live line on a terminal, a line per scan otherwise."""
+
+    def __init__(self, stream: TextIO, *, live: bool) -> None:
+        self._stream = stream
+        self._live = live
+        self._dirty = False
+        self._scan = ""
+
+    def __call__(self, progress: ExportProgress) -> None:
+        line = (
+            f"scan {progress.scans_done + 1}/{progress.scans_total}: {progress.images_written} images written, "
+            f"{progress.images_skipped} already in place"
+        )
+        if self._live:
+            self._stream.write("\r\x1b[K" + line)
+            self._dirty = True
+        elif progress.scan_id != self._scan:
+            self._stream.write(line + "\n")
+        self._scan = progress.scan_id
+        self._stream.flush()
+
+    def close(self) -> None:
+        """End the live line, so what follows starts on a clean line."""
+        if self._live and self._dirty:
+            self._stream.write("\n")
             self._stream.flush()
             self._dirty = False
 

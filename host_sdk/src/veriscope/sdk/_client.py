@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 
 from veriscope.sdk import _rpcs as rpcs
-from veriscope.sdk._base import DEFAULT_TARGET, BaseClient, Emit, Flow, Step, StreamCall, UnaryCall, serialize
+from veriscope.sdk._base import (
+    DEFAULT_TARGET,
+    BaseClient,
+    Emit,
+    Flow,
+    ServerStreamCall,
+    Step,
+    StreamCall,
+    UnaryCall,
+    serialize,
+)
 from veriscope.sdk._exceptions import from_rpc_error
 from veriscope.sdk._models import (
     AutofocusResult,
@@ -18,6 +31,8 @@ from veriscope.sdk._models import (
     CaptureSettings,
     DeviceInfo,
     DeviceStatus,
+    ExportProgress,
+    ExportSummary,
     ImageFormat,
     ImageUpload,
     LightingChannel,
@@ -26,14 +41,17 @@ from veriscope.sdk._models import (
     PreviewFrame,
     RegionCapture,
     Scan,
+    ScanCertificate,
     ScanEvent,
     ScanExplanation,
+    ScanLabel,
     ScanPage,
     ScanResult,
     SimulatedMaterial,
     UpdateStatus,
 )
 from veriscope.sdk._rpcs import ReqT, RespT, Rpc
+from veriscope.sdk._transport import PathOrPem, Verified, preflight
 from veriscope.sdk._types import EventCallback, ImageData, Metadata
 
 T = TypeVar("T")
@@ -60,6 +78,24 @@ class Client(BaseClient):
         timeout_s: Deadline in seconds for every call; None keeps each RPC's default.
         channel_credentials: TLS credentials (``grpc.ssl_channel_credentials(...)``); None for plain TCP.
         metadata: gRPC metadata sent with every call, as (key, value) pairs.
+        token: An API token (``vs_<id>_<secret>``, from ``veriscope-tool tokens create`` on the unit), sent as
+            ``authorization: Bearer`` metadata with every call; None sends none. A unit that requires tokens
+            answers calls without one with :class:`UnauthenticatedError`, and calls its role may not make with
+            :class:`PermissionDeniedError`. The SDK does not read ``$VERISCOPE_TOKEN``; the CLI does.
+        ca: The fleet CA certificate (a PEM file name, or PEM bytes): use TLS and accept only a unit whose
+            certificate this CA issued for ``tls_server_name``. See device/docs/security.md.
+        pinned_key: ``"sha256:<hex>"``, the pin of the unit's TLS key (``veriscope-tool provision`` prints it):
+            use TLS and accept only a unit holding exactly this key. May be combined with ``ca``.
+        client_cert: For a unit that requires client certificates (mTLS): the client certificate, a PEM file.
+        client_key: Its private key, a PEM file.
+        tls_server_name: The name the unit's certificate must carry: ``"veriscope-unit"`` (every unit of the
+            fleet) by default, or a device id to accept that unit only. Units are reached by IP, so the
+            address itself is not checked.
+
+    With ``ca`` or ``pinned_key``, the first call makes a TLS handshake of its own to check the unit and raises
+    :class:`TlsError` saying what does not match (another CA, another key, expired, mTLS refused) instead of
+    gRPC's bare UNAVAILABLE. Files are read, and arguments checked, when the client is made: a missing file
+    raises ``OSError``, a file without a certificate ``ValueError``.
     """
 
     def __init__(
@@ -69,13 +105,45 @@ class Client(BaseClient):
         timeout_s: float | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
         metadata: Metadata = (),
+        token: str | None = None,
+        ca: PathOrPem | None = None,
+        pinned_key: str | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
-        super().__init__(target, timeout_s=timeout_s, channel_credentials=channel_credentials, metadata=metadata)
-        options = self._channel_options()
-        if channel_credentials is None:
-            self._channel = grpc.insecure_channel(self._target, options=options)
-        else:
-            self._channel = grpc.secure_channel(self._target, channel_credentials, options=options)
+        super().__init__(
+            target,
+            timeout_s=timeout_s,
+            channel_credentials=channel_credentials,
+            metadata=metadata,
+            token=token,
+            ca=ca,
+            pinned_key=pinned_key,
+            client_cert=client_cert,
+            client_key=client_key,
+            tls_server_name=tls_server_name,
+        )
+        # With ca or pinned_key the channel is opened by the first call, after the pre-flight checked the unit.
+        self._channel: grpc.Channel | None = None if self._tls is not None else self._open(None)
+        self._connecting = threading.Lock()
+
+    def _open(self, verified: Verified | None) -> grpc.Channel:
+        credentials, options = self._channel_security(verified)
+        if credentials is None:
+            return grpc.insecure_channel(self._target, options=options)
+        return grpc.secure_channel(self._target, credentials, options=options)
+
+    def _connect(self, timeout_s: float | None, method: str) -> grpc.Channel:
+        """The channel, opened after the TLS pre-flight on first use. Raises TlsError or DeviceUnavailableError."""
+        self._check_open()
+        if self._channel is None:
+            with self._connecting:  # threads that share the client make one pre-flight and one channel
+                if self._channel is None:
+                    assert self._tls is not None
+                    verified = preflight(self._target, self._tls, self._preflight_timeout(timeout_s), method)
+                    self._channel = self._open(verified)
+        return self._channel
 
     # --- Lifecycle ---
 
@@ -83,7 +151,8 @@ class Client(BaseClient):
         """Close the connection. Safe to call twice; the client cannot be used afterwards."""
         if not self._closed:
             self._closed = True
-            self._channel.close()
+            if self._channel is not None:
+                self._channel.close()
 
     def __enter__(self) -> Client:
         return self
@@ -115,16 +184,21 @@ class Client(BaseClient):
         if isinstance(step, Emit):
             step.callback(step.event)
             return None
-        self._check_open()
         rpc = step.rpc
+        channel = self._connect(step.timeout_s, rpc.method)
         try:
             if isinstance(step, UnaryCall):
-                unary = self._channel.unary_unary(
+                unary = channel.unary_unary(
                     rpc.path, request_serializer=serialize, response_deserializer=rpc.response_type.FromString
                 )
                 return unary(step.request, timeout=step.timeout_s, metadata=self._metadata)
+            if isinstance(step, ServerStreamCall):
+                read = channel.unary_stream(
+                    rpc.path, request_serializer=serialize, response_deserializer=rpc.response_type.FromString
+                )
+                return list(read(step.request, timeout=step.timeout_s, metadata=self._metadata))
             assert isinstance(step, StreamCall)
-            upload = self._channel.stream_unary(
+            upload = channel.stream_unary(
                 rpc.path, request_serializer=serialize, response_deserializer=rpc.response_type.FromString
             )
             return upload(iter(step.requests), timeout=step.timeout_s, metadata=self._metadata)
@@ -134,8 +208,7 @@ class Client(BaseClient):
     def _server_stream(
         self, rpc: Rpc[ReqT, RespT], request: ReqT, timeout_s: float, result: Callable[[RespT], T]
     ) -> Generator[T, None, None]:
-        self._check_open()
-        responses = self._channel.unary_stream(
+        responses = self._connect(timeout_s, rpc.method).unary_stream(
             rpc.path, request_serializer=serialize, response_deserializer=rpc.response_type.FromString
         )(request, timeout=timeout_s, metadata=self._metadata)
         try:
@@ -398,6 +471,25 @@ class Client(BaseClient):
         """
         return self._run(self._get_scan_explanation_flow(scan_id, timeout_s))
 
+    def get_scan_certificate(self, scan_id: str, *, timeout_s: float | None = None) -> ScanCertificate:
+        """Return the signed certificate of authenticity of a completed scan.
+
+        The unit signed it with its Ed25519 key when the scan completed, whatever the verdict: a
+        certificate of an UNVERIFIED item says it could NOT be verified, and why. Save ``document``
+        unchanged (``certificate.save(path)``) and verify it anywhere, offline, with
+        :func:`veriscope.sdk.certificates.verify_certificate` and the unit's public key
+        (``get_device().signing_public_key``).
+
+        Args:
+            scan_id: The scan's id, or its name ``"scans/{scan_id}"``.
+
+        Raises:
+            NotFoundError: The device has no such scan.
+            FailedPreconditionError: The scan is not COMPLETED, or was completed by a device software that
+                issued no certificates.
+        """
+        return self._run(self._get_scan_certificate_flow(scan_id, timeout_s))
+
     def list_scans(
         self,
         *,
@@ -436,6 +528,78 @@ class Client(BaseClient):
     def cancel_scan(self, scan_id: str, *, timeout_s: float | None = None) -> Scan:
         """Cancel a scan that has not completed and release the camera. FailedPreconditionError if it has ended."""
         return self._run(self._cancel_scan_flow(scan_id, timeout_s))
+
+    # --- Training data ---
+
+    def label_scan(self, scan_id: str, label: ScanLabel | None, *, timeout_s: float | None = None) -> Scan:
+        """Record an expert's ground truth about a completed scan's item, for training; None removes a label.
+
+        The label is stored with the scan (``Scan.label``, ``Scan.label_time``) and
+        selects it for :meth:`export_scans`; it never changes the verdict or the
+        certificate. Labelling again replaces the label.
+
+        Args:
+            scan_id: The scan's id, or its name ``"scans/{scan_id}"``.
+            label: ``ScanLabel.GENUINE``, ``ScanLabel.COUNTERFEIT``, or None to remove a wrong label.
+
+        Raises:
+            NotFoundError: The device has no such scan.
+            FailedPreconditionError: The scan is not COMPLETED (the message names its state).
+        """
+        return self._run(self._label_scan_flow(scan_id, label, timeout_s))
+
+    def read_scan_image(
+        self, scan_id: str, image_id: str, *, format: ImageFormat | None = None, timeout_s: float | None = None
+    ) -> bytes:
+        """Return the encoded bytes of one stored image of a scan, checked against the SHA-256 the device sent.
+
+        Args:
+            scan_id: The scan's id, or its name ``"scans/{scan_id}"``.
+            image_id: The image's id within the scan (``ScanImage.image_id``).
+            format: None for the stored bytes (PNG or JPEG, see ``ScanImage.format``); ``ImageFormat.PNG``
+                has the device convert a stored JPEG to PNG (losslessly: the JPEG's own pixels). JPEG of an
+                image stored as PNG is refused.
+
+        Raises:
+            NotFoundError: The device has no such scan or image.
+            InvalidArgumentError: JPEG asked of an image stored as PNG.
+            DataLossError: The bytes received do not match the size or SHA-256 the device announced.
+        """
+        return self._run(self._read_scan_image_flow(scan_id, image_id, format, timeout_s))
+
+    def export_scans(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        since: datetime | date | None = None,
+        progress: Callable[[ExportProgress], object] | None = None,
+        timeout_s: float | None = None,
+    ) -> ExportSummary:
+        """Write every labelled, COMPLETED scan into ``out_dir`` as a training data set; return what was done.
+
+        The layout is what ``python -m veriscope.training train --data OUT_DIR`` reads: each
+        region of a scan is one item, ``<material>/<genuine|counterfeit>/<scan_id>-<region>/``,
+        holding the region's images that passed the quality gate as ``<image_id>.png`` (stored
+        JPEGs are converted to PNG on the device). ``manifest.json`` records the device, the time,
+        ``since``, the filter, and per item its scan, partner item id, region, material, label,
+        verdict, model and the SHA-256 of each file.
+
+        Re-running is cheap and safe: files already in place with the right SHA-256 are skipped,
+        every file is written to a temporary name and renamed, so an interrupted export leaves no
+        partial PNG and resumes where it stopped, and items whose label has since changed or been
+        removed are moved or deleted. Nothing is written when no scan is labelled.
+
+        Args:
+            out_dir: The export's root folder; created when needed.
+            since: Only scans created at or after this time (a date means its midnight UTC).
+            progress: Called with an :class:`ExportProgress` after every image.
+            timeout_s: Deadline of each RPC.
+
+        Raises:
+            ValueError: ``since`` lacks a time zone, or ``out_dir/manifest.json`` is not an export's manifest.
+            OSError: A file cannot be written.
+        """
+        return self._run(self._export_scans_flow(out_dir, since, progress, timeout_s))
 
     # --- Models, updates ---
 

@@ -9,13 +9,14 @@ name that is not ``"scans/{id}"``, a verdict this SDK does not know) raise
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 
-from veriscope.sdk._exceptions import ProtocolError
+from veriscope.sdk._exceptions import DataLossError, ProtocolError
 from veriscope.sdk._models import (
     AutofocusResult,
     Calibration,
@@ -52,10 +53,12 @@ from veriscope.sdk._models import (
     RegionProgress,
     RegionResult,
     Scan,
+    ScanCertificate,
     ScanEvent,
     ScanEventType,
     ScanExplanation,
     ScanImage,
+    ScanLabel,
     ScanPage,
     ScanResult,
     ScanState,
@@ -93,6 +96,7 @@ ENUM_PAIRS: tuple[tuple[type[enum.Enum], Any, str], ...] = (
     (Verdict, scan_service_pb2.Verdict, "VERDICT_"),
     (Reason, scan_service_pb2.VerdictReason, "VERDICT_REASON_"),
     (ImageOrigin, scan_service_pb2.ImageOrigin, "IMAGE_ORIGIN_"),
+    (ScanLabel, scan_service_pb2.ScanLabel, "SCAN_LABEL_"),
     (ScanEventType, scan_service_pb2.ScanEventType, "SCAN_EVENT_TYPE_"),
     (Component, update_service_pb2.Component, "COMPONENT_"),
     (SlotState, update_service_pb2.SlotState, "SLOT_STATE_"),
@@ -458,6 +462,21 @@ def scan_explanation_from_pb(pb: scan_service_pb2.GetScanExplanationResponse) ->
     )
 
 
+def scan_certificate_from_pb(pb: scan_service_pb2.GetScanCertificateResponse) -> ScanCertificate:
+    """Build a scan's certificate; raise ProtocolError for a name that is not ``"scans/{id}/certificate"`` or
+    an empty document."""
+    certificate = pb.certificate
+    parent, slash, child = certificate.name.rpartition("/")
+    if not slash or child != "certificate":
+        raise ProtocolError(f"device sent certificate name {certificate.name!r}, expected 'scans/{{id}}/certificate'")
+    scan_id = scan_id_from_name(parent)
+    if not certificate.document:
+        raise ProtocolError(f"device sent an empty certificate of scan {scan_id!r}")
+    return ScanCertificate(
+        scan_id=scan_id, document=certificate.document, signing_key_sha256=certificate.signing_key_sha256
+    )
+
+
 def scan_from_pb(pb: scan_service_pb2.Scan) -> Scan:
     """Build a scan; raise ProtocolError when its name or create_time is missing or malformed."""
     scan_id = scan_id_from_name(pb.name)
@@ -487,7 +506,36 @@ def scan_from_pb(pb: scan_service_pb2.Scan) -> Scan:
         next_region=_or_none(pb.next_region),
         result=scan_result_from_pb(pb, scan_id) if has_result else None,
         error_message=_or_none(pb.error_message),
+        label=enum_from_pb(ScanLabel, pb.label),
+        label_time=_time(pb, "label_time"),
     )
+
+
+def image_bytes_from_pb(
+    responses: list[scan_service_pb2.ReadScanImageResponse], wanted: ImageFormat | None, method: str
+) -> bytes:
+    """Join a ReadScanImage stream into the image's bytes, checking them against the first message's size and SHA-256.
+
+    Raises ProtocolError when the stream is empty, lacks its size or SHA-256, or
+    is not in the ``wanted`` format (None accepts any), and DataLossError when
+    the bytes received do not match the size or SHA-256 announced.
+    """
+    if not responses:
+        raise ProtocolError("ReadScanImage sent no message", method=method)
+    first = responses[0]
+    if len(first.sha256) != 64 or not first.size_bytes:
+        raise ProtocolError("ReadScanImage's first message lacks the image's size or SHA-256", method=method)
+    sent = enum_from_pb(ImageFormat, first.format)
+    if wanted is not None and sent is not wanted:
+        got = "no format" if sent is None else sent.name
+        raise ProtocolError(f"asked ReadScanImage for {wanted.name}, got {got}", method=method)
+    data = b"".join(response.chunk for response in responses)
+    if len(data) != first.size_bytes:
+        raise DataLossError(f"received {len(data)} bytes of an image of {first.size_bytes} bytes", method=method)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != first.sha256.lower():
+        raise DataLossError(f"image bytes hash to {digest}, the device announced {first.sha256}", method=method)
+    return data
 
 
 def scan_page_from_pb(pb: scan_service_pb2.ListScansResponse) -> ScanPage:

@@ -19,7 +19,9 @@
     ├── InternalError               INTERNAL             the device failed unexpectedly
     ├── DataLossError               DATA_LOSS            data was lost or corrupted in transit or storage
     ├── UnknownError                UNKNOWN              the device gave no usable status
-    └── ProtocolError               PROTOCOL_ERROR       the device answered, but not as veriscope.v1 says
+    ├── ProtocolError               PROTOCOL_ERROR       the device answered, but not as veriscope.v1 says
+    ├── TlsError                    TLS_ERROR            the unit's TLS identity failed verification, or it refused ours
+    └── CertificateError            INVALID_CERTIFICATE  a certificate of authenticity failed offline verification
 
 Arguments the SDK can check itself (an empty item type, a malformed scan id) raise
 :class:`ValueError` or :class:`TypeError` before any RPC is made; those are
@@ -93,21 +95,41 @@ class AbortedError(VeriscopeError):
 
 
 class ResourceExhaustedError(VeriscopeError):
-    """A size, rate or storage limit was hit (an image too large, the disk full, ...)."""
+    """A size, rate or storage limit was hit (an image too large, the disk full, too many calls, ...).
+
+    Attributes:
+        retry_after_s: For a rate limit, the seconds to wait before the call may succeed; None otherwise.
+    """
 
     code = "RESOURCE_EXHAUSTED"
+    retry_after_s: float | None = None
 
 
 class UnauthenticatedError(VeriscopeError):
-    """The call carried no credentials, or bad ones."""
+    """The unit requires an API token and the call carried none, or one it does not accept.
+
+    ``details`` says which: missing, malformed, unknown to the unit, revoked or expired. Pass a valid token as
+    ``Client(token=...)`` (the CLI: ``--token`` or ``$VERISCOPE_TOKEN``); an admin creates one on the unit with
+    ``veriscope-tool tokens create``.
+    """
 
     code = "UNAUTHENTICATED"
 
 
 class PermissionDeniedError(VeriscopeError):
-    """The caller's credentials do not allow this call."""
+    """The caller's API token is valid, but its role may not make this call.
+
+    ``details`` names the role the call needs, for example "this call needs the technician role; your token
+    1a2b3c4d has operator". Use a token of that role (roles: operator < technician < admin).
+
+    Attributes:
+        required_role: The role the call needs, for example ``"technician"``; None when the unit did not say.
+        role: The role of the token that was used; None when the unit did not say.
+    """
 
     code = "PERMISSION_DENIED"
+    required_role: str | None = None
+    role: str | None = None
 
 
 class DeviceUnavailableError(VeriscopeError):
@@ -161,6 +183,54 @@ class ProtocolError(VeriscopeError):
     code = "PROTOCOL_ERROR"
 
 
+class TlsError(VeriscopeError):
+    """The unit's TLS identity is not the one the client trusts, or the unit refused the client's certificate.
+
+    Raised before any RPC is sent, when the client checks the unit's certificate
+    against the ``ca`` or ``pinned_key`` it was given, in place of gRPC's bare
+    UNAVAILABLE. ``details`` says what did not match, for example ``"the unit's
+    certificate is not issued by the fleet CA you gave (...)"`` or ``"pinned key
+    mismatch: expected sha256 ..., unit presented sha256 ..."``.
+
+    Attributes:
+        reason: What kind of failure, for programs: ``"not_issued_by_ca"``, ``"pin_mismatch"``,
+            ``"name_mismatch"`` (issued by the CA, but not for the expected name), ``"expired"``,
+            ``"not_yet_valid"``, ``"handshake_failed"`` (no TLS from the unit: a plaintext listener?),
+            ``"client_certificate_required"`` or ``"client_certificate_refused"`` (mTLS).
+    """
+
+    code = "TLS_ERROR"
+
+    def __init__(self, details: str, *, reason: str, method: str = "") -> None:
+        super().__init__(details, method=method)
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.details!r}, reason={self.reason!r})"
+
+
+class CertificateError(VeriscopeError):
+    """A certificate of authenticity is not valid; ``details`` says why, in words.
+
+    Raised by :func:`veriscope.sdk.certificates.verify_certificate`, offline, never by an RPC.
+
+    Attributes:
+        reason: What kind of failure, for programs: ``"unknown_format"`` (not a Veriscope certificate, or a
+            format this SDK does not know), ``"not_canonical"`` (the file's bytes were reformatted or edited),
+            ``"malformed"`` (a field is missing or has the wrong type), ``"key_not_trusted"`` (signed by a key
+            the trust anchor does not vouch for) or ``"signature_mismatch"`` (altered, or signed by another key).
+    """
+
+    code = "INVALID_CERTIFICATE"
+
+    def __init__(self, details: str, *, reason: str = "malformed") -> None:
+        super().__init__(details)
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.details!r}, reason={self.reason!r})"
+
+
 _BY_STATUS: dict[grpc.StatusCode, type[VeriscopeError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
@@ -195,4 +265,29 @@ def from_rpc_error(exc: grpc.RpcError, method: str) -> VeriscopeError:
     details = details_fn() if callable(details_fn) else None
     if not isinstance(code, grpc.StatusCode):
         return UnknownError(str(exc) or type(exc).__name__, method=method)
-    return error_class_for(code)(str(details or code.name), method=method)
+    error = error_class_for(code)(str(details or code.name), method=method)
+    if isinstance(error, ResourceExhaustedError | PermissionDeniedError):
+        trailing = _trailing_metadata(exc)
+        if isinstance(error, ResourceExhaustedError):
+            retry_after_ms = trailing.get(RETRY_AFTER_KEY, "")
+            if retry_after_ms.isdigit():
+                error.retry_after_s = int(retry_after_ms) / 1000
+        else:
+            error.required_role = trailing.get(REQUIRED_ROLE_KEY)
+            error.role = trailing.get(TOKEN_ROLE_KEY)
+    return error
+
+
+RETRY_AFTER_KEY = "retry-after-ms"
+REQUIRED_ROLE_KEY = "veriscope-required-role"
+TOKEN_ROLE_KEY = "veriscope-token-role"
+
+
+def _trailing_metadata(exc: grpc.RpcError) -> dict[str, str]:
+    """The error's trailing metadata with text values, as a dict; empty when it has none."""
+    trailing_fn = getattr(exc, "trailing_metadata", None)
+    try:
+        pairs = trailing_fn() if callable(trailing_fn) else None
+        return {str(key): value for key, value in pairs or () if isinstance(value, str)}
+    except (TypeError, ValueError):
+        return {}

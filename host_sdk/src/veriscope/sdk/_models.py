@@ -109,6 +109,15 @@ class Reason(enum.StrEnum):
     """A required region has too few images."""
 
 
+class ScanLabel(enum.StrEnum):
+    """An expert's ground truth about a scanned item, recorded after the scan (``label_scan()``) for training."""
+
+    GENUINE = "GENUINE"
+    """The item is genuine."""
+    COUNTERFEIT = "COUNTERFEIT"
+    """The item is a counterfeit."""
+
+
 class ImageOrigin(enum.StrEnum):
     """Where an image of a scan came from. ``UNSPECIFIED`` when unknown to this SDK."""
 
@@ -789,6 +798,9 @@ class Scan:
         next_region: The next region to capture; None when every region has enough images.
         result: The verdict, once COMPLETED.
         error_message: Why the scan failed, when FAILED.
+        label: The expert's ground truth, set with ``label_scan()``; None when there is none (or one this SDK
+            does not know). It never changes the verdict.
+        label_time: When the label was last set, or None.
     """
 
     scan_id: str
@@ -802,6 +814,8 @@ class Scan:
     next_region: str | None
     result: ScanResult | None
     error_message: str | None
+    label: ScanLabel | None = None
+    label_time: datetime | None = None
 
     @property
     def verdict(self) -> Verdict | None:
@@ -824,6 +838,8 @@ class Scan:
             "next_region": self.next_region,
             "result": None if self.result is None else self.result.to_dict(),
             "error_message": self.error_message,
+            "label": _name(self.label),
+            "label_time": _rfc3339(self.label_time),
         }
 
 
@@ -929,6 +945,42 @@ class ScanExplanation:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScanCertificate:
+    """The signed certificate of authenticity of a completed scan, from ``get_scan_certificate()``.
+
+    ``document`` is the certificate file, byte for byte as the unit signed it: keep it unchanged (any
+    reformatting invalidates it) and check it offline with :func:`veriscope.sdk.certificates.verify_certificate`
+    or ``veriscope verify-certificate``.
+
+    Attributes:
+        scan_id: The scan's id.
+        document: The certificate file: canonical UTF-8 JSON ending in one newline.
+        signing_key_sha256: Lowercase hex SHA-256 of the raw Ed25519 public key that signed it.
+    """
+
+    scan_id: str
+    document: bytes
+    signing_key_sha256: str
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``document`` to ``path`` exactly (replacing any file there) and return the path.
+
+        Raises:
+            OSError: The file cannot be written.
+        """
+        target = Path(path)
+        target.write_bytes(self.document)
+        return target
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scan_id": self.scan_id,
+            "size_bytes": len(self.document),
+            "signing_key_sha256": self.signing_key_sha256,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScanPage:
     """One page of ``list_scans()``, newest first; pass ``next_page_token`` back for the next (None on the last)."""
 
@@ -972,6 +1024,62 @@ class ScanEvent:
     message: str = ""
     image: ScanImage | None = None
     event_time: datetime | None = None
+
+
+# --- Training data export ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportProgress:
+    """How far ``export_scans()`` has come, reported after every image it writes or skips.
+
+    Attributes:
+        scans_done: Labelled scans finished so far.
+        scans_total: Labelled scans to export.
+        images_written: Image files written so far.
+        images_skipped: Image files found already in place with the right SHA-256, and left as they were.
+        scan_id: The scan being exported.
+    """
+
+    scans_done: int
+    scans_total: int
+    images_written: int
+    images_skipped: int
+    scan_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportSummary:
+    """What ``export_scans()`` did.
+
+    Attributes:
+        out: The export's root folder.
+        scans: Labelled scans exported.
+        items: Items exported: one per region of a scan with images that passed the quality gate.
+        images: Image files written by this run.
+        skipped: Image files already in place with the right SHA-256, left as they were.
+        removed: Items of an earlier export into ``out`` removed because their scan's label changed or was removed.
+        manifest: The manifest written, or None when there was nothing to export.
+    """
+
+    out: Path
+    scans: int
+    items: int
+    images: int
+    skipped: int
+    removed: int = 0
+    manifest: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "scans": self.scans,
+            "items": self.items,
+            "images": self.images,
+            "skipped": self.skipped,
+            "removed": self.removed,
+            "manifest": None if self.manifest is None else str(self.manifest),
+        }
 
 
 # --- Models, updates, simulation ---------------------------------------------------------------------------------

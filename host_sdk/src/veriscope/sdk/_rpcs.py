@@ -32,7 +32,7 @@ RespT = TypeVar("RespT", bound=Message)
 UNARY_TIMEOUT_S = 10.0
 """Default deadline of quick unary calls (reads, creates, cancels)."""
 SLOW_TIMEOUT_S = 60.0
-"""Default deadline of calls that expose the camera, focus, upload, run inference or render heat-maps."""
+"""Default deadline of calls that expose the camera, focus, move image files, run inference or draw heat-maps."""
 STREAM_TIMEOUT_S = 900.0
 """Default bound on server streams (preview, watch): they end on their own or when the caller stops reading."""
 CALIBRATE_TIMEOUT_S = 180.0
@@ -142,6 +142,18 @@ WATCH_SCAN = _rpc(
 CANCEL_SCAN = _rpc(
     _scan, "ScanService", "CancelScan", _scan.CancelScanRequest, _scan.CancelScanResponse, _U, UNARY_TIMEOUT_S
 )
+LABEL_SCAN = _rpc(
+    _scan, "ScanService", "LabelScan", _scan.LabelScanRequest, _scan.LabelScanResponse, _U, UNARY_TIMEOUT_S
+)
+READ_SCAN_IMAGE = _rpc(
+    _scan,
+    "ScanService",
+    "ReadScanImage",
+    _scan.ReadScanImageRequest,
+    _scan.ReadScanImageResponse,
+    _S,
+    SLOW_TIMEOUT_S,
+)
 GET_SCAN_EXPLANATION = _rpc(
     _scan,
     "ScanService",
@@ -150,6 +162,15 @@ GET_SCAN_EXPLANATION = _rpc(
     _scan.GetScanExplanationResponse,
     _U,
     SLOW_TIMEOUT_S,
+)
+GET_SCAN_CERTIFICATE = _rpc(
+    _scan,
+    "ScanService",
+    "GetScanCertificate",
+    _scan.GetScanCertificateRequest,
+    _scan.GetScanCertificateResponse,
+    _U,
+    UNARY_TIMEOUT_S,
 )
 
 LIST_MODELS = _rpc(

@@ -1,6 +1,9 @@
 """Specimen images on disk: the item index, the split by item, and the streaming training input.
 
-The layout is ``ROOT/<material>/<source>/<item_id>/*.png``. Splits are by item,
+The layout is ``ROOT/<material>/<source>/<item_id>/*.png``: source ``genuine``
+holds genuine items, and any other source name (a counterfeit maker such as
+``counterfeit-a``, or ``counterfeit`` in an export of labelled scans) holds
+counterfeits. Files other than ``*.png`` (a manifest) are ignored. Splits are by item,
 never by image, so no item is seen in both training and evaluation; held-out
 counterfeit sources go to a split of their own. The training input streams
 images from disk through ``tf.data`` and never holds the data set in memory.
@@ -95,6 +98,8 @@ def split_items(
     """Split items per (material, source) into train, val and test; held-out sources go whole to ``held_out``.
 
     Each group of three or more items gives at least one item to each of val and test.
+    Raises ``ValueError`` when a material's validation items lack a genuine or a
+    counterfeit item: calibration and thresholds are fitted on both.
     """
     groups: dict[tuple[str, str], list[Item]] = defaultdict(list)
     held_out: list[Item] = []
@@ -111,6 +116,14 @@ def split_items(
         val += group[:n_val]
         test += group[n_val : n_val + n_test]
         train += group[n_val + n_test :]
+    for material in sorted({m for m, _ in groups}):
+        kinds = {item.genuine for item in val if item.material == material}
+        if kinds != {True, False}:
+            counts = ", ".join(f"{s} {len(groups[(m, s)])}" for m, s in sorted(groups) if m == material)
+            raise ValueError(
+                f"too few items of {material} to validate on ({counts}): validation needs a genuine and a "
+                "counterfeit item of every material, and a source with fewer than 3 items gives it none"
+            )
     return Split(tuple(train), tuple(val), tuple(test), tuple(held_out))
 
 

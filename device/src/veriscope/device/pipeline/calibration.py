@@ -20,7 +20,10 @@ A capture is corrected by :meth:`Calibration.apply`: its pixels are taken to
 linear light, multiplied by the flat-field gains (bilinear between map cells)
 and the white-balance gains of the capture's lighting channel, and encoded
 again. The centre keeps its level, so exposure and the quality gate see what
-they saw before; the corners lose the vignetting.
+they saw before; the corners lose the vignetting. The gains of each frame size
+are prepared once, as a :class:`~veriscope.device.pipeline.tone.GainImage`
+(quantised gains and a table of corrected 8-bit values), so a full-resolution
+correction costs a small fraction of the capture.
 
 :class:`CalibrationStore` keeps one calibration per camera under the daemon's
 data directory, as ``<camera>.npz`` (the maps) and ``<camera>.json`` (a
@@ -127,7 +130,7 @@ class Calibration:
     frames: int
     """Frames averaged per channel."""
     channels: tuple[ChannelCalibration, ...]
-    _gains: dict[tuple[Lighting, int, int], F32] = field(
+    _gains: dict[tuple[Lighting, int, int], tone.GainImage] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
     _gains_lock: threading.Lock = field(
@@ -147,9 +150,9 @@ class Calibration:
         if self.channel(lighting) is None:
             return None
         h, w = int(pixels.shape[0]), int(pixels.shape[1])
-        return tone.to_srgb(tone.to_linear(pixels) * self._gain_image(lighting, h, w))
+        return self._gain_image(lighting, h, w).apply(pixels)
 
-    def _gain_image(self, lighting: Lighting, h: int, w: int) -> F32:
+    def _gain_image(self, lighting: Lighting, h: int, w: int) -> tone.GainImage:
         key = (lighting, h, w)
         with self._gains_lock:
             cached = self._gains.get(key)
@@ -158,8 +161,9 @@ class Calibration:
         channel = self.channel(lighting)
         assert channel is not None
         grid = channel.flat_gain * np.asarray(channel.white_balance, dtype=np.float32)
-        gains = np.clip(_upsample(grid, h, w), GAIN_RANGE[0], GAIN_RANGE[1] * max(channel.white_balance))
-        gains.setflags(write=False)
+        gains = tone.GainImage(
+            np.clip(_upsample(grid, h, w), GAIN_RANGE[0], GAIN_RANGE[1] * max(channel.white_balance))
+        )
         with self._gains_lock:
             if len(self._gains) >= 4:  # a capture size and a preview size or two
                 self._gains.pop(next(iter(self._gains)))

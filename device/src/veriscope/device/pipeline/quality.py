@@ -34,12 +34,33 @@ The metrics are computed on a grey copy box-downscaled to at most
 - ``focus_uniformity``: the frame is cut into three bands across each of four
   directions; it is the least sharp band's Laplacian energy over the sharpest
   one's, for the worst direction. A scanner tilted on the surface, or pressed
-  down at one edge only, blurs the bands at one or both ends.
+  down at one edge only, blurs the bands at one or both ends; so does a
+  surface whose texture differs across the field (two inks of a printed
+  canvas), so only gross unevenness fails on it.
+- ``edge_focus_ratio``: the frame is cut into seven strips across each of eight
+  directions; it is the Laplacian energy of the sharper of the two outermost
+  strips over that of the middle three, for the worst direction (at most 1).
+  Autofocus puts the middle of a tilted field in focus, so a tilt softens both
+  ends along its direction at once, which uneven texture, vignetting or the
+  raking light's one-sided fall-off seldom do: this is the sensitive tilt check.
+
+What a tilt does depends on the optics' depth of field, about 30 um for a
+field 1.5 mm wide (the numerical aperture of about 0.1 that such a field
+allows; "a few micrometres" holds for 20x objectives with fields a fifth as
+wide). Tilted by t degrees, the field's corners lie tan(t) x (750 um across
+plus 560 um down) from the focal plane. From about 1.5 degrees in most
+directions, and 1.75 degrees in all, the ends leave the depth of field and
+``edge_focus_ratio`` falls below 0.64, while flat frames of every simulated
+material stay above 0.74. A tilt of 1.5 degrees about the frame's long axis
+keeps every corner within 15 um, half the depth of field: every part of the
+frame is still in focus and its ends lose no more detail than texture varies
+across a flat frame, so it is not reliably flagged (nor does it spoil the
+frame).
 
 Exposure is judged first (``underexposed``, ``overexposed``, ``glare``; any of
 them may fail together), then, in a frame bright enough to show detail, focus:
 ``motion_blur``; else ``uneven_focus`` when part of the frame is sharp but the
-bands differ; else ``out_of_focus`` when the whole frame is soft.
+bands or the ends differ; else ``out_of_focus`` when the whole frame is soft.
 
 Thresholds come from the model bundle's ``quality`` section (global, per
 lighting channel and per material; see
@@ -77,26 +98,30 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "max_motion_score": 10.0,
     "max_motion_detail_ratio": 0.9,
     "min_focus_uniformity": 0.3,
+    "min_edge_focus_ratio": 0.0,
 }
 """Default thresholds of the gate, overridable from the model bundle.
 
 A frame fails ``motion_blur`` when ``motion_score`` exceeds
 ``max_motion_score`` and ``motion_detail_ratio`` is below
-``max_motion_detail_ratio``."""
+``max_motion_detail_ratio``; ``uneven_focus`` when ``focus_uniformity`` is below
+``min_focus_uniformity`` or ``edge_focus_ratio`` below ``min_edge_focus_ratio``
+(0 turns that check off, as for uploads)."""
 
 LIGHTING_DEFAULTS: dict[str, dict[str, float]] = {
-    "white_ring": {"min_focus_uniformity": 0.55},
-    "uv": {"min_focus_uniformity": 0.55},
-    "raking": {"min_focus_uniformity": 0.35},
+    "white_ring": {"min_focus_uniformity": 0.55, "min_edge_focus_ratio": 0.7},
+    "uv": {"min_focus_uniformity": 0.55, "min_edge_focus_ratio": 0.55},
+    "raking": {"min_focus_uniformity": 0.35, "min_edge_focus_ratio": 0.6},
 }
 """Thresholds for the unit's own frames, by the lighting channel they were taken under, before any bundle override.
 
 Through the contact optics a surface fills the field with texture of even
 statistics, so uneven sharpness across one of the unit's frames means uneven
 focus; an upload (no lighting known) may come from other optics or frame a
-scene whose detail varies across it, so only gross unevenness fails it. The
-raking LED lights the field from one side and falls off across it, so its
-frames show more relief at one end than at the other."""
+scene whose detail varies across it, so only gross unevenness fails it and
+``edge_focus_ratio`` is not checked. The raking LED lights the field from one
+side and falls off across it, so its frames show more relief at one end than
+at the other; the UV LED's hot spot dims the ends of the field."""
 
 HINTS: dict[str, str] = {
     "out_of_focus": "Image is not sharp: hold the scanner flat on the surface and let it refocus.",
@@ -117,6 +142,9 @@ _GLARE_MAX_SATURATION = 0.1
 _GLARE_MIN_RISE = 0.2
 """A highlight pixel is near-white, unsaturated, and this much brighter than the frame's median level."""
 _BAND_DIRECTIONS = 4
+_EDGE_STRIPS = 7
+_EDGE_DIRECTIONS = 8
+_CELL_PX = 4
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -201,12 +229,18 @@ def _analysis_rgb(pixels: RGBImage) -> tuple[npt.NDArray[np.float32], int]:
         raise InvalidArgument(f"frame of {pixels.shape[1]}x{pixels.shape[0]} px is too small to assess")
     if factor == 1:
         return pixels.astype(np.float32) * np.float32(1.0 / 255.0), 1
-    # Exact integer box sums, rows first (contiguous), then columns; rounding to 8 bits here would fill the
-    # spectral zeros the motion check looks for.
-    dtype = np.uint16 if factor <= 16 else np.uint32
-    rows = pixels[:h, :w].reshape(h // factor, factor, w * 3).sum(axis=1, dtype=dtype)
-    sums = rows.reshape(h // factor, w // factor, factor, 3).sum(axis=2, dtype=dtype)
-    return sums.astype(np.float32) * np.float32(1.0 / (255.0 * factor * factor)), factor
+    # Exact box sums, rows first (whole rows added, integers), then columns; rounding to 8 bits here would fill
+    # the spectral zeros the motion check looks for.
+    cropped = pixels[:h, :w]
+    rows = cropped[0::factor].astype(np.uint16 if factor <= 256 else np.uint32)
+    for k in range(1, factor):
+        rows += cropped[k::factor]
+    columns = rows.reshape(h // factor, w // factor, factor, 3)
+    sums = columns[:, :, 0, :].astype(np.float32)
+    for k in range(1, factor):
+        sums += columns[:, :, k, :]
+    sums *= np.float32(1.0 / (255.0 * factor * factor))
+    return sums, factor
 
 
 def _grey(pixels: RGBImage) -> npt.NDArray[np.float32]:
@@ -252,31 +286,50 @@ def _exposure(rgb: npt.NDArray[np.float32], grey: npt.NDArray[np.float32], clip_
 
 
 @functools.lru_cache(maxsize=8)
-def _band_labels(shape: tuple[int, int]) -> tuple[npt.NDArray[np.intp], ...]:
-    """For each of _BAND_DIRECTIONS directions, the band (0, 1, 2) of every pixel: thirds along that direction."""
-    h, w = shape
+def _strips(cells: tuple[int, int], count: int, directions: int) -> tuple[npt.NDArray[np.intp], ...]:
+    """For each of ``directions`` directions, the strip (0..count-1) of every cell: equal shares along it."""
+    h, w = cells
     y = (np.arange(h, dtype=np.float32) - 0.5 * (h - 1))[:, None]
     x = (np.arange(w, dtype=np.float32) - 0.5 * (w - 1))[None, :]
     labels = []
-    for k in range(_BAND_DIRECTIONS):
-        a = math.pi * k / _BAND_DIRECTIONS
+    for k in range(directions):
+        a = math.pi * k / directions
         d = (x * np.float32(math.cos(a)) + y * np.float32(math.sin(a))).ravel()
-        edges = np.quantile(d, [1 / 3, 2 / 3])
+        edges = np.quantile(d, np.arange(1, count) / count)
         labels.append(np.searchsorted(edges, d, side="right").astype(np.intp))
     return tuple(labels)
 
 
-def _focus_uniformity(grey: npt.NDArray[np.float32]) -> tuple[float, float]:
-    """(uniformity, sharpness of the sharpest band) over the bands of _band_labels."""
-    energy = (_laplacian(grey) ** 2).ravel()
-    worst, best = 1.0, 0.0
-    for labels in _band_labels((grey.shape[0] - 2, grey.shape[1] - 2)):
-        bands = np.bincount(labels, weights=energy, minlength=3) / np.maximum(np.bincount(labels, minlength=3), 1)
+def _strip_means(cells: npt.NDArray[np.float32], labels: npt.NDArray[np.intp], count: int) -> npt.NDArray[np.float64]:
+    return np.bincount(labels, weights=cells.ravel(), minlength=count) / np.maximum(
+        np.bincount(labels, minlength=count), 1
+    )
+
+
+def _focus_evenness(grey: npt.NDArray[np.float32]) -> tuple[float, float, float]:
+    """(focus_uniformity, edge_focus_ratio, sharpness of the sharpest third) of a grey analysis image.
+
+    Both measures compare the Laplacian energy of strips of the frame, summed
+    over cells of ``_CELL_PX`` pixels first (strip edges fall between cells).
+    """
+    energy = _laplacian(grey) ** 2
+    h, w = energy.shape[0] // _CELL_PX, energy.shape[1] // _CELL_PX
+    cells = energy[: h * _CELL_PX, : w * _CELL_PX].reshape(h, _CELL_PX, w, _CELL_PX).mean(axis=(1, 3))
+    uniformity, best = 1.0, 0.0
+    for labels in _strips((h, w), 3, _BAND_DIRECTIONS):
+        bands = _strip_means(cells, labels, 3)
         best = max(best, float(bands.max()))
         if bands.max() > 1e-12:
-            worst = min(worst, float(bands.min() / bands.max()))
+            uniformity = min(uniformity, float(bands.min() / bands.max()))
+    edge_ratio = 1.0
+    outer, middle = _EDGE_STRIPS - 1, slice(_EDGE_STRIPS // 2 - 1, _EDGE_STRIPS // 2 + 2)
+    for labels in _strips((h, w), _EDGE_STRIPS, _EDGE_DIRECTIONS):
+        strips = _strip_means(cells, labels, _EDGE_STRIPS)
+        centre = float(strips[middle].mean())
+        if centre > 1e-12:
+            edge_ratio = min(edge_ratio, max(float(strips[0]), float(strips[outer])) / centre)
     mean = float(grey.mean())
-    return worst, best / max(mean * mean, 1e-4)
+    return uniformity, edge_ratio, best / max(mean * mean, 1e-4)
 
 
 @dataclass(frozen=True)
@@ -387,7 +440,7 @@ def assess(
     mean_level = float(grey.mean())
     clipped, glare = _exposure(rgb, grey, t["clip_level"])
     sharp = _sharpness(grey)
-    uniformity, sharpest_band = _focus_uniformity(grey)
+    uniformity, edge_ratio, sharpest_band = _focus_evenness(grey)
     # The motion check never looks at single pixels of the frame: JPEG's 8x8 blocks would look like smears.
     motion_grey, motion_factor = (grey, factor) if factor > 1 else (_halve(grey), 2)
     score, length, angle = _motion(motion_grey)
@@ -402,6 +455,7 @@ def assess(
         "motion_angle_deg": angle,
         "motion_detail_ratio": ratio,
         "focus_uniformity": uniformity,
+        "edge_focus_ratio": edge_ratio,
     }
     issues: list[QualityIssue] = []
 
@@ -418,9 +472,14 @@ def assess(
         # Focus checks mean nothing in a frame too dark to show detail.
         if score > t["max_motion_score"] and ratio < t["max_motion_detail_ratio"]:
             fail("motion_blur", score, t["max_motion_score"])
-        elif uniformity < t["min_focus_uniformity"] and sharpest_band >= t["min_sharpness"]:
+        elif sharpest_band >= t["min_sharpness"] and (
+            uniformity < t["min_focus_uniformity"] or edge_ratio < t["min_edge_focus_ratio"]
+        ):
             # Part of the frame is sharp: the scanner is tilted, not the focus lost.
-            fail("uneven_focus", uniformity, t["min_focus_uniformity"])
+            if uniformity < t["min_focus_uniformity"]:
+                fail("uneven_focus", uniformity, t["min_focus_uniformity"])
+            else:
+                fail("uneven_focus", edge_ratio, t["min_edge_focus_ratio"])
         elif sharp < t["min_sharpness"]:
             fail("out_of_focus", sharp, t["min_sharpness"])
     return QualityReport(issues=tuple(issues), metrics=metrics)

@@ -4,13 +4,14 @@ Grammar (a small subset of AIP-160)::
 
     filter    := condition ( "AND" condition )*
     condition := field op value
-    field     := item_type | partner_item_id | state | verdict | create_time
+    field     := item_type | partner_item_id | state | verdict | label | create_time
     op        := "=" | "!=" | "<" | "<=" | ">" | ">="
     value     := bare-word | "double-quoted string"
 
-``state`` and ``verdict`` take enum names with or without their prefix
-(``COMPLETED`` or ``SCAN_STATE_COMPLETED``); ``create_time`` takes an RFC 3339
-time and the ordering operators.
+``state``, ``verdict`` and ``label`` take enum names with or without their
+prefix (``COMPLETED`` or ``SCAN_STATE_COMPLETED``); ``label = UNSPECIFIED``
+selects unlabelled scans and ``label != UNSPECIFIED`` labelled ones.
+``create_time`` takes an RFC 3339 time and the ordering operators.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from veriscope.device.errors import InvalidArgument
-from veriscope.device.scans.records import ScanState
+from veriscope.device.scans.records import ScanLabel, ScanState
 from veriscope.device.scans.store import ScanFilter
 
 _TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>!=|<=|>=|=|<|>)|(?P<word>[A-Za-z0-9_:.+\-]+))')
@@ -101,6 +102,8 @@ def _apply(flt: ScanFilter, field: str, op: str, value: str) -> ScanFilter:
         if op == "!=":
             return replace(flt, not_verdict=name)
         raise InvalidArgument(f"filter: verdict supports '=' and '!=', got {op!r}")
+    if field == "label":
+        return _apply_label(flt, op, value)
     if field == "create_time":
         try:
             when = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -114,5 +117,18 @@ def _apply(flt: ScanFilter, field: str, op: str, value: str) -> ScanFilter:
             return replace(flt, create_before=when, create_before_inclusive=op == "<=")
         raise InvalidArgument(f"filter: create_time supports <, <=, >, >=, got {op!r}")
     raise InvalidArgument(
-        f"filter: unknown field {field!r}; use item_type, partner_item_id, state, verdict or create_time"
+        f"filter: unknown field {field!r}; use item_type, partner_item_id, state, verdict, label or create_time"
     )
+
+
+def _apply_label(flt: ScanFilter, op: str, value: str) -> ScanFilter:
+    if op not in ("=", "!="):
+        raise InvalidArgument(f"filter: label supports '=' and '!=', got {op!r}")
+    name = value.upper().removeprefix("SCAN_LABEL_")
+    if name == "UNSPECIFIED":
+        return replace(flt, labelled=op == "!=")
+    try:
+        label = ScanLabel[name]
+    except KeyError:
+        raise InvalidArgument(f"filter: unknown label {value!r}; use GENUINE, COUNTERFEIT or UNSPECIFIED") from None
+    return replace(flt, label=label) if op == "=" else replace(flt, not_label=label)

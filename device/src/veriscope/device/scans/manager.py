@@ -3,7 +3,9 @@
 Rules:
 
 - A scan is IN_PROGRESS until it is completed, cancelled or fails; only then is
-  it final, and a final scan never changes again.
+  it final, and a final scan never changes again, but for the expert label of a
+  COMPLETED scan: ground truth recorded for training, which never touches the
+  verdict or the certificate.
 - One scan at a time owns the camera: the first CaptureRegion of a scan takes
   it, and completion or cancellation releases it. Another scan that asks for the
   camera gets FAILED_PRECONDITION at once (it is not queued), so a client learns
@@ -21,6 +23,11 @@ Rules:
 - A completed scan keeps the per-tile results of each analysed image, so its
   explanation (heat-maps rendered from the stored images) can be asked for at
   any later time, after restarts and model updates alike.
+- A completed scan carries its certificate of authenticity, signed once at
+  completion and stored with the record; it is served as stored ever after.
+- A full data volume (or one below the free-disk floor) fails the call at hand
+  with RESOURCE_EXHAUSTED; the scan keeps what it had and stays IN_PROGRESS,
+  so the client can retry once space is freed, or cancel.
 """
 
 from __future__ import annotations
@@ -34,12 +41,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
-from veriscope.device import codec
-from veriscope.device.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from veriscope.device import certificates, codec
+from veriscope.device.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from veriscope.device.imager import Imager, JudgedFrame
 from veriscope.device.inference import ModelBundle
-from veriscope.device.inference.tiling import Tiling
+from veriscope.device.inference.tiling import Tiling, work_size
 from veriscope.device.pipeline import heatmap, quality
 from veriscope.device.pipeline.inference import Analyzer, ImageAnalysis
 from veriscope.device.pipeline.verdict import ItemDecision, decide
@@ -50,6 +58,7 @@ from veriscope.device.scans.records import (
     ImageOutcome,
     ImageRecord,
     RegionOutcome,
+    ScanLabel,
     ScanOutcome,
     ScanRecord,
     ScanState,
@@ -62,6 +71,11 @@ from veriscope.device.types import CaptureSettings, Lighting
 _log = logging.getLogger("veriscope.device.scans")
 MAX_PARTNER_ITEM_ID_CHARS = 128
 _WATCH_QUEUE_SIZE = 256
+MAX_IMAGE_ASPECT = 4.0
+"""Longest side over shortest an uploaded image may have. Sensors give 4:3 or 16:9; a strip much longer than that
+would swell to a huge array at the model's working width, or be too flat to hold one of its tiles."""
+_CONVERSIONS = 2
+"""JPEG-to-PNG conversions that may run at once: each holds a decoded frame and its PNG in memory."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,20 @@ class ScanEvent:
     time: datetime
     region: str = ""
     message: str = ""
+
+
+@dataclass(frozen=True)
+class ImageContent:
+    """The bytes of one image of a scan, to send: either a stored file (``path``) or converted bytes (``data``)."""
+
+    image: ImageRecord
+    format: codec.ImageFormat
+    """Encoding of the bytes."""
+    size_bytes: int
+    sha256: str
+    """Lowercase hex SHA-256 of the bytes."""
+    path: Path | None = None
+    data: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +124,8 @@ class ScanManager:
     """Creates, advances, completes and lists scans.
 
     ``imager`` and ``stage`` are None on a unit without a camera (uploads only).
+    ``signing_key`` signs a certificate of authenticity of every scan it
+    completes; None issues none.
     """
 
     def __init__(
@@ -109,6 +139,7 @@ class ScanManager:
         stage: Stage | None = None,
         limits: ScanLimits = ScanLimits(),
         clock: Callable[[], datetime] = _now,
+        signing_key: certificates.SigningKey | None = None,
     ) -> None:
         self._store = store
         self._bundle = bundle
@@ -118,6 +149,7 @@ class ScanManager:
         self._stage = stage
         self._limits = limits
         self._clock = clock
+        self._signing_key = signing_key
         self._item_types = {t.name: t for t in bundle.item_types}
         self._scan_locks: dict[str, asyncio.Lock] = {}
         self._watchers: dict[str, set[asyncio.Queue[ScanEvent]]] = {}
@@ -126,6 +158,7 @@ class ScanManager:
         self._camera_used = time.monotonic()
         self._focused_region: dict[str, str] = {}
         self._locked_exposure: dict[tuple[str, Lighting], tuple[int, float]] = {}
+        self._conversions = asyncio.Semaphore(_CONVERSIONS)
         self.camera_lock = asyncio.Lock()
         """Held while any code uses the camera; CaptureService shares it."""
 
@@ -230,6 +263,9 @@ class ScanManager:
                 f"{len(self._open_scans)} scans are already in progress (limit {self._limits.max_open_scans}); "
                 "complete or cancel one first"
             )
+        # Below the free-disk floor a new scan is refused (after pruning what the retention policy allows),
+        # so the room left goes to the scans already in progress.
+        await asyncio.to_thread(self._store.ensure_room, 0, "the scan was not created")
         now = self._clock()
         scan = ScanRecord(
             scan_id=uuid.uuid4().hex,
@@ -294,7 +330,8 @@ class ScanManager:
         if owner is not None and owner != scan_id:
             raise FailedPrecondition(
                 f"camera busy: scans/{owner} owns the camera until it completes or is cancelled "
-                f"(or sits idle for {self._limits.camera_idle_timeout_s:.0f} s)"
+                f"(or sits idle for {self._limits.camera_idle_timeout_s:.0f} s); retry then, cancel scans/{owner} "
+                "if it was abandoned, or upload images taken elsewhere with UploadImage, which needs no camera"
             )
         if self.camera_owner not in (None, scan_id):
             _log.warning("scans/%s lost the camera to scans/%s after sitting idle", self.camera_owner, scan_id)
@@ -449,6 +486,7 @@ class ScanManager:
                 )
             fmt = codec.sniff_format(data)
             pixels = await asyncio.to_thread(codec.decode, data, max_pixels=self._limits.max_image_pixels)
+            _check_shape(int(pixels.shape[1]), int(pixels.shape[0]), self._bundle.tiling)
             overrides = self._bundle.quality_overrides(self._region_material(scan, region))
             report = await asyncio.to_thread(quality.assess, pixels, overrides)
             await asyncio.to_thread(self._store.put_image, data, fmt)
@@ -510,6 +548,9 @@ class ScanManager:
                 ),
             )
             done = scan.evolve(state=ScanState.COMPLETED, outcome=outcome, update_time=now)
+            if self._signing_key is not None:
+                # Signed once, stored with the record, and served as stored ever after.
+                done = done.evolve(certificate=certificates.issue(done, self._device_id, self._signing_key, now))
             await asyncio.to_thread(self._store.save, done)
             self._finish(done)
             return done
@@ -606,6 +647,76 @@ class ScanManager:
             )
         return tuple(explained)
 
+    def certificate(self, scan_id: str) -> str:
+        """The signed certificate document of a COMPLETED scan, exactly as issued at completion.
+
+        Raises NotFound for an unknown scan, and FailedPrecondition for a scan that
+        is not COMPLETED or was completed by a daemon that issued no certificates.
+        """
+        scan = self._store.get(scan_id)
+        if scan.state is not ScanState.COMPLETED:
+            raise FailedPrecondition(f"scan {scan_id!r} is {scan.state.name}; only COMPLETED scans have a certificate")
+        if not scan.certificate:
+            raise FailedPrecondition(
+                f"scan {scan_id!r} was completed by a daemon that issued no certificates; scan the item again"
+            )
+        return scan.certificate
+
+    async def label(self, scan_id: str, label: ScanLabel | None) -> ScanRecord:
+        """Record an expert's ground truth on a COMPLETED scan (None removes it) and save it durably.
+
+        Sets ``label`` and ``label_time`` (None when removing), and ``update_time``;
+        the verdict and the certificate stay as they are. Raises NotFound for an
+        unknown scan and FailedPrecondition, naming the state, for a scan that is
+        not COMPLETED.
+        """
+        async with self._lock(scan_id):
+            scan = self._store.get(scan_id)
+            if scan.state is not ScanState.COMPLETED:
+                raise FailedPrecondition(f"scan {scan_id!r} is {scan.state.name}; only COMPLETED scans can be labelled")
+            now = self._clock()
+            labelled = scan.evolve(label=label, label_time=now if label is not None else None, update_time=now)
+            # existing: retention may prune this finished scan meanwhile, and must not see it brought back.
+            await asyncio.to_thread(self._store.save, labelled, existing=True)
+            self._scan_locks.pop(scan_id, None)
+            return labelled
+
+    async def image_content(self, scan_id: str, image_id: str, fmt: codec.ImageFormat | None) -> ImageContent:
+        """One stored image of a scan, as its stored file or, for ``fmt`` PNG of a stored JPEG, converted to PNG.
+
+        ``fmt`` None (or the stored format) gives the stored file, to be read in
+        chunks; PNG of a stored JPEG decodes it with the safe decoder and encodes
+        the pixels as PNG, so nothing more is lost. Raises NotFound for an
+        unknown scan or image (or a file that has gone), and InvalidArgument
+        for JPEG of an image stored as PNG (that would lose detail).
+        """
+        scan = self._store.get(scan_id)
+        image = next((i for i in scan.images if i.image_id == image_id), None)
+        if image is None:
+            known = ", ".join(i.image_id for i in scan.images) or "none"
+            raise NotFound(f"scan {scan_id!r} has no image {image_id!r}; its images are: {known}")
+        path = self._store.image_path(image.sha256, image.format)
+        if fmt is None or fmt is image.format:
+            try:
+                size = await asyncio.to_thread(lambda: path.stat().st_size)
+            except FileNotFoundError:
+                raise NotFound(f"image {image_id!r} of scan {scan_id!r} is no longer stored") from None
+            return ImageContent(image, image.format, size, image.sha256, path=path)
+        if fmt is not codec.ImageFormat.PNG:
+            raise InvalidArgument(
+                f"image {image_id!r} is stored as {image.format.name}; it can be sent as stored or as PNG, not as "
+                f"{fmt.name}"
+            )
+        async with self._conversions:
+            data = await asyncio.to_thread(self._to_png, image)
+        return ImageContent(image, codec.ImageFormat.PNG, len(data), hashlib.sha256(data).hexdigest(), data=data)
+
+    def _to_png(self, image: ImageRecord) -> bytes:
+        pixels = codec.decode(
+            self._store.read_image(image.sha256, image.format), max_pixels=self._limits.max_image_pixels
+        )
+        return codec.encode(pixels, codec.ImageFormat.PNG)
+
     async def cancel(self, scan_id: str) -> ScanRecord:
         """Cancel a scan that is still in progress."""
         async with self._lock(scan_id):
@@ -620,3 +731,22 @@ class ScanManager:
         self._release_camera(scan.scan_id)
         self._scan_locks.pop(scan.scan_id, None)
         self._publish(ScanEvent("finished", scan, self._clock(), message=scan.state.name))
+
+
+def _check_shape(width_px: int, height_px: int, tiling: Tiling) -> None:
+    """Refuse an uploaded image the model could not analyse: InvalidArgument naming its size and the limit.
+
+    Checked on upload, so that a bad image is refused alone rather than failing its whole scan at completion.
+    """
+    ratio = max(width_px, height_px) / min(width_px, height_px)
+    if ratio > MAX_IMAGE_ASPECT:
+        raise InvalidArgument(
+            f"image of {width_px}x{height_px} px has an aspect ratio of {ratio:.1f}:1; at most "
+            f"{MAX_IMAGE_ASPECT:g}:1 is accepted (microscope frames are 4:3 or 16:9)"
+        )
+    work_width_px, work_height_px = work_size(width_px, height_px, tiling)
+    if work_height_px < tiling.tile_px:
+        raise InvalidArgument(
+            f"image of {width_px}x{height_px} px is too wide for the model: at its working width of {work_width_px} px "
+            f"it is {work_height_px} px high, less than one {tiling.tile_px} px tile"
+        )

@@ -26,6 +26,13 @@ class ScanState(enum.StrEnum):
         return self is not ScanState.IN_PROGRESS
 
 
+class ScanLabel(enum.StrEnum):
+    """An expert's ground truth about a scanned item, recorded after the scan for training."""
+
+    GENUINE = "genuine"
+    COUNTERFEIT = "counterfeit"
+
+
 class ImageOrigin(enum.StrEnum):
     """Where an image of a scan came from."""
 
@@ -187,6 +194,14 @@ class ScanRecord:
     error_message: str = ""
     camera_used: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    label: ScanLabel | None = None
+    """The expert's ground truth (set with LabelScan on a COMPLETED scan); None when there is none.
+    It never changes the verdict, which is the model's."""
+    label_time: datetime | None = None
+    """When the label was last set; None when there is none."""
+    certificate: str = ""
+    """The signed certificate document (UTF-8 JSON text, see :mod:`veriscope.device.certificates`), issued
+    when the scan completed; empty before, or when a daemon without certificates completed it. Never changes."""
 
     @property
     def name(self) -> str:

@@ -15,6 +15,7 @@ from veriscope.device.scans.records import (
     ImageOrigin,
     ImageRecord,
     RegionOutcome,
+    ScanLabel,
     ScanRecord,
     ScanState,
 )
@@ -36,6 +37,12 @@ STATE_TO_PB = {
     ScanState.FAILED: scan_service_pb2.SCAN_STATE_FAILED,
     ScanState.INTERRUPTED: scan_service_pb2.SCAN_STATE_INTERRUPTED,
 }
+LABEL_TO_PB = {
+    None: scan_service_pb2.SCAN_LABEL_UNSPECIFIED,
+    ScanLabel.GENUINE: scan_service_pb2.SCAN_LABEL_GENUINE,
+    ScanLabel.COUNTERFEIT: scan_service_pb2.SCAN_LABEL_COUNTERFEIT,
+}
+LABEL_FROM_PB = {v: k for k, v in LABEL_TO_PB.items()}
 VERDICT_TO_PB = {"AUTHENTIC": scan_service_pb2.VERDICT_AUTHENTIC, "UNVERIFIED": scan_service_pb2.VERDICT_UNVERIFIED}
 REASON_TO_PB = {
     None: scan_service_pb2.VERDICT_REASON_UNSPECIFIED,
@@ -152,6 +159,8 @@ def scan_to_pb(scan: ScanRecord, region_specs: list[object], next_region: str) -
         images=[image_to_pb(scan.scan_id, i) for i in scan.images],
         next_region=next_region if scan.state is ScanState.IN_PROGRESS else "",
         error_message=scan.error_message,
+        label=LABEL_TO_PB[scan.label],
+        label_time=timestamp(scan.label_time) if scan.label_time else None,
     )
     for spec in region_specs:
         name = str(getattr(spec, "name", ""))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
-from veriscope.device.errors import InvalidArgument, ResourceExhausted
+from veriscope.device.certificates import signing_key_sha256
+from veriscope.device.errors import InvalidArgument, NotFound, ResourceExhausted
 from veriscope.device.scans.filter import parse_filter
-from veriscope.device.scans.manager import ScanManager
+from veriscope.device.scans.manager import ImageContent, ScanManager
 from veriscope.device.scans.records import ScanRecord
 from veriscope.device.services._convert import (
+    FORMAT_TO_PB,
+    LABEL_FROM_PB,
     explanation_to_pb,
     image_to_pb,
     scan_to_pb,
@@ -16,8 +20,8 @@ from veriscope.device.services._convert import (
     timestamp,
 )
 from veriscope.device.services._errors import ServicerContext, rpc, scan_id_from_name
+from veriscope.v1 import common_pb2, scan_service_pb2_grpc
 from veriscope.v1 import scan_service_pb2 as pb
-from veriscope.v1 import scan_service_pb2_grpc
 
 _EVENT_TYPES = {
     "snapshot": pb.SCAN_EVENT_TYPE_SNAPSHOT,
@@ -28,6 +32,9 @@ _EVENT_TYPES = {
     "finished": pb.SCAN_EVENT_TYPE_FINISHED,
 }
 MAX_CHUNK_BYTES = 1024 * 1024 + 1024
+READ_CHUNK_BYTES = 1024 * 1024
+"""Bytes per ReadScanImage message (the API's maximum)."""
+_FORMAT_FROM_PB = {v: k for k, v in FORMAT_TO_PB.items()}
 
 
 class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
@@ -139,3 +146,72 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
     ) -> pb.GetScanExplanationResponse:
         scan, images = await self._m.explain(scan_id_from_name(request.name, child="explanation"))
         return pb.GetScanExplanationResponse(explanation=explanation_to_pb(scan, images))
+
+    @rpc
+    async def GetScanCertificate(
+        self, request: pb.GetScanCertificateRequest, context: ServicerContext
+    ) -> pb.GetScanCertificateResponse:
+        scan_id = scan_id_from_name(request.name, child="certificate")
+        document = self._m.certificate(scan_id)
+        certificate = pb.ScanCertificate(
+            name=f"scans/{scan_id}/certificate",
+            document=document.encode("utf-8"),
+            signing_key_sha256=signing_key_sha256(document),
+        )
+        return pb.GetScanCertificateResponse(certificate=certificate)
+
+    @rpc
+    async def LabelScan(self, request: pb.LabelScanRequest, context: ServicerContext) -> pb.LabelScanResponse:
+        scan_id = scan_id_from_name(request.name)
+        if request.label not in LABEL_FROM_PB:
+            raise InvalidArgument(f"label has unknown value {request.label}; use GENUINE, COUNTERFEIT or UNSPECIFIED")
+        scan = await self._m.label(scan_id, LABEL_FROM_PB[request.label])
+        return pb.LabelScanResponse(scan=self._scan(scan))
+
+    @rpc
+    async def ReadScanImage(
+        self, request: pb.ReadScanImageRequest, context: ServicerContext
+    ) -> AsyncIterator[pb.ReadScanImageResponse]:
+        scan_id, image_id = _image_name(request.name)
+        if request.format == common_pb2.IMAGE_FORMAT_UNSPECIFIED:
+            fmt = None
+        elif request.format in _FORMAT_FROM_PB:
+            fmt = _FORMAT_FROM_PB[request.format]
+        else:
+            raise InvalidArgument(f"format has unknown value {request.format}; use UNSPECIFIED, PNG or JPEG")
+        content = await self._m.image_content(scan_id, image_id, fmt)
+        first = True
+        async for chunk in _chunks(content):
+            message = pb.ReadScanImageResponse(chunk=chunk)
+            if first:
+                message.image.CopyFrom(image_to_pb(scan_id, content.image))
+                message.format = FORMAT_TO_PB[content.format]
+                message.size_bytes = content.size_bytes
+                message.sha256 = content.sha256
+                first = False
+            yield message
+
+
+def _image_name(name: str) -> tuple[str, str]:
+    """The scan and image ids in "scans/{scan_id}/images/{image_id}"; InvalidArgument for any other name."""
+    parts = name.split("/")
+    if len(parts) != 4 or (parts[0], parts[2]) != ("scans", "images") or not all(p.isalnum() for p in parts[1::2]):
+        raise InvalidArgument(f"name must be 'scans/{{scan_id}}/images/{{image_id}}', got {name!r}")
+    return parts[1], parts[3]
+
+
+async def _chunks(content: ImageContent) -> AsyncIterator[bytes]:
+    """The image's bytes in chunks of at most 1 MiB; a stored file is read as the chunks are sent."""
+    if content.data is not None:
+        data = memoryview(content.data)
+        for offset in range(0, len(data), READ_CHUNK_BYTES):
+            yield bytes(data[offset : offset + READ_CHUNK_BYTES])
+        return
+    assert content.path is not None
+    try:
+        file = await asyncio.to_thread(content.path.open, "rb")
+    except FileNotFoundError:
+        raise NotFound(f"image {content.image.image_id!r} is no longer stored") from None
+    with file:
+        while chunk := await asyncio.to_thread(file.read, READ_CHUNK_BYTES):
+            yield chunk

@@ -485,7 +485,7 @@ class Scan(_message.Message):
     error_message: _builtins.str
     """Why the scan failed, when its state is FAILED. Output only."""
     label: Global___ScanLabel.ValueType
-    """The expert's ground truth, set with LabelScan. Output only."""
+    """The expert's ground truth, set with LabelScan; it never changes the result. Output only."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the scan was created. Output only."""
@@ -1336,7 +1336,7 @@ class ReadScanImageRequest(_message.Message):
     name: _builtins.str
     """The image: "scans/{scan_id}/images/{image_id}"."""
     format: _common_pb2.ImageFormat.ValueType
-    """The encoding wanted: UNSPECIFIED sends the stored bytes; PNG converts a stored JPEG losslessly to PNG."""
+    """The encoding wanted: UNSPECIFIED sends the stored bytes; PNG converts a stored JPEG losslessly to PNG; JPEG only for an image stored as JPEG."""
     def __init__(
         self,
         *,
@@ -1363,7 +1363,7 @@ class ReadScanImageResponse(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
-    """The next bytes of the encoded image, at most 1 MiB per message."""
+    """The next bytes of the encoded image, at most 1 MiB per message; the first message carries the first bytes."""
     format: _common_pb2.ImageFormat.ValueType
     """Encoding of the bytes sent; set on the first message only."""
     size_bytes: _builtins.int

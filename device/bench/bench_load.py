@@ -14,9 +14,12 @@ scan, upload the six images, complete it) in a loop for ``--seconds``. Reported:
 - failed scans (a call raised) and lost scans: scans a client saw COMPLETED
   that the daemon no longer lists with the same verdict and score at the end
   (every one is checked, through ListScans and then GetScan);
-- the daemon's resident memory (``/proc/PID/status``): at launch, at the start
-  and end of the timed run, its peak (VmHWM), and its growth over the second
-  half of the run, which stays near zero when memory is bounded.
+- the daemon's resident memory (``/proc/PID/status``, sampled every 0.25 s): at
+  launch, at the start of the timed run (warm), and idle at its end; its peak
+  (VmHWM); and its growth over the second half of the run: the peak of the
+  last quarter minus the peak of the second quarter, both under full load
+  (resident memory swings with the scans in flight, so peaks are compared).
+  It stays near zero when memory is bounded.
 
 Other benchmark scripts call :func:`run_load` and get the same numbers as a dict.
 """
@@ -106,9 +109,10 @@ class _MemorySampler(threading.Thread):
         self._stop_event.set()
         self.join()
 
-    def at(self, when: float) -> int:
-        """The sample nearest to ``when``, in KiB."""
-        return min(self.samples, key=lambda s: abs(s[0] - when))[1]
+    def peak_kib(self, start: float, end: float) -> int:
+        """The highest sample taken from ``start`` to ``end`` (the nearest one when none was), in KiB."""
+        inside = [kib for when, kib in self.samples if start <= when <= end]
+        return max(inside) if inside else min(self.samples, key=lambda s: abs(s[0] - (start + end) / 2))[1]
 
 
 @dataclass
@@ -218,6 +222,10 @@ def run_load(
             shutil.rmtree(scratch, ignore_errors=True)
     latencies = np.array(tally.latencies_s) if tally.latencies_s else np.array([np.nan])
     peak_sampled = max(kib for _, kib in sampler.samples)
+    # Resident memory swings by hundreds of MiB with the scans in flight, so the trend is read from peaks:
+    # that of the quarter before half-time against that of the last quarter, both under full load.
+    second_quarter_kib = sampler.peak_kib(start + 0.25 * seconds, start + 0.5 * seconds)
+    last_quarter_kib = sampler.peak_kib(start + 0.75 * seconds, deadline)
     return {
         "clients": clients,
         "seconds": seconds,
@@ -237,11 +245,13 @@ def run_load(
         "lost_scan_ids": lost,
         "rss_launch_mib": launch_kib / 1024,
         "rss_start_mib": sampler.samples[0][1] / 1024,
-        "rss_mid_mib": sampler.at(start + seconds / 2) / 1024,
+        "rss_peak_second_quarter_mib": second_quarter_kib / 1024,
+        "rss_peak_last_quarter_mib": last_quarter_kib / 1024,
         "rss_end_mib": memory_end["VmRSS"] / 1024,
         "rss_peak_sampled_mib": peak_sampled / 1024,
         "rss_hwm_mib": memory_end["VmHWM"] / 1024,
-        "rss_growth_second_half_mib": (memory_end["VmRSS"] - sampler.at(start + seconds / 2)) / 1024,
+        "rss_growth_second_half_mib": (last_quarter_kib - second_quarter_kib) / 1024,
+        "rss_samples": [[round(when - start, 2), round(kib / 1024, 1)] for when, kib in sampler.samples],
         "daemon_exit_code": exit_code,
     }
 
@@ -264,12 +274,13 @@ def format_table(result: dict[str, Any]) -> str:
         ("failed scans", f"{result['scans_failed']}"),
         ("lost scans", f"{result['scans_lost']} of {result['scans_checked']} checked"),
         ("daemon RSS at launch", f"{result['rss_launch_mib']:.0f} MiB"),
-        ("daemon RSS at start", f"{result['rss_start_mib']:.0f} MiB"),
-        ("daemon RSS at half-time", f"{result['rss_mid_mib']:.0f} MiB"),
-        ("daemon RSS at end", f"{result['rss_end_mib']:.0f} MiB"),
+        ("daemon RSS at start (warm)", f"{result['rss_start_mib']:.0f} MiB"),
+        ("daemon RSS peak, 2nd quarter", f"{result['rss_peak_second_quarter_mib']:.0f} MiB"),
+        ("daemon RSS peak, last quarter", f"{result['rss_peak_last_quarter_mib']:.0f} MiB"),
+        ("daemon RSS at end (idle)", f"{result['rss_end_mib']:.0f} MiB"),
         ("daemon RSS peak (sampled)", f"{result['rss_peak_sampled_mib']:.0f} MiB"),
         ("daemon RSS peak (VmHWM)", f"{result['rss_hwm_mib']:.0f} MiB"),
-        ("RSS growth, second half", f"{result['rss_growth_second_half_mib']:+.1f} MiB"),
+        ("RSS growth, second half", f"{result['rss_growth_second_half_mib']:+.1f} MiB (peak to peak)"),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]

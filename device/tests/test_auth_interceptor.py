@@ -25,16 +25,11 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 import veriscope.v1
 from veriscope.device.auth.audit import AuditLog
-from veriscope.device.auth.interceptor import (
-    RETRY_AFTER_KEY,
-    AccessInterceptor,
-    AuthMode,
-    is_local_listen,
-    resolve_mode,
-)
+from veriscope.device.auth.interceptor import RETRY_AFTER_KEY, AccessInterceptor, AuthMode, resolve_mode
 from veriscope.device.auth.ratelimit import RateLimiter
 from veriscope.device.auth.roles import METHOD_ROLES, Role, is_open
 from veriscope.device.auth.tokens import TokenStore
+from veriscope.device.identity import is_local_listen
 
 Kind = tuple[bool, bool]  # (client streaming, server streaming)
 
@@ -229,13 +224,16 @@ def _audit_lines(h: Harness) -> list[dict[str, Any]]:
 # --- Every RPC against every role ------------------------------------------------------------------------------
 
 
+_RANK = {Role.OPERATOR: 0, Role.TECHNICIAN: 1, Role.ADMIN: 2}
+
+
 def _expected(method: str, role: Role | None) -> grpc.StatusCode:
     if is_open(method):
         return grpc.StatusCode.OK
     if role is None:
         return grpc.StatusCode.UNAUTHENTICATED
     required = METHOD_ROLES.get(method)
-    if required is None or not role.allows(required):
+    if required is None or _RANK[role] < _RANK[required]:
         return grpc.StatusCode.PERMISSION_DENIED
     return grpc.StatusCode.OK
 

@@ -189,6 +189,56 @@ def test_each_check_names_the_problem() -> None:
         frames.add(_white(120, 160))
 
 
+# --- Correcting frames ---------------------------------------------------------------------------------------------
+
+
+def exact_correction(pixels: RGBImage, gains: np.ndarray) -> np.ndarray:
+    """The correction in float64 with the sRGB formulas, before rounding to 8 bits."""
+    v = pixels / 255.0
+    linear = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4) * gains
+    x = np.clip(linear, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055) * 255.0
+
+
+def test_a_full_frame_is_corrected_within_one_code_value_of_the_exact_transform(imager: Imager) -> None:
+    made = run(imager, [Lighting.WHITE_RING], frames=2)
+    channel = made.channel(Lighting.WHITE_RING)
+    assert channel is not None
+    pixels = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    corrected = made.apply(pixels, Lighting.WHITE_RING)
+    assert corrected is not None and corrected.shape == pixels.shape and corrected.dtype == np.uint8
+    grid = channel.flat_gain * np.asarray(channel.white_balance, dtype=np.float32)
+    exact = exact_correction(pixels, calibration._upsample(grid, 480, 640).astype(np.float64))
+    error = np.abs(corrected - exact)
+    assert error.max() < 1.0
+    assert np.mean(np.abs(corrected - np.round(exact)) > 0) < 0.05  # nearly always the exactly rounded value
+    assert made.apply(pixels, Lighting.WHITE_RING) is not None  # the prepared gains are reused
+    assert len(made._gains) == 1
+
+
+@pytest.mark.parametrize("span", [1.0, 1.4, 3.0, 6.2, 20.0])
+def test_gains_of_any_range_are_applied_within_one_code_value(span: float) -> None:
+    # From uniform gains to a range far wider than a calibration stores, where the table gives way to float32.
+    h, w = 64, 96
+    ramp = np.linspace(0.0, 1.0, h * w, dtype=np.float64).reshape(h, w)
+    gains = (0.6 * span**ramp)[..., None] * np.array([1.0, 0.9, 1.1])
+    gain_image = tone.GainImage(gains.astype(np.float32))
+    # Quantised while its half step moves no bright sample by more than 0.45 of a code value: a range up to 7.75.
+    assert gain_image.quantised == (gains.max() / gains.min() < 7.75)
+    pixels = np.broadcast_to(np.arange(256, dtype=np.uint8).repeat(24)[: h * w].reshape(h, w)[..., None], (h, w, 3))
+    out = gain_image.apply(np.ascontiguousarray(pixels))
+    assert np.abs(out - exact_correction(pixels, gains.astype(np.float32).astype(np.float64))).max() < 1.0
+    with pytest.raises(ValueError, match="does not fit"):
+        gain_image.apply(np.zeros((h, w + 1, 3), dtype=np.uint8))
+
+
+def test_gains_must_be_positive_and_per_colour() -> None:
+    with pytest.raises(ValueError, match="H x W x 3"):
+        tone.GainImage(np.ones((4, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="> 0"):
+        tone.GainImage(np.zeros((4, 4, 3), dtype=np.float32))
+
+
 # --- Storage ------------------------------------------------------------------------------------------------------
 
 

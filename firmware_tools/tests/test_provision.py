@@ -264,3 +264,16 @@ def test_provision_refuses_a_ca_key_open_to_others(
     code, _, err = _tool(capsys, "provision", "--data-dir", str(tmp_path / "data"), "--ca", str(copy))
     assert code == 1 and "chmod 600" in err
     assert not (tmp_path / "data").exists()
+
+
+def test_a_signer_certificate_of_another_key_is_replaced(ca_dir: Path, tmp_path: Path) -> None:
+    ca = FleetCA.load(ca_dir)
+    unit, stranger = tmp_path / "unit", tmp_path / "stranger"
+    provision_data_dir(unit, ca, admin_token=False)
+    provision_data_dir(stranger, ca, admin_token=False)
+    signer = unit / "keys" / "signing-ed25519.crt"
+    signer.write_bytes((stranger / "keys" / "signing-ed25519.crt").read_bytes())
+    report = provision_data_dir(unit, ca, admin_token=False)
+    step = next(s for s in report.steps if s.item == "signer certificate")
+    assert step.action is Action.ISSUED and "another key" in step.detail
+    assert SigningKey.load_or_create(unit).certificate_pem is not None

@@ -19,6 +19,9 @@ examples:
   veriscope-device serve --simulate --listen 127.0.0.1:0 --data-dir /tmp/vs
       pick a free port (printed on stdout) and keep data in /tmp/vs
   veriscope-device serve --config /etc/veriscope/device.toml
+  veriscope-device serve --simulate --auth required --data-dir /tmp/vs
+      every call but health checks needs an API token: make one, on the running unit too,
+      with 'veriscope-tool tokens create --data-dir /tmp/vs --role admin'
   veriscope-device serve --simulate --listen 0.0.0.0:50051 --data-dir /var/lib/veriscope
       reachable from the LAN, and announced over mDNS for 'veriscope devices'; a listener
       on the network serves TLS only, so the data dir must hold the identity that

@@ -3,11 +3,13 @@
 PNG encoding is the daemon's own, tuned for camera frames: every row gets the
 "sub" filter (each byte minus the one a pixel to its left), and the filtered
 rows are Huffman-coded without string matching. Sensor noise leaves deflate's
-string matching nothing to find in a frame, so this is both several times
-faster than a general PNG encoder and smaller than its fast levels. Large
-frames are cut into bands of rows that are filtered and compressed in parallel
-(the compressor releases the GIL); each band ends on a byte boundary, so the
-bands join into one zlib stream. The result is an ordinary 8-bit RGB PNG.
+string matching little to find in a frame, so for a full-resolution capture
+this is several times faster than a general PNG encoder and smaller than its
+fast levels (about 42 % of the raw size against 50 %); small, smooth frames
+come out a few percent larger. Large frames are cut into bands of rows that
+are filtered and compressed in parallel (the compressor releases the GIL);
+each band ends on a byte boundary, so the bands join into one zlib stream. The
+result is an ordinary 8-bit RGB PNG.
 
 Decoding checks the container type from the file's own bytes, refuses images
 whose header declares more pixels than allowed *before* decompressing them
@@ -93,10 +95,7 @@ def _encode_png(pixels: RGBImage) -> bytes:
     bands = max(1, min(PNG_WORKERS, h, pixels.nbytes // PNG_BAND_BYTES))
     edges = [h * k // bands for k in range(bands + 1)]
     jobs = [(rows[edges[k] : edges[k + 1]], k == bands - 1) for k in range(bands)]
-    if bands == 1:
-        parts = [_deflate_band(*jobs[0])]
-    else:
-        parts = list(_workers().map(lambda job: _deflate_band(*job), jobs))
+    parts = [_deflate_band(*jobs[0])] if bands == 1 else list(_workers().map(lambda job: _deflate_band(*job), jobs))
     adler = parts[0][1]
     for _, band_adler, band_len in parts[1:]:
         adler = _adler32_combine(adler, band_adler, band_len)
@@ -114,8 +113,8 @@ def _deflate_band(rows: np.ndarray, last: bool) -> tuple[bytes, int, int]:
     filtered[:, 1:4] = rows[:, :3]
     np.subtract(rows[:, 3:], rows[:, :-3], out=filtered[:, 4:])
     compressor = zlib.compressobj(1, zlib.DEFLATED, -15, 9, zlib.Z_HUFFMAN_ONLY)
-    data = compressor.compress(filtered) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
-    return data, zlib.adler32(filtered), filtered.size
+    data = compressor.compress(filtered.data) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+    return data, zlib.adler32(filtered.data), filtered.size
 
 
 def _adler32_combine(first: int, second: int, second_len: int) -> int:

@@ -109,11 +109,6 @@ def public_key_pin(key: TlsPrivateKey | x509.Certificate) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
-def unit_dns_names(device_id: str) -> list[str]:
-    """The DNS names a unit certificate carries: the device id and :data:`UNIT_SERVER_NAME`."""
-    return [device_id, UNIT_SERVER_NAME] if device_id != UNIT_SERVER_NAME else [UNIT_SERVER_NAME]
-
-
 def certificate_names(certificate: x509.Certificate) -> list[str]:
     """The names a certificate is issued for: its DNS subject alternative names, then its common names."""
     try:

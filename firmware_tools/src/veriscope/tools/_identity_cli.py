@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,13 @@ def _provision(args: argparse.Namespace) -> int:
         )
     # The steps below report what they did; the device modules' own log lines would only repeat it.
     logging.getLogger("veriscope.device").addHandler(logging.NullHandler())
+    owner = _owner(args.data_dir)
+    if owner is not None and owner != os.geteuid():
+        print(
+            f"veriscope-tool: warning: {args.data_dir} belongs to another user than this command runs as; the keys "
+            "it makes are readable by their owner only, so run provision as the daemon's user (sudo -u USER ...)",
+            file=sys.stderr,
+        )
     try:
         ca = FleetCA.load(args.ca)
         report = provision_data_dir(
@@ -195,3 +203,11 @@ def _provision(args: argparse.Namespace) -> int:
     else:
         print(f"nothing changed: unit {report.device_id} is already provisioned by {ca.name}")
     return 0
+
+
+def _owner(path: Path) -> int | None:
+    """The user id owning ``path``, or None when it does not exist yet."""
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return None

@@ -8,7 +8,7 @@ Commands:
     half-written image), 2 when the image was refused before anything was written.
 
 ``tokens create|list|revoke --data-dir DIR``
-    Manage the unit's API tokens, offline, on the unit (see :mod:`veriscope.tools.tokens`).
+    Manage the unit's API tokens, offline, on the unit (see ``veriscope-tool tokens --help``).
 
 ``ca init --out DIR``, ``ca client-cert --ca DIR --name NAME --out DIR``
     Create the fleet CA; issue client certificates for mTLS (see :mod:`veriscope.tools.ca`).
@@ -27,7 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from veriscope.tools import _identity_cli, tokens
+from veriscope.tools import _identity_cli, _tokens_cli
 from veriscope.tools.flash import FlashError, ImageError, flash_image, load_image, open_port
 
 
@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     fc.add_argument("--retries", type=int, default=3, help="attempts per command and per page (default 3)")
     fc.add_argument("--sync-timeout", type=float, default=5.0, help="seconds to wait for the bootloader (default 5)")
     fc.add_argument("firmware", type=Path, metavar="FIRMWARE.hex", help="the image to flash")
-    tokens.add_parser(commands)
+    _tokens_cli.add_parser(commands)
     _identity_cli.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "flash-controller":
         return _flash_controller(args)
     if args.command == "tokens":
-        return tokens.run(args)
+        return _tokens_cli.run(args)
     if args.command in ("ca", "provision"):
         return _identity_cli.run(args)
     parser.print_help()

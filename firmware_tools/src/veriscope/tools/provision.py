@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from veriscope.device.certificates import KEY_FILE as SIGNING_KEY_FILE
@@ -244,8 +245,9 @@ def _signing_identity(
     key_path = keys / SIGNING_KEY_FILE
     cert_path = keys / SIGNER_CERTIFICATE_FILE
     existed = key_path.exists()
-    if not existed and cert_path.exists():
-        # A signer certificate without its key certifies a key that is gone; the daemon would refuse it.
+    stale = cert_path.exists() and not (existed and _certifies(cert_path, key_path))
+    if stale:
+        # A signer certificate of a key that is gone or another: the daemon would refuse to start with it.
         cert_path.unlink()
     signing = SigningKey.load_or_create(data_dir)
     report.signing_key_sha256 = signing.sha256
@@ -259,6 +261,8 @@ def _signing_identity(
     ]
     current = _read_certificate(cert_path)
     reason = _reissue_reason(current, ca, device_id, signing.private_key.public_key(), now, tls=False)
+    if stale:
+        reason = "the old one certified another key"
     if reason is None:
         steps.append(Step("signer certificate", cert_path, Action.UNCHANGED, _validity(current)))
         return steps
@@ -316,6 +320,18 @@ def _reissue_reason(
     if certificate.not_valid_after_utc - now < RENEW_BEFORE:
         return f"renewed: the old one expires on {certificate.not_valid_after_utc:%Y-%m-%d}"
     return None
+
+
+def _certifies(cert_path: Path, key_path: Path) -> bool:
+    """False when the certificate at ``cert_path`` is of another key than the one at ``key_path``; True when it
+    is of that key, or when either cannot be read (the signing key's own checks then say what is wrong)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
+        return True
+    der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(certificate.public_key().public_bytes(*der) == key.public_key().public_bytes(*der))
 
 
 def _install(path: Path, pem: bytes, item: str, detail: str) -> Step:

@@ -10,8 +10,8 @@
     ├── FailedPreconditionError     FAILED_PRECONDITION  wrong scan state, camera busy, not simulating
     ├── AbortedError                ABORTED              a concurrent change won; retry the whole operation
     ├── ResourceExhaustedError      RESOURCE_EXHAUSTED   a size, rate or storage limit was hit
-    ├── UnauthenticatedError        UNAUTHENTICATED      no or bad credentials
-    ├── PermissionDeniedError       PERMISSION_DENIED    the credentials may not do this
+    ├── UnauthenticatedError        UNAUTHENTICATED      no API token, or one unknown, revoked or expired
+    ├── PermissionDeniedError       PERMISSION_DENIED    the token's role may not make this call
     ├── DeviceUnavailableError      UNAVAILABLE          the device is unreachable or a hardware part failed
     ├── DeadlineExceededError       DEADLINE_EXCEEDED    the call took longer than its deadline
     ├── RequestCancelledError       CANCELLED            the call was cancelled before it finished
@@ -251,6 +251,12 @@ _BY_STATUS: dict[grpc.StatusCode, type[VeriscopeError]] = {
 }
 
 
+# Trailing metadata by which the unit details a refusal (device/docs/security.md).
+_RETRY_AFTER_KEY = "retry-after-ms"
+_REQUIRED_ROLE_KEY = "veriscope-required-role"
+_TOKEN_ROLE_KEY = "veriscope-token-role"
+
+
 def error_class_for(code: grpc.StatusCode) -> type[VeriscopeError]:
     """Return the error class of a gRPC status code (UnknownError for codes without their own leaf)."""
     return _BY_STATUS.get(code, UnknownError)
@@ -269,18 +275,13 @@ def from_rpc_error(exc: grpc.RpcError, method: str) -> VeriscopeError:
     if isinstance(error, ResourceExhaustedError | PermissionDeniedError):
         trailing = _trailing_metadata(exc)
         if isinstance(error, ResourceExhaustedError):
-            retry_after_ms = trailing.get(RETRY_AFTER_KEY, "")
+            retry_after_ms = trailing.get(_RETRY_AFTER_KEY, "")
             if retry_after_ms.isdigit():
                 error.retry_after_s = int(retry_after_ms) / 1000
         else:
-            error.required_role = trailing.get(REQUIRED_ROLE_KEY)
-            error.role = trailing.get(TOKEN_ROLE_KEY)
+            error.required_role = trailing.get(_REQUIRED_ROLE_KEY)
+            error.role = trailing.get(_TOKEN_ROLE_KEY)
     return error
-
-
-RETRY_AFTER_KEY = "retry-after-ms"
-REQUIRED_ROLE_KEY = "veriscope-required-role"
-TOKEN_ROLE_KEY = "veriscope-token-role"
 
 
 def _trailing_metadata(exc: grpc.RpcError) -> dict[str, str]:

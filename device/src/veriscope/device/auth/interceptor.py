@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import logging
 import math
 import time
@@ -42,6 +41,7 @@ from veriscope.device.auth.ratelimit import RateLimiter
 from veriscope.device.auth.roles import METHOD_ROLES, OPEN_SERVICES, Role, service_of
 from veriscope.device.auth.tokens import TokenRecord, TokenRejected, TokenState, TokenStore, TokenStoreError
 from veriscope.device.config import AuthConfig
+from veriscope.device.identity import is_local_listen
 
 _log = logging.getLogger("veriscope.device.auth")
 
@@ -67,24 +67,15 @@ class AuthMode(StrEnum):
 
 
 def resolve_mode(mode: str, listen: str) -> AuthMode:
-    """REQUIRED or OFF: ``auto`` is REQUIRED unless ``listen`` is a loopback address or a unix socket."""
+    """REQUIRED or OFF: ``auto`` is REQUIRED unless ``listen`` is a loopback address or a unix socket.
+
+    Loopback is decided as for TLS (:func:`~veriscope.device.identity.is_local_listen`): whatever may be served
+    in plaintext may also be served without tokens in ``auto``, and nothing else.
+    """
     chosen = AuthMode(mode)
     if chosen is not AuthMode.AUTO:
         return chosen
     return AuthMode.OFF if is_local_listen(listen) else AuthMode.REQUIRED
-
-
-def is_local_listen(listen: str) -> bool:
-    """True for a listener only this machine can reach: ``unix:PATH``, ``localhost:P``, ``127.x.x.x:P``, ``[::1]:P``."""
-    if listen.startswith("unix:") or listen.startswith("unix-abstract:"):
-        return True
-    host = listen.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name, or a wildcard such as 0.0.0.0: reachable from elsewhere
 
 
 @dataclass(frozen=True)
@@ -93,6 +84,8 @@ class _Refusal:
     details: str
     trailing: tuple[tuple[str, str], ...] = ()
     audit: bool = True
+    audit_details: str = ""
+    """What the audit log records as details, when not ``details`` itself."""
 
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -168,7 +161,7 @@ class AccessInterceptor(_Interceptor):
         # Finding the handler is a table lookup; nothing of the call is read or run.
         handler = await continuation(handler_call_details)
         if record is None:
-            refusal = _Refusal(grpc.StatusCode.UNAUTHENTICATED, f"{problem}; {_HOW_TO_SEND}")
+            refusal = _Refusal(grpc.StatusCode.UNAUTHENTICATED, f"{problem}; {_HOW_TO_SEND}", audit_details=problem)
             return self._refusing(handler, method, required, None, refusal, claimed_id=claimed_id, limit_peer=True)
         if required is None:
             refusal = _Refusal(
@@ -176,7 +169,7 @@ class AccessInterceptor(_Interceptor):
                 f"{method} has no role in this unit's access table, so no token may call it",
             )
             return self._refusing(handler, method, required, record, refusal)
-        if False and not record.role.allows(required):
+        if not record.role.allows(required):
             refusal = _Refusal(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"this call ({method.lstrip('/')}) needs the {required} role; your token {record.id} has "
@@ -234,7 +227,7 @@ class AccessInterceptor(_Interceptor):
                     datetime.now(UTC),
                     0.0,
                     final.code,
-                    final.details,
+                    final.audit_details or final.details,
                     claimed_id=claimed_id,
                 )
             await context.abort(final.code, final.details, trailing_metadata=final.trailing)

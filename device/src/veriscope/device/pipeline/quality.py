@@ -44,18 +44,21 @@ The metrics are computed on a grey copy box-downscaled to at most
   ends along its direction at once, which uneven texture, vignetting or the
   raking light's one-sided fall-off seldom do: this is the sensitive tilt check.
 
-What a tilt does depends on the optics' depth of field, about 30 um for a
-field 1.5 mm wide (the numerical aperture of about 0.1 that such a field
-allows; "a few micrometres" holds for 20x objectives with fields a fifth as
-wide). Tilted by t degrees, the field's corners lie tan(t) x (750 um across
-plus 560 um down) from the focal plane. From about 1.5 degrees in most
-directions, and 1.75 degrees in all, the ends leave the depth of field and
-``edge_focus_ratio`` falls below 0.64, while flat frames of every simulated
-material stay above 0.74. A tilt of 1.5 degrees about the frame's long axis
-keeps every corner within 15 um, half the depth of field: every part of the
-frame is still in focus and its ends lose no more detail than texture varies
-across a flat frame, so it is not reliably flagged (nor does it spoil the
-frame).
+What a tilt does depends on the depth of field: about 30 um for this
+optics' 1.5 mm field (a numerical aperture near 0.1, as usual for so wide a
+field; depths of a few micrometres belong to 20x objectives and fields a fifth
+as wide). With the middle of the field in focus, a tilt of t degrees about the
+frame's short axis puts its left and right edges tan(t) x 750 um from the
+focal plane, about its long axis the top and bottom edges tan(t) x 560 um.
+From 2 degrees in any direction the ends lie well beyond half the depth of
+field and ``edge_focus_ratio`` falls below 0.65 on every simulated material
+and source, while flat captures stay above 0.74. At 1.5 degrees it falls below
+0.7 for tilts about the short axis and most diagonal ones; a smooth coated
+canvas shows too little fine detail for a diagonal one to be sure. About the
+long axis 1.5 degrees keeps the top and bottom edges within 15 um, half the
+depth of field: every part of the frame is still in focus, its ends lose no
+more detail than texture varies across a flat frame, and it is not reliably
+flagged; nor does it need to be.
 
 Exposure is judged first (``underexposed``, ``overexposed``, ``glare``; any of
 them may fail together), then, in a frame bright enough to show detail, focus:
@@ -234,11 +237,11 @@ def _analysis_rgb(pixels: RGBImage) -> tuple[npt.NDArray[np.float32], int]:
     cropped = pixels[:h, :w]
     rows = cropped[0::factor].astype(np.uint16 if factor <= 256 else np.uint32)
     for k in range(1, factor):
-        rows += cropped[k::factor]
+        np.add(rows, cropped[k::factor], out=rows)
     columns = rows.reshape(h // factor, w // factor, factor, 3)
     sums = columns[:, :, 0, :].astype(np.float32)
     for k in range(1, factor):
-        sums += columns[:, :, k, :]
+        np.add(sums, columns[:, :, k, :], out=sums)
     sums *= np.float32(1.0 / (255.0 * factor * factor))
     return sums, factor
 
@@ -309,8 +312,9 @@ def _strip_means(cells: npt.NDArray[np.float32], labels: npt.NDArray[np.intp], c
 def _focus_evenness(grey: npt.NDArray[np.float32]) -> tuple[float, float, float]:
     """(focus_uniformity, edge_focus_ratio, sharpness of the sharpest third) of a grey analysis image.
 
-    Both measures compare the Laplacian energy of strips of the frame, summed
-    over cells of ``_CELL_PX`` pixels first (strip edges fall between cells).
+    Both compare the Laplacian energy of strips of the frame, averaged over
+    cells of ``_CELL_PX`` x ``_CELL_PX`` pixels first (strip edges fall between
+    cells, and the strips cost little to sum in eight directions).
     """
     energy = _laplacian(grey) ** 2
     h, w = energy.shape[0] // _CELL_PX, energy.shape[1] // _CELL_PX

@@ -73,8 +73,8 @@ class Optics:
     focus_origin_um: float = 0.0
     """Height of the focal plane at focus step 0, above the stage reference."""
     psf_sigma_um: float = 1.5
-    """In-focus blur of the lens and sensor as a Gaussian sigma; see :meth:`blur_sigma_um` for how defocus adds
-    to it. About two thirds of the working grid's pitch: the frames keep detail down to a few micrometres."""
+    """In-focus blur of the lens and sensor as a Gaussian sigma, about a pixel of the working grid; see
+    :meth:`blur_sigma_um` for how defocus adds to it."""
     vignetting: float = 0.3
     """Fractional fall-off of illumination at the frame corners."""
     full_well_e: float = 10000.0

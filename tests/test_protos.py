@@ -29,6 +29,7 @@ def test_every_service_has_its_own_file() -> None:
         "capture_service.proto",
         "device_service.proto",
         "model_service.proto",
+        "provisioning_service.proto",
         "scan_service.proto",
         "simulation_service.proto",
         "update_service.proto",

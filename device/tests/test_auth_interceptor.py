@@ -66,6 +66,9 @@ def test_the_privileged_methods_are_exactly_these() -> None:
     assert privileged == {
         "/veriscope.v1.CalibrationService/Calibrate": Role.TECHNICIAN,
         "/veriscope.v1.ScanService/LabelScan": Role.TECHNICIAN,
+        # Served for real in first-boot mode only, where the pairing code stands in for a token.
+        "/veriscope.v1.ProvisioningService/GetUnitIdentity": Role.ADMIN,
+        "/veriscope.v1.ProvisioningService/InstallUnitIdentity": Role.ADMIN,
     }
 
 

@@ -17,7 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from veriscope.device.bench import SimBench
+from veriscope.device.camera.simulated import SimulatedCamera
+from veriscope.device.controller.simulated import SimulatedController
 from veriscope.device.errors import InvalidArgument
+from veriscope.device.imager import Imager
 from veriscope.device.pipeline import quality
 from veriscope.device.specimen import (
     MATERIALS,
@@ -31,7 +35,7 @@ from veriscope.device.specimen import (
 )
 from veriscope.device.specimen.materials import SOURCES
 from veriscope.device.specimen.surface import material_surface
-from veriscope.device.types import Lighting
+from veriscope.device.types import CaptureSettings, Lighting
 
 OPTICS = Optics()
 HALF_WIDTH = OPTICS.sensor_width_px // 2
@@ -213,6 +217,22 @@ def test_flat_captures_of_every_source_anywhere_on_the_item_are_not_uneven_focus
             report = quality.assess(shot(material, careful, source=source, seed=k), lighting="white_ring")
             assert report.ok, (source, careful, describe(report))
             assert report.metrics["edge_focus_ratio"] > quality.LIGHTING_DEFAULTS["white_ring"]["min_edge_focus_ratio"]
+
+
+def test_a_paler_ink_at_both_ends_of_a_flat_frame_is_not_taken_for_a_tilt() -> None:
+    # This spot of the tote's canvas has a band of dark ink across the middle and pale ink at both ends: the
+    # ends show less detail, as a tilt's would, but just as fine.
+    bench = SimBench(sensor_width_px=640, sensor_height_px=480)
+    controller = SimulatedController(bench)
+    imager = Imager(SimulatedCamera(bench), controller)
+    bench.place("tote-classic", "genuine", 1)
+    bench.present("canvas")
+    imager.autofocus()
+    judged = imager.capture(CaptureSettings(exposure_us=8000, analogue_gain=1.0, led_duty_pct=60))
+    report = judged.quality
+    assert report.metrics["edge_focus_ratio"] < quality.LIGHTING_DEFAULTS["white_ring"]["min_edge_focus_ratio"]
+    assert report.metrics["edge_fine_ratio"] > quality.EDGE_BLUR_FINE_RATIO
+    assert report.ok, describe(report)
 
 
 @pytest.mark.parametrize("material", MATERIALS)

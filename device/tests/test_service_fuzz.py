@@ -22,6 +22,7 @@ from veriscope.v1 import (
     capture_service_pb2,
     device_service_pb2,
     model_service_pb2,
+    provisioning_service_pb2,
     scan_service_pb2,
     simulation_service_pb2,
     update_service_pb2,
@@ -124,6 +125,13 @@ UNARY = [
     ("veriscope.v1.SimulationService", "GetPlacedItem", simulation_service_pb2.GetPlacedItemRequest),
     ("veriscope.v1.SimulationService", "ClearItem", simulation_service_pb2.ClearItemRequest),
     ("veriscope.v1.SimulationService", "ListSources", simulation_service_pb2.ListSourcesRequest),
+    # A provisioned unit answers these with FAILED_PRECONDITION, whatever the request.
+    ("veriscope.v1.ProvisioningService", "GetUnitIdentity", provisioning_service_pb2.GetUnitIdentityRequest),
+    (
+        "veriscope.v1.ProvisioningService",
+        "InstallUnitIdentity",
+        provisioning_service_pb2.InstallUnitIdentityRequest,
+    ),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -28,6 +29,12 @@ examples:
       'veriscope-tool provision' installs (or give --tls-cert and --tls-key)
   veriscope-device serve --config /var/lib/veriscope/config.toml
       a unit as 'veriscope-tool provision' configured it
+  veriscope-device serve --first-boot --listen 0.0.0.0:50051 --data-dir /var/lib/veriscope
+      a new unit: serves only health checks and ProvisioningService (self-signed TLS, pairing
+      code) until 'veriscope-tool provision --device ...' provisions it, then exits with 75;
+      once provisioned, the same command serves normally with DATA_DIR/config.toml
+  veriscope-device pairing-code --data-dir /var/lib/veriscope
+      a new pairing code and the first-boot certificate fingerprint, for the unit's label
 
 configuration:
   A TOML file (--config) with sections [server], [device], [camera],
@@ -42,6 +49,8 @@ exit codes:
      listener on the network without TLS
   1  any other start-up failure (model bundle, hardware, certificate signing key,
      TLS key or certificate)
+  75 first-boot mode ended: the unit is provisioned; start it again (systemd
+     Restart=on-failure does) to serve in normal mode
 """
 
 
@@ -84,6 +93,22 @@ def _parser() -> argparse.ArgumentParser:
         help="'required': every call but health checks needs an API token ('veriscope-tool tokens create'); "
         "'off': none does; 'auto' (default, [auth] mode): required unless --listen is loopback or unix:",
     )
+    serve.add_argument(
+        "--first-boot",
+        action="store_true",
+        help="when the unit has no TLS identity yet, serve only health checks and ProvisioningService, over TLS with "
+        "a self-signed first-boot certificate, to a technician with the pairing code; exit with 75 once provisioned. "
+        "A provisioned unit serves normally (with DATA_DIR/config.toml unless --config is given)",
+    )
+    pairing = sub.add_parser(
+        "pairing-code",
+        help="make a new first-boot pairing code and print it with the first-boot certificate fingerprint",
+        description="Make a new one-time pairing code for first-boot provisioning (any older unused code stops "
+        "working) and print it with the fingerprint of the unit's first-boot certificate, for the unit's label. "
+        "Only the code's hash is stored (DATA_DIR/auth/pairing-code). Run it as the daemon's user.",
+    )
+    pairing.add_argument("--data-dir", metavar="DIR", type=Path, required=True, help="the unit's data directory")
+    pairing.add_argument("--json", action="store_true", help="print the code and fingerprint as JSON")
     tls = serve.add_argument_group(
         "TLS",
         "A listener that is not loopback or unix: serves TLS only. Without these flags the daemon uses\n"
@@ -105,8 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``veriscope-device`` command line and return its exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "pairing-code":
+        return _pairing_code(args.data_dir, as_json=args.json)
     try:
         config = load_config(args.config)
+        if args.first_boot and args.config is None:
+            # Once provisioned, the same command line serves with the configuration provisioning wrote.
+            data_dir = args.data_dir if args.data_dir else Path(config.device.data_dir)
+            written = data_dir.expanduser() / "config.toml"
+            if written.is_file():
+                config = load_config(written)
         overrides: dict[str, dict[str, object]] = {}
         if args.listen:
             overrides["server"] = {"listen": args.listen}
@@ -134,10 +167,42 @@ def main(argv: list[str] | None = None) -> int:
     from veriscope.device.server import serve
 
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, first_boot=args.first_boot))
     except VeriscopeError as exc:
         print(f"veriscope-device: error: {exc}", file=sys.stderr)
         return 2 if exc.__class__.__name__ == "ConfigError" else 1
+
+
+def _pairing_code(data_dir: Path, *, as_json: bool) -> int:
+    """``veriscope-device pairing-code``: a new code and the first-boot fingerprint; 1 when the unit is provisioned."""
+    from veriscope.device.auth.pairing import PairingCodeStore
+    from veriscope.device.config import Config
+    from veriscope.device.provisioning import FirstBootIdentity, is_provisioned
+
+    data_dir = data_dir.expanduser()
+    try:
+        if is_provisioned(Config(), data_dir):
+            print(
+                f"veriscope-device: error: the unit in {data_dir} is provisioned; a pairing code is for first boot only",
+                file=sys.stderr,
+            )
+            return 1
+        data_dir.mkdir(parents=True, exist_ok=True)
+        identity = FirstBootIdentity.load_or_create(data_dir)
+        code = PairingCodeStore(data_dir).create()
+    except (VeriscopeError, OSError) as exc:
+        print(f"veriscope-device: error: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps({"pairing_code": code, "fingerprint": identity.fingerprint}, indent=2))
+    else:
+        print(f"pairing code: {code}")
+        print(f"fingerprint:  {identity.fingerprint}")
+        print(
+            f"provision with: veriscope-tool provision --device ADDR --pairing-code {code} "
+            f"--fingerprint {identity.fingerprint} --ca CA_DIR"
+        )
+    return 0
 
 
 if __name__ == "__main__":

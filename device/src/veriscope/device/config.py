@@ -420,3 +420,41 @@ def _valid_listen(listen: str) -> bool:
         return len(listen) > len("unix:")
     host, sep, port = listen.rpartition(":")
     return bool(sep) and bool(host) and port.isdigit() and 0 <= int(port) <= 65535
+
+
+def dump_toml(document: Mapping[str, Any]) -> str:
+    """``document`` (as :func:`tomllib.loads` gives it) as TOML: top-level keys, then one table per section.
+
+    Values may be strings, booleans, integers, floats and lists of them, which is all the configuration holds.
+    Raises ValueError for anything else, and for a table nested in a section.
+    """
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in document.items() if not isinstance(v, Mapping)]
+    for section, values in document.items():
+        if not isinstance(values, Mapping):
+            continue
+        if lines:
+            lines.append("")
+        lines.append(f"[{_toml_key(section)}]")
+        for key, value in values.items():
+            if isinstance(value, Mapping):
+                raise ValueError(f"the configuration's [{section}] {key} is a nested table, which it never holds")
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(name: str) -> str:
+    return name if name and all(c.isascii() and (c.isalnum() or c in "_-") for c in name) else _toml_value(name)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped)
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ValueError(f"cannot write {value!r} to the configuration")

@@ -411,7 +411,8 @@ def refusal_message(listen: str, data_dir: Path) -> str:
         "unit's TLS identity: "
         f"'veriscope-tool ca init --out CA_DIR' once per fleet, then 'veriscope-tool provision --data-dir {data_dir} "
         f"--ca CA_DIR' (it writes {data_dir / KEY_DIR / TLS_CERT_FILE}, which the daemon then uses); or give a "
-        "certificate and key with --tls-cert FILE --tls-key FILE ([tls] cert_file, key_file). See "
+        "certificate and key with --tls-cert FILE --tls-key FILE ([tls] cert_file, key_file); or start a new unit "
+        "with --first-boot and provision it over the network ('veriscope-tool provision --device ADDR'). See "
         "device/docs/security.md"
     )
 

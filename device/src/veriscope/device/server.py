@@ -20,6 +20,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from veriscope.device.auth.interceptor import build_interceptor
+from veriscope.device.auth.pairing import PairingCodeStore, PairingInterceptor
+from veriscope.device.auth.ratelimit import RateLimiter
 from veriscope.device.bench import SimBench
 from veriscope.device.camera import Camera
 from veriscope.device.certificates import SigningKey
@@ -33,11 +35,13 @@ from veriscope.device.inference import ModelBundle, load_bundle
 from veriscope.device.pipeline import calibration
 from veriscope.device.pipeline.exposure import ExposureParams
 from veriscope.device.pipeline.inference import Analyzer
+from veriscope.device.provisioning import FirstBootIdentity, Provisioner, is_provisioned
 from veriscope.device.scans.manager import ScanLimits, ScanManager
 from veriscope.device.scans.store import RetentionPolicy, ScanStore
 from veriscope.device.services.calibration import CalibrationServicer
 from veriscope.device.services.capture import CaptureServicer
 from veriscope.device.services.device import DeviceContext, DeviceServicer, ModelServicer, UpdateServicer
+from veriscope.device.services.provisioning import ProvisioningServicer
 from veriscope.device.services.scan import ScanServicer
 from veriscope.device.services.simulation import SimulationServicer
 from veriscope.device.stage import OperatorStage
@@ -50,6 +54,8 @@ from veriscope.v1 import (
     device_service_pb2_grpc,
     model_service_pb2,
     model_service_pb2_grpc,
+    provisioning_service_pb2,
+    provisioning_service_pb2_grpc,
     scan_service_pb2,
     scan_service_pb2_grpc,
     simulation_service_pb2,
@@ -60,6 +66,9 @@ from veriscope.v1 import (
 
 _log = logging.getLogger("veriscope.device")
 DEMO_BUNDLE = "veriscope-demo"
+EXIT_PROVISIONED = 75
+"""The exit code of a first-boot daemon once the unit is provisioned: restart it (systemd ``Restart=on-failure``)
+and it serves in normal mode."""
 
 
 def default_bundle_dir() -> Path:
@@ -293,6 +302,8 @@ def build_daemon(config: Config) -> Daemon:
     calibration_service_pb2_grpc.add_CalibrationServiceServicer_to_server(
         CalibrationServicer(imager, manager, calibrations, device_id=device_id, problem=calibration_problem), server
     )
+    # A provisioned unit refuses provisioning (FAILED_PRECONDITION) rather than not knowing the service.
+    provisioning_service_pb2_grpc.add_ProvisioningServiceServicer_to_server(ProvisioningServicer(None), server)
     services = [
         device_service_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
         model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
@@ -300,6 +311,7 @@ def build_daemon(config: Config) -> Daemon:
         scan_service_pb2.DESCRIPTOR.services_by_name["ScanService"].full_name,
         capture_service_pb2.DESCRIPTOR.services_by_name["CaptureService"].full_name,
         calibration_service_pb2.DESCRIPTOR.services_by_name["CalibrationService"].full_name,
+        provisioning_service_pb2.DESCRIPTOR.services_by_name["ProvisioningService"].full_name,
     ]
     if config.simulate and bench is not None:
         simulation_service_pb2_grpc.add_SimulationServiceServicer_to_server(SimulationServicer(bench), server)
@@ -311,8 +323,139 @@ def build_daemon(config: Config) -> Daemon:
     return Daemon(config=config, server=server, health=health_servicer, context=ctx, store=store, transport=transport)
 
 
-async def serve(config: Config, *, ready: asyncio.Event | None = None) -> int:
-    """Run the daemon until SIGTERM or SIGINT, then drain in-flight RPCs and return 0."""
+@dataclass
+class FirstBootDaemon:
+    """A built, not yet started daemon in first-boot mode: health and ProvisioningService over self-signed TLS.
+
+    Attributes:
+        pairing_code: The pairing code made at this start, to be shown once; None when the unit has one already.
+        provisioned: Set once the unit is provisioned; the daemon then stops.
+    """
+
+    config: Config
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    identity: FirstBootIdentity
+    device_id: str
+    pairing_code: str | None
+    provisioned: asyncio.Event
+    port: int = 0
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT the daemon listens on, after :meth:`start`."""
+        return f"{self.config.server.listen.rpartition(':')[0]}:{self.port}"
+
+    async def start(self) -> str:
+        """Bind with the first-boot certificate and start serving; returns the bound address."""
+        credentials = grpc.ssl_server_credentials([(self.identity.key_pem, self.identity.cert_pem)])
+        try:
+            self.port = self.server.add_secure_port(self.config.server.listen, credentials)
+        except RuntimeError as exc:
+            raise ConfigError("server.listen", f"cannot listen on {self.config.server.listen}: {exc}") from None
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        return self.address
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting RPCs and let in-flight ones finish within the grace period."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.server.grace_period_s if grace_s is None else grace_s)
+
+
+def build_first_boot_daemon(config: Config) -> FirstBootDaemon:
+    """Build the first-boot daemon of an unprovisioned unit: its keys, first-boot certificate and pairing code are
+    made when missing. Loads no model and opens no hardware.
+
+    Raises ConfigError when the unit is provisioned already or the data directory cannot be made, and
+    IdentityError, SigningKeyError or PairingCodeError when a key or the pairing code cannot be written.
+    """
+    data_dir = Path(config.device.data_dir).expanduser()
+    if config.server.listen.startswith(("unix:", "unix-abstract:")):
+        raise ConfigError("server.listen", "first-boot mode serves TLS on HOST:PORT, not on a unix socket")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("device.data_dir", f"cannot create {data_dir}: {exc.strerror}") from None
+    if is_provisioned(config, data_dir):
+        raise ConfigError("--first-boot", f"the unit in {data_dir} is provisioned: start it without --first-boot")
+    device_id = _device_id(config, data_dir)
+    identity = FirstBootIdentity.load_or_create(data_dir)
+    codes = PairingCodeStore(data_dir)
+    provisioner = Provisioner(data_dir, device_id, codes, config)
+    provisioner.prepare()
+    code = codes.ensure()
+    provisioned = asyncio.Event()
+    auth = config.auth
+    server = grpc.aio.server(
+        interceptors=[PairingInterceptor(codes, peer_limiter=RateLimiter(auth.failed_rate_per_s, auth.failed_burst))],
+        options=[("grpc.so_reuseport", 0)],
+        maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
+    )
+    provisioning_service_pb2_grpc.add_ProvisioningServiceServicer_to_server(
+        ProvisioningServicer(provisioner, on_provisioned=provisioned.set), server
+    )
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    return FirstBootDaemon(config, server, health_servicer, identity, device_id, code, provisioned)
+
+
+async def serve_first_boot(config: Config, *, ready: asyncio.Event | None = None) -> int:
+    """Run the first-boot daemon until the unit is provisioned (then return :data:`EXIT_PROVISIONED`) or until
+    SIGTERM or SIGINT (then return 0)."""
+    daemon = build_first_boot_daemon(config)
+    address = await daemon.start()
+    identity = daemon.identity
+    print(
+        f"veriscope-device: first-boot mode: unit {daemon.device_id} is not provisioned; serving only health checks "
+        f"and ProvisioningService, TLS with the self-signed {identity.cert_path}",
+        flush=True,
+    )
+    print(f"veriscope-device: first-boot certificate fingerprint {identity.fingerprint}", flush=True)
+    if daemon.pairing_code is not None:
+        print(
+            f"veriscope-device: pairing code {daemon.pairing_code} (shown this once; 'veriscope-device pairing-code' "
+            "makes a new one)",
+            flush=True,
+        )
+    else:
+        print("veriscope-device: pairing code: the one on the unit's label (not shown again)", flush=True)
+    print(f"veriscope-device: serving on {address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    stopping = asyncio.ensure_future(stop.wait())
+    provisioned = asyncio.ensure_future(daemon.provisioned.wait())
+    await asyncio.wait([stopping, provisioned], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    provisioned.cancel()
+    # The grace period lets the InstallUnitIdentity response reach the installer.
+    await daemon.stop()
+    if daemon.provisioned.is_set():
+        print(
+            f"veriscope-device: unit {daemon.device_id} is provisioned; exiting with {EXIT_PROVISIONED} so that it "
+            "restarts in normal mode",
+            flush=True,
+        )
+        return EXIT_PROVISIONED
+    print("veriscope-device: stopped", flush=True)
+    return 0
+
+
+def _provisioned(config: Config) -> bool:
+    return is_provisioned(config, Path(config.device.data_dir).expanduser())
+
+
+async def serve(config: Config, *, ready: asyncio.Event | None = None, first_boot: bool = False) -> int:
+    """Run the daemon until SIGTERM or SIGINT, then drain in-flight RPCs and return 0.
+
+    With ``first_boot``, an unprovisioned unit runs :func:`serve_first_boot` instead.
+    """
+    if first_boot and not _provisioned(config):
+        return await serve_first_boot(config, ready=ready)
     daemon = build_daemon(config)
     address = await daemon.start()
     transport = daemon.transport

@@ -24,6 +24,10 @@ examples:
       on the unit: keys, certificates, config.toml and a first admin token
   veriscope-tool provision --data-dir /var/lib/veriscope --ca /media/usb/fleet-ca --rotate
       a new TLS key and certificate (the old key is gone)
+  veriscope-tool provision --device 10.0.0.7:50051 --pairing-code ABCD-EFGH-JKMN-PQRS \
+      --fingerprint sha256:3f1c... --ca /media/usb/fleet-ca
+      over the network, from a laptop, to a new unit in first-boot mode
+      ('veriscope-device serve --first-boot'); the code and fingerprint are on its label
 
 Run it again at any time: it changes only what is missing, issued by another CA,
 or expiring within 30 days, and says 'nothing changed' otherwise. Restart the
@@ -67,12 +71,25 @@ def add_commands(commands: Any) -> None:
     provision = commands.add_parser(
         "provision",
         help="give a unit its identity: keys, fleet-CA certificates, TLS config and an admin token",
-        description="Provision the unit's data directory, on the unit. Keys are made in place and never leave it; "
-        "the fleet CA signs their requests. Idempotent: a second run changes nothing, and says so.",
+        description="Provision the unit's data directory, on the unit (--data-dir), or a new unit in first-boot mode "
+        "over the network (--device, with its pairing code and first-boot certificate fingerprint). Keys are made on "
+        "the unit and never leave it; the fleet CA signs their requests. Idempotent: a second run changes nothing, "
+        "and says so.",
         epilog=_PROVISION_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    provision.add_argument("--data-dir", required=True, type=Path, metavar="DIR", help="the unit's data directory")
+    where = provision.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data-dir", type=Path, metavar="DIR", help="the unit's data directory, on the unit")
+    where.add_argument(
+        "--device", metavar="HOST:PORT", help="a unit in first-boot mode, over the network (with --pairing-code)"
+    )
+    provision.add_argument("--pairing-code", metavar="CODE", help="with --device: the unit's one-time pairing code")
+    provision.add_argument(
+        "--fingerprint",
+        metavar="SHA256",
+        help="with --device: the SHA-256 of the unit's first-boot certificate, as it printed it; nothing is sent to "
+        "a unit that presents another",
+    )
     provision.add_argument("--ca", required=True, type=Path, metavar="DIR", help="the fleet CA directory")
     provision.add_argument(
         "--device-id", metavar="ID", help="the unit's id, when it has none yet (default VS-<random>)"
@@ -158,6 +175,11 @@ def _ca_client_cert(args: argparse.Namespace) -> int:
 
 
 def _provision(args: argparse.Namespace) -> int:
+    if args.device is not None:
+        return _provision_device(args)
+    if args.pairing_code or args.fingerprint:
+        print("veriscope-tool: error: --pairing-code and --fingerprint go with --device", file=sys.stderr)
+        return 2
     try:
         from veriscope.tools.provision import ProvisionError, provision_data_dir
     except ImportError as exc:
@@ -211,3 +233,52 @@ def _owner(path: Path) -> int | None:
         return path.stat().st_uid
     except OSError:
         return None
+
+
+def _provision_device(args: argparse.Namespace) -> int:
+    from veriscope.tools._provision_device import DeviceProvisionError, provision_device
+
+    misplaced = [flag for flag, value in (("--device-id", args.device_id), ("--config", args.config)) if value]
+    if args.rotate:
+        misplaced.append("--rotate")
+    if misplaced:
+        print(
+            f"veriscope-tool: error: {', '.join(misplaced)} cannot be used with --device: a unit in first-boot mode "
+            "chooses its own device id and configuration file, and has no key to rotate yet (re-provision a "
+            "provisioned unit on it with --data-dir)",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.pairing_code or not args.fingerprint:
+        print("veriscope-tool: error: --device needs --pairing-code and --fingerprint", file=sys.stderr)
+        return 2
+    try:
+        ca = FleetCA.load(args.ca)
+        report = provision_device(
+            args.device,
+            args.pairing_code,
+            args.fingerprint,
+            ca,
+            listen=args.listen,
+            require_client_cert=bool(args.require_client_cert),
+            admin_token=args.admin_token,
+        )
+    except ValueError as exc:
+        print(f"veriscope-tool: error: {exc}", file=sys.stderr)
+        return 2
+    except (CaError, DeviceProvisionError) as exc:
+        return _fail(str(exc))
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    if not report.changed:
+        print(f"nothing changed: unit {report.device_id} at {report.address} is already provisioned by {ca.name}")
+        return 0
+    print(f"provisioned unit {report.device_id} at {report.address} over the network, fleet CA {ca.name}")
+    print(f"  it serves TLS on {report.listen} with {report.config_file}, once it has restarted")
+    print(f"TLS key pin: {report.tls_key_pin}   (for 'veriscope --pin'; clients with --ca do not need it)")
+    print(f"signing key sha256: {report.signing_key_sha256}")
+    if report.admin_token:
+        print(f"admin token, shown this once, store it now: {report.admin_token}")
+    print(f"check it: veriscope --device {report.address} --ca {args.ca / CA_CERT_FILE} --token ... info")
+    return 0

@@ -16,6 +16,10 @@ Commands:
 ``provision --data-dir DIR --ca DIR``
     Give a unit its identity: keys, fleet-CA certificates, TLS configuration and a first
     admin token, idempotently (see :mod:`veriscope.tools.provision`).
+
+``keys generate --out DIR``, ``bundle build|verify|inspect``
+    The fleet's update key, and signed update bundles (see :mod:`veriscope.tools.bundles`).
+    Exit status 0 ok, 1 invalid or tampered bundle (the reason is printed), 2 bad command line.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from veriscope.tools import _identity_cli, _tokens_cli
+from veriscope.tools import _bundle_cli, _identity_cli, _tokens_cli
 from veriscope.tools.flash import FlashError, ImageError, flash_image, load_image, open_port
 
 
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     fc.add_argument("firmware", type=Path, metavar="FIRMWARE.hex", help="the image to flash")
     _tokens_cli.add_parser(commands)
     _identity_cli.add_commands(commands)
+    _bundle_cli.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "flash-controller":
         return _flash_controller(args)
@@ -55,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return _tokens_cli.run(args)
     if args.command in ("ca", "provision"):
         return _identity_cli.run(args)
+    if args.command in ("keys", "bundle"):
+        return _bundle_cli.run(args)
     parser.print_help()
     return 2
 

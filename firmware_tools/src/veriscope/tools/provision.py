@@ -23,6 +23,9 @@ that the unit's keys signed. A certificate is re-issued only when it is missing,
 certifies another key, is issued by another CA or for another name, or expires
 within 30 days. So a second run with the same arguments changes nothing, and
 says so.
+
+A new unit can instead be provisioned over the network, in its first-boot mode:
+``veriscope-tool provision --device ADDR`` (:mod:`veriscope.tools._provision_device`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from veriscope.device.certificates import KEY_FILE as SIGNING_KEY_FILE
 from veriscope.device.certificates import SIGNER_CERTIFICATE_FILE, SigningKey
 from veriscope.device.config import Config
+from veriscope.device.config import dump_toml as _dump_toml
 from veriscope.device.errors import VeriscopeError
 from veriscope.device.identity import (
     FLEET_CA_FILE,
@@ -441,38 +445,11 @@ def _validity(certificate: x509.Certificate | None) -> str:
 
 
 def dump_toml(document: Mapping[str, Any]) -> str:
-    """``document`` as TOML: top-level keys, then one table per section.
+    """``document`` as TOML: top-level keys, then one table per section (:func:`veriscope.device.config.dump_toml`).
 
-    Values may be strings, booleans, integers, floats and lists of them, which is
-    all the daemon's configuration holds. Raises ProvisionError for anything else.
+    Raises ProvisionError for a value the configuration never holds.
     """
-    lines = [f"{_key(k)} = {_value(v)}" for k, v in document.items() if not isinstance(v, Mapping)]
-    for section, values in document.items():
-        if not isinstance(values, Mapping):
-            continue
-        if lines:
-            lines.append("")
-        lines.append(f"[{_key(section)}]")
-        for key, value in values.items():
-            if isinstance(value, Mapping):
-                raise ProvisionError(f"the configuration's [{section}] {key} is a nested table, which it never holds")
-            lines.append(f"{_key(key)} = {_value(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _key(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _value(name)
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        escaped = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped)
-        return f'"{escaped}"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    raise ProvisionError(f"cannot write {value!r} to the configuration")
+    try:
+        return _dump_toml(document)
+    except ValueError as exc:
+        raise ProvisionError(str(exc)) from None

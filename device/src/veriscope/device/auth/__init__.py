@@ -6,6 +6,8 @@
   before a call's request is read.
 - :mod:`~veriscope.device.auth.ratelimit`: token-bucket rate limits per token or peer.
 - :mod:`~veriscope.device.auth.audit`: the audit log of privileged and refused calls, ``DATA_DIR/audit.log``.
+- :mod:`~veriscope.device.auth.pairing`: the one-time pairing code of first-boot mode, and the interceptor that
+  lets it open ProvisioningService only.
 
 ``roles`` and ``tokens`` load neither numpy, Pillow nor the model runtime, so
 ``veriscope-tool tokens`` can manage tokens on a unit without loading the daemon. See device/docs/security.md.

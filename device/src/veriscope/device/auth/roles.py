@@ -8,6 +8,11 @@ Roles are ordered: each may do everything the one before it may.
   training, update the model and the firmware, read the logs.
 - ``admin`` may also manage tokens and the configuration.
 
+:data:`FIRST_BOOT_METHODS` are the methods an unprovisioned unit serves in
+first-boot mode, where the one-time pairing code stands in for a token
+(:mod:`~veriscope.device.auth.pairing`). A provisioned unit answers them with
+FAILED_PRECONDITION, to admins only.
+
 :data:`METHOD_ROLES` names every RPC the daemon serves with the least role
 that may call it. A method missing from it is refused (fail closed), and a
 test checks that every method of every served service is in it. The health
@@ -48,7 +53,7 @@ def _service(name: str, methods: Mapping[str, Role]) -> dict[str, Role]:
     return {f"/{name}/{method}": role for method, role in methods.items()}
 
 
-_OP, _TECH = Role.OPERATOR, Role.TECHNICIAN
+_OP, _TECH, _ADMIN = Role.OPERATOR, Role.TECHNICIAN, Role.ADMIN
 
 METHOD_ROLES: Mapping[str, Role] = MappingProxyType(
     {
@@ -82,11 +87,20 @@ METHOD_ROLES: Mapping[str, Role] = MappingProxyType(
             "veriscope.v1.SimulationService",
             {"PlaceItem": _OP, "GetPlacedItem": _OP, "ClearItem": _OP, "ListSources": _OP},
         ),
+        # Provisioning a unit is an admin's act. In first-boot mode the pairing code stands in for the token
+        # (FIRST_BOOT_METHODS); a provisioned unit refuses these with FAILED_PRECONDITION.
+        **_service("veriscope.v1.ProvisioningService", {"GetUnitIdentity": _ADMIN, "InstallUnitIdentity": _ADMIN}),
         # Reflection reads the API's schema, which is public; a token is still needed, like every other call.
         **_service("grpc.reflection.v1alpha.ServerReflection", {"ServerReflectionInfo": _OP}),
     }
 )
 """Full method name (``/veriscope.v1.ScanService/CreateScan``) -> the least role that may call it."""
+
+
+FIRST_BOOT_METHODS = frozenset(
+    {"/veriscope.v1.ProvisioningService/GetUnitIdentity", "/veriscope.v1.ProvisioningService/InstallUnitIdentity"}
+)
+"""The only methods, besides health checks, that a unit in first-boot mode serves; the pairing code opens them."""
 
 
 def service_of(method: str) -> str:

@@ -41,8 +41,13 @@ The metrics are computed on a grey copy box-downscaled to at most
   directions; it is the Laplacian energy of the sharper of the two outermost
   strips over that of the middle three, for the worst direction (at most 1).
   Autofocus puts the middle of a tilted field in focus, so a tilt softens both
-  ends along its direction at once, which uneven texture, vignetting or the
-  raking light's one-sided fall-off seldom do: this is the sensitive tilt check.
+  ends along its direction at once, which vignetting or the raking light's
+  one-sided fall-off do not: this is the sensitive tilt check.
+- ``edge_fine_ratio``: the same ratio of the share of fine detail (the Laplacian
+  energy over that of the frame halved). A printed canvas may show a paler ink
+  at both ends than in the middle, with less detail but as fine; blur takes the
+  finest detail first. The ends count as blurred only when this ratio is below
+  :data:`EDGE_BLUR_FINE_RATIO` too.
 
 What a tilt does depends on the depth of field: about 30 um for this
 optics' 1.5 mm field (a numerical aperture near 0.1, as usual for so wide a
@@ -51,14 +56,15 @@ as wide). With the middle of the field in focus, a tilt of t degrees about the
 frame's short axis puts its left and right edges tan(t) x 750 um from the
 focal plane, about its long axis the top and bottom edges tan(t) x 560 um.
 From 2 degrees in any direction the ends lie well beyond half the depth of
-field and ``edge_focus_ratio`` falls below 0.65 on every simulated material
-and source, while flat captures stay above 0.74. At 1.5 degrees it falls below
-0.7 for tilts about the short axis and most diagonal ones; a smooth coated
-canvas shows too little fine detail for a diagonal one to be sure. About the
-long axis 1.5 degrees keeps the top and bottom edges within 15 um, half the
-depth of field: every part of the frame is still in focus, its ends lose no
-more detail than texture varies across a flat frame, and it is not reliably
-flagged; nor does it need to be.
+field: on every simulated material and source ``edge_focus_ratio`` falls
+below 0.65 and ``edge_fine_ratio`` below 0.89. Flat captures stay above 0.74,
+or, where a paler ink fills both ends, keep their fine detail. At 1.5 degrees
+nine tilts in ten are flagged: all those about the short axis and most
+diagonal ones (a smooth coated canvas shows too little fine detail for a
+diagonal one to be sure). About the long axis 1.5 degrees keeps the top and
+bottom edges within 15 um, half the depth of field: every part of the frame is
+still in focus, its ends lose no more detail than texture varies across a flat
+frame, and it is not reliably flagged; nor does it need to be.
 
 Exposure is judged first (``underexposed``, ``overexposed``, ``glare``; any of
 them may fail together), then, in a frame bright enough to show detail, focus:
@@ -108,8 +114,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 A frame fails ``motion_blur`` when ``motion_score`` exceeds
 ``max_motion_score`` and ``motion_detail_ratio`` is below
 ``max_motion_detail_ratio``; ``uneven_focus`` when ``focus_uniformity`` is below
-``min_focus_uniformity`` or ``edge_focus_ratio`` below ``min_edge_focus_ratio``
-(0 turns that check off, as for uploads)."""
+``min_focus_uniformity``, or ``edge_focus_ratio`` below ``min_edge_focus_ratio``
+(0 turns that check off, as for uploads) while ``edge_fine_ratio`` is below
+:data:`EDGE_BLUR_FINE_RATIO`."""
 
 LIGHTING_DEFAULTS: dict[str, dict[str, float]] = {
     "white_ring": {"min_focus_uniformity": 0.55, "min_edge_focus_ratio": 0.7},
@@ -144,6 +151,8 @@ _GLARE_MIN_LEVEL = 0.92
 _GLARE_MAX_SATURATION = 0.1
 _GLARE_MIN_RISE = 0.2
 """A highlight pixel is near-white, unsaturated, and this much brighter than the frame's median level."""
+EDGE_BLUR_FINE_RATIO = 0.92
+"""``edge_fine_ratio`` below which ends with less detail than the middle (``edge_focus_ratio``) are taken for blur."""
 _BAND_DIRECTIONS = 4
 _EDGE_STRIPS = 7
 _EDGE_DIRECTIONS = 8
@@ -309,31 +318,46 @@ def _strip_means(cells: npt.NDArray[np.float32], labels: npt.NDArray[np.intp], c
     )
 
 
-def _focus_evenness(grey: npt.NDArray[np.float32]) -> tuple[float, float, float]:
-    """(focus_uniformity, edge_focus_ratio, sharpness of the sharpest third) of a grey analysis image.
+def _cell_means(values: npt.NDArray[np.float32], cell: int) -> npt.NDArray[np.float32]:
+    h, w = values.shape[0] // cell, values.shape[1] // cell
+    means: npt.NDArray[np.float32] = values[: h * cell, : w * cell].reshape(h, cell, w, cell).mean(axis=(1, 3))
+    return means
 
-    Both compare the Laplacian energy of strips of the frame, averaged over
+
+def _edge_ratio(strips: npt.NDArray[np.float64]) -> float:
+    """The sharper outermost strip's value over the middle three strips' (inf when they are all zero)."""
+    centre = float(strips[_EDGE_STRIPS // 2 - 1 : _EDGE_STRIPS // 2 + 2].mean())
+    return max(float(strips[0]), float(strips[-1])) / centre if centre > 1e-12 else math.inf
+
+
+def _focus_evenness(grey: npt.NDArray[np.float32]) -> tuple[float, float, float, float]:
+    """(focus_uniformity, edge_focus_ratio, edge_fine_ratio, sharpness of the sharpest third) of a grey image.
+
+    All compare the Laplacian energy of strips of the frame, averaged over
     cells of ``_CELL_PX`` x ``_CELL_PX`` pixels first (strip edges fall between
-    cells, and the strips cost little to sum in eight directions).
+    cells, and strips cost little to sum in eight directions). The fine ratio
+    divides each strip's energy by that of the frame halved, whose cells cover
+    the same pixels.
     """
-    energy = _laplacian(grey) ** 2
-    h, w = energy.shape[0] // _CELL_PX, energy.shape[1] // _CELL_PX
-    cells = energy[: h * _CELL_PX, : w * _CELL_PX].reshape(h, _CELL_PX, w, _CELL_PX).mean(axis=(1, 3))
+    fine = _cell_means(_laplacian(grey) ** 2, _CELL_PX)
+    coarse = _cell_means(_laplacian(_halve(grey)) ** 2, _CELL_PX // 2)
+    h, w = min(fine.shape[0], coarse.shape[0]), min(fine.shape[1], coarse.shape[1])
+    fine, coarse = fine[:h, :w], coarse[:h, :w]
     uniformity, best = 1.0, 0.0
     for labels in _strips((h, w), 3, _BAND_DIRECTIONS):
-        bands = _strip_means(cells, labels, 3)
+        bands = _strip_means(fine, labels, 3)
         best = max(best, float(bands.max()))
         if bands.max() > 1e-12:
             uniformity = min(uniformity, float(bands.min() / bands.max()))
-    edge_ratio = 1.0
-    outer, middle = _EDGE_STRIPS - 1, slice(_EDGE_STRIPS // 2 - 1, _EDGE_STRIPS // 2 + 2)
+    edge_ratio, fine_ratio = 1.0, 1.0
     for labels in _strips((h, w), _EDGE_STRIPS, _EDGE_DIRECTIONS):
-        strips = _strip_means(cells, labels, _EDGE_STRIPS)
-        centre = float(strips[middle].mean())
-        if centre > 1e-12:
-            edge_ratio = min(edge_ratio, max(float(strips[0]), float(strips[outer])) / centre)
+        strips = _strip_means(fine, labels, _EDGE_STRIPS)
+        edge_ratio = min(edge_ratio, _edge_ratio(strips))
+        fine_ratio = min(
+            fine_ratio, _edge_ratio(strips / np.maximum(_strip_means(coarse, labels, _EDGE_STRIPS), 1e-12))
+        )
     mean = float(grey.mean())
-    return uniformity, edge_ratio, best / max(mean * mean, 1e-4)
+    return uniformity, edge_ratio, fine_ratio, best / max(mean * mean, 1e-4)
 
 
 @dataclass(frozen=True)
@@ -444,7 +468,7 @@ def assess(
     mean_level = float(grey.mean())
     clipped, glare = _exposure(rgb, grey, t["clip_level"])
     sharp = _sharpness(grey)
-    uniformity, edge_ratio, sharpest_band = _focus_evenness(grey)
+    uniformity, edge_ratio, fine_ratio, sharpest_band = _focus_evenness(grey)
     # The motion check never looks at single pixels of the frame: JPEG's 8x8 blocks would look like smears.
     motion_grey, motion_factor = (grey, factor) if factor > 1 else (_halve(grey), 2)
     score, length, angle = _motion(motion_grey)
@@ -460,6 +484,7 @@ def assess(
         "motion_detail_ratio": ratio,
         "focus_uniformity": uniformity,
         "edge_focus_ratio": edge_ratio,
+        "edge_fine_ratio": fine_ratio,
     }
     issues: list[QualityIssue] = []
 
@@ -477,7 +502,8 @@ def assess(
         if score > t["max_motion_score"] and ratio < t["max_motion_detail_ratio"]:
             fail("motion_blur", score, t["max_motion_score"])
         elif sharpest_band >= t["min_sharpness"] and (
-            uniformity < t["min_focus_uniformity"] or edge_ratio < t["min_edge_focus_ratio"]
+            uniformity < t["min_focus_uniformity"]
+            or (edge_ratio < t["min_edge_focus_ratio"] and fine_ratio < EDGE_BLUR_FINE_RATIO)
         ):
             # Part of the frame is sharp: the scanner is tilted, not the focus lost.
             if uniformity < t["min_focus_uniformity"]:

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -159,6 +160,9 @@ class ScanManager:
         self._focused_region: dict[str, str] = {}
         self._locked_exposure: dict[tuple[str, Lighting], tuple[int, float]] = {}
         self._conversions = asyncio.Semaphore(_CONVERSIONS)
+        # Decoding, gating and inference hold a few full-resolution copies of an image each; running at most
+        # one per core keeps throughput and bounds memory however many clients upload at once.
+        self._image_work = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         self.camera_lock = asyncio.Lock()
         """Held while any code uses the camera; CaptureService shares it."""
 
@@ -485,12 +489,15 @@ class ScanManager:
                     f"sha256 mismatch: header says {declared_sha256}, received bytes hash to {digest}"
                 )
             fmt = codec.sniff_format(data)
-            pixels = await asyncio.to_thread(codec.decode, data, max_pixels=self._limits.max_image_pixels)
-            _check_shape(int(pixels.shape[1]), int(pixels.shape[0]), self._bundle.tiling)
             overrides = self._bundle.quality_overrides(self._region_material(scan, region))
-            report = await asyncio.to_thread(quality.assess, pixels, overrides)
+            async with self._image_work:
+                pixels = await asyncio.to_thread(codec.decode, data, max_pixels=self._limits.max_image_pixels)
+                _check_shape(int(pixels.shape[1]), int(pixels.shape[0]), self._bundle.tiling)
+                report = await asyncio.to_thread(quality.assess, pixels, overrides)
+                height, width = int(pixels.shape[0]), int(pixels.shape[1])
+                del pixels
             await asyncio.to_thread(self._store.put_image, data, fmt)
-            meta = ImageMeta(width=int(pixels.shape[1]), height=int(pixels.shape[0]), capture_time=self._clock())
+            meta = ImageMeta(width=width, height=height, capture_time=self._clock())
             record = ImageRecord(
                 image_id=f"{len(scan.images) + 1:03d}",
                 region=region,
@@ -509,7 +516,8 @@ class ScanManager:
             scan = self._in_progress(scan_id)
             self._publish(ScanEvent("analyzing", scan, self._clock()))
             try:
-                decision, analyses = await asyncio.to_thread(self._decide_blocking, scan)
+                async with self._image_work:
+                    decision, analyses = await asyncio.to_thread(self._decide_blocking, scan)
             except Exception as exc:
                 failed = scan.evolve(state=ScanState.FAILED, error_message=str(exc), update_time=self._clock())
                 await asyncio.to_thread(self._store.save, failed)

@@ -66,6 +66,12 @@ def test_the_privileged_methods_are_exactly_these() -> None:
     assert privileged == {
         "/veriscope.v1.CalibrationService/Calibrate": Role.TECHNICIAN,
         "/veriscope.v1.ScanService/LabelScan": Role.TECHNICIAN,
+        "/veriscope.v1.DeviceService/RunSelfTest": Role.TECHNICIAN,
+        "/veriscope.v1.DeviceService/ReadLogs": Role.TECHNICIAN,
+        "/veriscope.v1.UpdateService/UploadBundle": Role.TECHNICIAN,
+        "/veriscope.v1.UpdateService/GetUpload": Role.TECHNICIAN,
+        "/veriscope.v1.UpdateService/InstallBundle": Role.TECHNICIAN,
+        "/veriscope.v1.UpdateService/RollbackUpdate": Role.TECHNICIAN,
         # Served for real in first-boot mode only, where the pairing code stands in for a token.
         "/veriscope.v1.ProvisioningService/GetUnitIdentity": Role.ADMIN,
         "/veriscope.v1.ProvisioningService/InstallUnitIdentity": Role.ADMIN,

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from veriscope.tools import bundles
 from veriscope.v1 import (
     capture_service_pb2,
     device_service_pb2,
@@ -110,6 +111,9 @@ UNARY = [
     ("veriscope.v1.ModelService", "ListModels", model_service_pb2.ListModelsRequest),
     ("veriscope.v1.ModelService", "GetModel", model_service_pb2.GetModelRequest),
     ("veriscope.v1.UpdateService", "GetUpdateStatus", update_service_pb2.GetUpdateStatusRequest),
+    ("veriscope.v1.UpdateService", "GetUpload", update_service_pb2.GetUploadRequest),
+    ("veriscope.v1.UpdateService", "InstallBundle", update_service_pb2.InstallBundleRequest),
+    ("veriscope.v1.UpdateService", "RollbackUpdate", update_service_pb2.RollbackUpdateRequest),
     ("veriscope.v1.ScanService", "CreateScan", scan_service_pb2.CreateScanRequest),
     ("veriscope.v1.ScanService", "CaptureRegion", scan_service_pb2.CaptureRegionRequest),
     ("veriscope.v1.ScanService", "CompleteScan", scan_service_pb2.CompleteScanRequest),
@@ -137,8 +141,10 @@ UNARY = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessDaemon]:
-    """A daemon with a tiny sensor, so the captures the fuzzer reaches are quick."""
-    srv = InProcessDaemon(tmp_path_factory.mktemp("fuzz") / "data", camera=(320, 240))
+    """A daemon with a tiny sensor, so the captures the fuzzer reaches are quick, and an update key, so update
+    requests reach their parsing rather than the missing-key refusal."""
+    _, pub = bundles.generate_keys(tmp_path_factory.mktemp("update-key"))
+    srv = InProcessDaemon(tmp_path_factory.mktemp("fuzz") / "data", camera=(320, 240), update={"trust_key": str(pub)})
     yield srv
     srv.close()
 
@@ -182,6 +188,48 @@ def test_upload_streams_never_fail_internally(
         stub(iter(requests), timeout=60)
     except grpc.RpcError as exc:
         assert exc.code() in ALLOWED, f"UploadImage -> {exc.code()}: {exc.details()}"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(st.lists(messages(update_service_pb2.UploadBundleRequest), max_size=4))
+def test_bundle_upload_streams_never_fail_internally(
+    server: InProcessDaemon, requests: list[update_service_pb2.UploadBundleRequest]
+) -> None:
+    stub = server.channel.stream_unary(
+        "/veriscope.v1.UpdateService/UploadBundle",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=lambda b: b,
+    )
+    try:
+        stub(iter(requests), timeout=60)
+    except grpc.RpcError as exc:
+        assert exc.code() in ALLOWED, f"UploadBundle -> {exc.code()}: {exc.details()}"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(messages(device_service_pb2.ReadLogsRequest))
+def test_read_logs_never_fails_internally(server: InProcessDaemon, request: device_service_pb2.ReadLogsRequest) -> None:
+    request.follow = False  # a followed log never ends on its own
+    stub = server.channel.unary_stream(
+        "/veriscope.v1.DeviceService/ReadLogs",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=lambda b: b,
+    )
+    try:
+        list(stub(request, timeout=60))
+    except grpc.RpcError as exc:
+        assert exc.code() in ALLOWED, f"ReadLogs({request}) -> {exc.code()}: {exc.details()}"
+        assert exc.details(), f"ReadLogs answered {exc.code()} without a message"
+
+
+def test_self_test_runs_to_its_end(server: InProcessDaemon) -> None:
+    stub = server.channel.unary_stream(
+        "/veriscope.v1.DeviceService/RunSelfTest",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=device_service_pb2.RunSelfTestResponse.FromString,
+    )
+    responses = list(stub(device_service_pb2.RunSelfTestRequest(), timeout=120))
+    assert [r.check.name for r in responses if r.HasField("check")][-1] == "storage"
 
 
 def test_watch_of_unknown_scan_is_not_found(server: InProcessDaemon) -> None:

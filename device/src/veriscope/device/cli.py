@@ -38,7 +38,7 @@ examples:
 
 configuration:
   A TOML file (--config) with sections [server], [device], [camera],
-  [controller], [model], [scan], [retention], [exposure], [discovery], [tls], [auth].
+  [controller], [model], [scan], [retention], [exposure], [discovery], [tls], [auth], [update].
   Environment variables override it:
   VERISCOPE_<SECTION>__<KEY>, e.g. VERISCOPE_SERVER__LISTEN=127.0.0.1:6000.
   Command-line flags override both.
@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         "a self-signed first-boot certificate, to a technician with the pairing code; exit with 75 once provisioned. "
         "A provisioned unit serves normally (with DATA_DIR/config.toml unless --config is given)",
     )
+    serve.add_argument(
+        "--update-trust",
+        metavar="PUBFILE",
+        type=Path,
+        help="the fleet's update public key (PEM); without it the unit refuses updates ([update] trust_key)",
+    )
     pairing = sub.add_parser(
         "pairing-code",
         help="make a new first-boot pairing code and print it with the first-boot certificate fingerprint",
@@ -157,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             tls |= {"client_ca_file": str(args.client_ca.resolve()), "require_client_cert": True}
         if tls:
             overrides["tls"] = tls
+        if args.update_trust:
+            overrides["update"] = {"trust_key": str(args.update_trust.resolve())}
         if overrides:
             config = config.with_overrides(**overrides)
         if args.simulate:

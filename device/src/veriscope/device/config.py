@@ -208,6 +208,18 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class UpdateConfig:
+    """Over-the-air updates (see device/docs/updates.md)."""
+
+    trust_key: str = ""
+    """Path of the fleet's update public key (PEM, from 'veriscope-tool keys generate'); empty refuses every
+    update. The command-line flag --update-trust sets it."""
+    trial_timeout_s: float = 60.0
+    """How long a newly installed model may take to load and pass its self-test before the unit rolls back,
+    in seconds."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -222,6 +234,7 @@ class Config:
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
     simulate: bool = False
     """True runs only simulated parts and serves SimulationService."""
 
@@ -370,6 +383,8 @@ def _validate(section: Any, prefix: str) -> None:
         _require(0.5 <= section.handshake_timeout_s <= 120, prefix + "handshake_timeout_s", "must be 0.5..120 seconds")
     elif isinstance(section, ModelConfig):
         _require(1 <= section.num_threads <= 16, prefix + "num_threads", "must be 1..16")
+    elif isinstance(section, UpdateConfig):
+        _require(1 <= section.trial_timeout_s <= 3600, prefix + "trial_timeout_s", "must be 1..3600 seconds")
     elif isinstance(section, ScanConfig):
         _require(
             1024 <= section.max_upload_bytes <= 512 * 1024 * 1024, prefix + "max_upload_bytes", "must be 1 KiB..512 MiB"

@@ -31,20 +31,24 @@ from veriscope.device.discovery import start_advertising
 from veriscope.device.errors import ConfigError, InvalidArgument, ResourceExhausted, VeriscopeError
 from veriscope.device.identity import Transport, listener_transport
 from veriscope.device.imager import Imager
-from veriscope.device.inference import ModelBundle, load_bundle
+from veriscope.device.inference import ModelBundle
+from veriscope.device.logbuffer import LogBuffer
 from veriscope.device.pipeline import calibration
 from veriscope.device.pipeline.exposure import ExposureParams
-from veriscope.device.pipeline.inference import Analyzer
 from veriscope.device.provisioning import FirstBootIdentity, Provisioner, is_provisioned
 from veriscope.device.scans.manager import ScanLimits, ScanManager
 from veriscope.device.scans.store import RetentionPolicy, ScanStore
 from veriscope.device.services.calibration import CalibrationServicer
 from veriscope.device.services.capture import CaptureServicer
-from veriscope.device.services.device import DeviceContext, DeviceServicer, ModelServicer, UpdateServicer
+from veriscope.device.services.device import DeviceContext, DeviceServicer
+from veriscope.device.services.model import ModelServicer
 from veriscope.device.services.provisioning import ProvisioningServicer
 from veriscope.device.services.scan import ScanServicer
 from veriscope.device.services.simulation import SimulationServicer
+from veriscope.device.services.update import UpdateServicer
 from veriscope.device.stage import OperatorStage
+from veriscope.device.updates import ModelUpdater, UploadStore
+from veriscope.tools import bundles as update_bundles
 from veriscope.v1 import (
     calibration_service_pb2,
     calibration_service_pb2_grpc,
@@ -79,6 +83,27 @@ def default_bundle_dir() -> Path:
         if (candidate / "manifest.json").is_file():
             return candidate
     raise ConfigError("model.bundle", f"no bundle configured and the demo bundle {DEMO_BUNDLE!r} was not found")
+
+
+def _model_updater(config: Config, data_dir: Path, builtin_dir: Path) -> ModelUpdater:
+    """The model slots of ``data_dir``, with the update key ([update] trust_key) when one is configured."""
+    trust = None
+    if config.update.trust_key:
+        try:
+            trust = update_bundles.load_trust_key(Path(config.update.trust_key).expanduser())
+        except update_bundles.BundleError as exc:
+            raise ConfigError("update.trust_key", exc.reason) from None
+    hardware = "veriscope-sim" if config.simulate else "veriscope-pi"
+    # A simulated unit stands in for a Pi, so it accepts bundles built for one.
+    accepted = (hardware, "veriscope-pi") if config.simulate else (hardware,)
+    return ModelUpdater(
+        data_dir / "models",
+        builtin_dir,
+        trust=trust,
+        accepted_hardware=accepted,
+        trial_timeout_s=config.update.trial_timeout_s,
+        num_threads=config.model.num_threads,
+    )
 
 
 def _device_id(config: Config, data_dir: Path) -> str:
@@ -186,6 +211,8 @@ class Daemon:
         if self.context.controller is not None:
             self.context.controller.close()
         self.store.close()
+        if self.context.logs is not None:
+            self.context.logs.uninstall()
 
 
 def build_daemon(config: Config) -> Daemon:
@@ -199,8 +226,11 @@ def build_daemon(config: Config) -> Daemon:
     # Checked first: a listener that may not start should say so before anything slow is loaded.
     transport = listener_transport(config, data_dir, device_id)
     bundle_dir = Path(config.model.bundle) if config.model.bundle else default_bundle_dir()
-    bundle: ModelBundle = load_bundle(bundle_dir)
-    analyzer = Analyzer(bundle, num_threads=config.model.num_threads)
+    updater = _model_updater(config, data_dir, bundle_dir)
+    # The slot the pointer names (DATA_DIR/models/current.json), else the configured bundle: see updates/.
+    active = updater.load_at_start()
+    bundle: ModelBundle = active.bundle
+    analyzer = active.analyzer
     signing_key = SigningKey.load_or_create(data_dir)
     retention = config.retention
     store = ScanStore(
@@ -271,6 +301,7 @@ def build_daemon(config: Config) -> Daemon:
         limits=limits,
         signing_key=signing_key,
     )
+    updater.attach(manager)
     ctx = DeviceContext(
         device_id=device_id,
         hardware_model="veriscope-sim" if config.simulate else "veriscope-pi",
@@ -281,6 +312,8 @@ def build_daemon(config: Config) -> Daemon:
         controller=controller,
         simulated=config.simulate,
         signing_public_key=signing_key.public_key_pem,
+        min_free_bytes=retention.min_free_mb * 1024 * 1024,
+        logs=LogBuffer.install(),
     )
 
     max_bytes = config.server.max_message_mb * 1024 * 1024
@@ -295,8 +328,11 @@ def build_daemon(config: Config) -> Daemon:
         maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
     )
     device_service_pb2_grpc.add_DeviceServiceServicer_to_server(DeviceServicer(ctx), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ctx), server)
-    update_service_pb2_grpc.add_UpdateServiceServicer_to_server(UpdateServicer(ctx), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ctx, updater), server)
+    uploads = UploadStore(data_dir / "updates" / "incoming")
+    update_service_pb2_grpc.add_UpdateServiceServicer_to_server(
+        UpdateServicer(ctx, updater, uploads, access.caller_role), server
+    )
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(manager), server)
     capture_service_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureServicer(imager, manager), server)
     calibration_service_pb2_grpc.add_CalibrationServiceServicer_to_server(

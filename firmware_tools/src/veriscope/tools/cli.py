@@ -20,6 +20,15 @@ Commands:
 ``keys generate --out DIR``, ``bundle build|verify|inspect``
     The fleet's update key, and signed update bundles (see :mod:`veriscope.tools.bundles`).
     Exit status 0 ok, 1 invalid or tampered bundle (the reason is printed), 2 bad command line.
+
+``update push|status|rollback --device ADDR``
+    Over-the-air model updates (see :mod:`veriscope.tools._update_cli`). Exit status 0 ok, 1 refused,
+    2 bad command line, 3 unreachable, 4 trial failed and the unit rolled back.
+
+``diagnose ADDR``, ``logs ADDR``, ``discover``
+    Run a unit's self-test and write a report with images; read its daemon log; find units on the LAN
+    (see :mod:`veriscope.tools._diagnose_cli`). Exit status 0 ok, 1 a check failed, 2 bad command line,
+    3 unit unreachable, 4 authentication problem, 5 self-test refused (a scan owns the camera).
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from veriscope.tools import _bundle_cli, _identity_cli, _tokens_cli
+from veriscope.tools import _bundle_cli, _diagnose_cli, _identity_cli, _tokens_cli, _update_cli
 from veriscope.tools.flash import FlashError, ImageError, flash_image, load_image, open_port
 
 
@@ -53,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     _tokens_cli.add_parser(commands)
     _identity_cli.add_commands(commands)
     _bundle_cli.add_commands(commands)
+    _update_cli.add_commands(commands)
+    _diagnose_cli.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "flash-controller":
         return _flash_controller(args)
@@ -62,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return _identity_cli.run(args)
     if args.command in ("keys", "bundle"):
         return _bundle_cli.run(args)
+    if args.command == "update":
+        return _update_cli.run(args)
+    if args.command in ("diagnose", "logs", "discover"):
+        return _diagnose_cli.run(args)
     parser.print_help()
     return 2
 

@@ -12,12 +12,14 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from veriscope.sdk import _convert as convert
 from veriscope.sdk import _rpcs as rpcs
 from veriscope.sdk._base import (
     DEFAULT_TARGET,
     BaseClient,
     Emit,
     Flow,
+    SelfTestAssembler,
     ServerStreamCall,
     Step,
     StreamCall,
@@ -37,6 +39,8 @@ from veriscope.sdk._models import (
     ImageFormat,
     ImageUpload,
     LightingChannel,
+    LogEntry,
+    LogLevel,
     ModelInfo,
     PlacedItem,
     PreviewFrame,
@@ -48,6 +52,7 @@ from veriscope.sdk._models import (
     ScanLabel,
     ScanPage,
     ScanResult,
+    SelfTestCheck,
     SimulatedMaterial,
     UpdateStatus,
 )
@@ -56,6 +61,10 @@ from veriscope.sdk._transport import PathOrPem, preflight_async
 from veriscope.sdk._types import EventCallback, ImageData, Metadata
 
 T = TypeVar("T")
+
+
+def _same(message: T) -> T:
+    return message
 
 
 class AsyncClient(BaseClient):
@@ -229,6 +238,46 @@ class AsyncClient(BaseClient):
     async def get_status(self, *, timeout_s: float | None = None) -> DeviceStatus:
         """Return the unit's current operating status: state, active scan, controller, temperature, storage."""
         return await self._run(self._get_status_flow(timeout_s))
+
+    def run_self_test(self, *, timeout_s: float | None = None) -> AsyncGenerator[SelfTestCheck, None]:
+        """Run the unit's self-test and iterate over each check's result; see :meth:`Client.run_self_test`."""
+        deadline = self._deadline(rpcs.RUN_SELF_TEST, timeout_s)
+        responses = self._server_stream(rpcs.RUN_SELF_TEST, rpcs.RUN_SELF_TEST.request_type(), deadline, _same)
+
+        async def checks() -> AsyncGenerator[SelfTestCheck, None]:
+            assembler = SelfTestAssembler()
+            try:
+                async for response in responses:
+                    check = assembler.feed(response)
+                    if check is not None:
+                        yield check
+            finally:
+                await responses.aclose()
+
+        return checks()
+
+    def read_logs(
+        self,
+        *,
+        since: datetime | None = None,
+        min_level: LogLevel | None = None,
+        follow: bool = False,
+        timeout_s: float | None = None,
+    ) -> AsyncGenerator[LogEntry, None]:
+        """Iterate over the daemon's recent log lines, then (``follow``) new ones; see :meth:`Client.read_logs`."""
+        request = self._read_logs_request(since, min_level, follow)
+        deadline = self._deadline(rpcs.READ_LOGS, timeout_s)
+        batches = self._server_stream(rpcs.READ_LOGS, request, deadline, convert.log_entries_from_pb)
+
+        async def entries() -> AsyncGenerator[LogEntry, None]:
+            try:
+                async for batch in batches:
+                    for entry in batch:
+                        yield entry
+            finally:
+                await batches.aclose()
+
+        return entries()
 
     # --- Capture ---
 

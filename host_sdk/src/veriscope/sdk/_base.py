@@ -40,6 +40,7 @@ from veriscope.sdk._models import (
     ImageFormat,
     ImageUpload,
     LightingChannel,
+    LogLevel,
     ModelInfo,
     PlacedItem,
     PreviewFrame,
@@ -53,6 +54,8 @@ from veriscope.sdk._models import (
     ScanLabel,
     ScanPage,
     ScanResult,
+    SelfTestCheck,
+    SelfTestImage,
     SimulatedMaterial,
     UpdateStatus,
 )
@@ -373,6 +376,22 @@ def _progress(scan: Scan, region: str) -> tuple[int, int, str] | None:
 # --- Base client -------------------------------------------------------------------------------------------------
 
 
+class SelfTestAssembler:
+    """Joins the images of a RunSelfTest stream to the check that follows them."""
+
+    def __init__(self) -> None:
+        self._images: list[SelfTestImage] = []
+
+    def feed(self, response: device_service_pb2.RunSelfTestResponse) -> SelfTestCheck | None:
+        """The finished check ``response`` carries, or None when it carries one of the check's images."""
+        if response.HasField("image"):
+            self._images.append(convert.self_test_image_from_pb(response.image))
+            return None
+        check = convert.self_test_check_from_pb(response, tuple(self._images))
+        self._images = []
+        return check
+
+
 class BaseClient:
     """Configuration and flows shared by :class:`Client` and :class:`AsyncClient`. Not for direct use."""
 
@@ -494,6 +513,22 @@ class BaseClient:
             timeout_s,
             lambda r: convert.status_from_pb(r.status),
         )
+
+    @staticmethod
+    def _read_logs_request(
+        since: datetime | None, min_level: LogLevel | None, follow: bool
+    ) -> device_service_pb2.ReadLogsRequest:
+        if since is not None and (not isinstance(since, datetime) or since.tzinfo is None):
+            raise TypeError(f"since must be an aware datetime, got {since!r}")
+        if min_level is not None and not isinstance(min_level, LogLevel):
+            raise TypeError(f"min_level must be a LogLevel, got {min_level!r}")
+        request = device_service_pb2.ReadLogsRequest(
+            min_level=convert.enum_to_pb(min_level),  # type: ignore[arg-type]
+            follow=bool(follow),
+        )
+        if since is not None:
+            request.since_time.FromDatetime(since.astimezone(UTC))
+        return request
 
     # --- Capture ---
 

@@ -150,10 +150,18 @@ def models_text(models: Sequence[ModelInfo]) -> str:
     if not models:
         return "no models installed"
     rows = [
-        [m.model_id, "yes" if m.active else "", f"{m.threshold:.2f}", ", ".join(m.materials), m.ref.sha256[:12]]
+        [
+            m.model_id,
+            "yes" if m.active else "",
+            m.slot or "-",
+            m.state.name.lower() if m.state is not None else "-",
+            f"{m.threshold:.2f}",
+            ", ".join(m.materials),
+            m.ref.sha256[:12],
+        ]
         for m in models
     ]
-    return table(["MODEL", "ACTIVE", "THRESHOLD", "MATERIALS", "SHA256"], rows)
+    return table(["MODEL", "ACTIVE", "SLOT", "STATE", "THRESHOLD", "MATERIALS", "SHA256"], rows)
 
 
 def result_text(result: ScanResult) -> str:

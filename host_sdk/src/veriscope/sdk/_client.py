@@ -11,12 +11,14 @@ from typing import Any, TypeVar
 
 import grpc
 
+from veriscope.sdk import _convert as convert
 from veriscope.sdk import _rpcs as rpcs
 from veriscope.sdk._base import (
     DEFAULT_TARGET,
     BaseClient,
     Emit,
     Flow,
+    SelfTestAssembler,
     ServerStreamCall,
     Step,
     StreamCall,
@@ -36,6 +38,8 @@ from veriscope.sdk._models import (
     ImageFormat,
     ImageUpload,
     LightingChannel,
+    LogEntry,
+    LogLevel,
     ModelInfo,
     PlacedItem,
     PreviewFrame,
@@ -47,6 +51,7 @@ from veriscope.sdk._models import (
     ScanLabel,
     ScanPage,
     ScanResult,
+    SelfTestCheck,
     SimulatedMaterial,
     UpdateStatus,
 )
@@ -55,6 +60,10 @@ from veriscope.sdk._transport import PathOrPem, Verified, preflight
 from veriscope.sdk._types import EventCallback, ImageData, Metadata
 
 T = TypeVar("T")
+
+
+def _same(message: T) -> T:
+    return message
 
 
 class Client(BaseClient):
@@ -229,6 +238,48 @@ class Client(BaseClient):
     def get_status(self, *, timeout_s: float | None = None) -> DeviceStatus:
         """Return the unit's current operating status: state, active scan, controller, temperature, storage."""
         return self._run(self._get_status_flow(timeout_s))
+
+    def run_self_test(self, *, timeout_s: float | None = None) -> Generator[SelfTestCheck, None, None]:
+        """Run the unit's self-test and iterate over each check's result as it finishes.
+
+        The checks: camera, controller, leds, focus, temperature, model_checksums, storage. A check that
+        fails is a result with status FAIL, not an error. Needs a technician token.
+
+        Args:
+            timeout_s: Bound on the whole self-test (default 5 min).
+
+        Raises:
+            FailedPreconditionError: A scan owns the camera.
+            PermissionDeniedError: The token's role is below technician.
+        """
+        deadline = self._deadline(rpcs.RUN_SELF_TEST, timeout_s)
+        assembler = SelfTestAssembler()
+        for response in self._server_stream(rpcs.RUN_SELF_TEST, rpcs.RUN_SELF_TEST.request_type(), deadline, _same):
+            check = assembler.feed(response)
+            if check is not None:
+                yield check
+
+    def read_logs(
+        self,
+        *,
+        since: datetime | None = None,
+        min_level: LogLevel | None = None,
+        follow: bool = False,
+        timeout_s: float | None = None,
+    ) -> Generator[LogEntry, None, None]:
+        """Iterate over the daemon's recent log lines, oldest first; with ``follow``, then over new lines as they
+        are logged until you stop iterating (or the deadline). Needs a technician token.
+
+        Args:
+            since: Only lines logged at or after this aware time; None means every line kept (the last 5000).
+            min_level: Only lines at or above this level; None means every level.
+            follow: Keep reading new lines.
+            timeout_s: Bound on the whole stream (default 15 min).
+        """
+        request = self._read_logs_request(since, min_level, follow)
+        deadline = self._deadline(rpcs.READ_LOGS, timeout_s)
+        for entries in self._server_stream(rpcs.READ_LOGS, request, deadline, convert.log_entries_from_pb):
+            yield from entries
 
     # --- Capture ---
 

@@ -40,6 +40,8 @@ from veriscope.sdk._models import (
     ImageUpload,
     ItemType,
     LightingChannel,
+    LogEntry,
+    LogLevel,
     ModelInfo,
     ModelInput,
     ModelRef,
@@ -62,6 +64,9 @@ from veriscope.sdk._models import (
     ScanPage,
     ScanResult,
     ScanState,
+    SelfTestCheck,
+    SelfTestImage,
+    SelfTestStatus,
     SimulatedMaterial,
     Slot,
     SlotState,
@@ -101,6 +106,8 @@ ENUM_PAIRS: tuple[tuple[type[enum.Enum], Any, str], ...] = (
     (Component, update_service_pb2.Component, "COMPONENT_"),
     (SlotState, update_service_pb2.SlotState, "SLOT_STATE_"),
     (CalibrationState, calibration_service_pb2.CalibrationState, "CALIBRATION_STATE_"),
+    (SelfTestStatus, device_service_pb2.SelfTestStatus, "SELF_TEST_STATUS_"),
+    (LogLevel, device_service_pb2.LogLevel, "LOG_LEVEL_"),
 )
 _PREFIX: dict[type[enum.Enum], tuple[Any, str]] = {sdk: (wire, prefix) for sdk, wire, prefix in ENUM_PAIRS}
 
@@ -589,6 +596,8 @@ def model_from_pb(pb: model_service_pb2.Model) -> ModelInfo:
         manifest_json=pb.manifest_json,
         create_time=_time(pb, "create_time"),
         item_types=tuple(item_type_from_pb(t) for t in pb.item_types),
+        slot=pb.slot,
+        state=enum_from_pb(SlotState, pb.state) if pb.state else None,
     )
 
 
@@ -613,3 +622,37 @@ def placed_item_from_pb(pb: simulation_service_pb2.PlacedItem) -> PlacedItem:
 
 def material_from_pb(pb: simulation_service_pb2.SimulatedMaterial) -> SimulatedMaterial:
     return SimulatedMaterial(name=pb.name, sources=tuple(pb.sources), superfake_sources=tuple(pb.superfake_sources))
+
+
+def self_test_check_from_pb(
+    pb: device_service_pb2.RunSelfTestResponse, images: tuple[SelfTestImage, ...]
+) -> SelfTestCheck:
+    """The check of a RunSelfTest message, with the images its earlier messages carried."""
+    check = pb.check
+    return SelfTestCheck(
+        name=check.name,
+        status=_state(SelfTestStatus, check.status),
+        message=check.message,
+        measurements=dict(check.measurements),
+        images=images,
+        duration=check.duration.ToTimedelta(),
+        check_number=pb.check_number,
+        total_checks=pb.total_checks,
+    )
+
+
+def self_test_image_from_pb(pb: device_service_pb2.SelfTestImage) -> SelfTestImage:
+    return SelfTestImage(name=pb.name, png=pb.png_data)
+
+
+def log_entries_from_pb(pb: device_service_pb2.ReadLogsResponse) -> list[LogEntry]:
+    return [
+        LogEntry(
+            sequence=e.sequence,
+            time=_time(e, "log_time"),
+            level=enum_from_pb(LogLevel, e.level),
+            logger=e.logger,
+            message=e.message,
+        )
+        for e in pb.entries
+    ]

@@ -175,6 +175,8 @@ class SlotState(enum.StrEnum):
     ACTIVE = "ACTIVE"
     TRIAL = "TRIAL"
     PREVIOUS = "PREVIOUS"
+    FAILED = "FAILED"
+    STANDBY = "STANDBY"
 
 
 class CalibrationState(enum.StrEnum):
@@ -1123,6 +1125,8 @@ class ModelInfo:
         manifest_json: The bundle's full manifest, as JSON text.
         create_time: When the bundle was created, or None.
         item_types: The item types the model can authenticate.
+        slot: The slot it is installed in: ``"builtin"``, ``"a"`` or ``"b"``; empty from older units.
+        state: The slot's state (ACTIVE, TRIAL, PREVIOUS, FAILED or STANDBY), or None from older units.
     """
 
     model_id: str
@@ -1136,6 +1140,8 @@ class ModelInfo:
     manifest_json: str = field(repr=False)
     create_time: datetime | None
     item_types: tuple[ItemType, ...]
+    slot: str = ""
+    state: SlotState | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -1151,6 +1157,8 @@ class ModelInfo:
             "threshold": self.threshold,
             "create_time": _rfc3339(self.create_time),
             "item_types": [t.to_dict() for t in self.item_types],
+            "slot": self.slot,
+            "state": None if self.state is None else self.state.name,
         }
 
 
@@ -1209,3 +1217,103 @@ class SimulatedMaterial:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "sources": list(self.sources), "superfake_sources": list(self.superfake_sources)}
+
+
+# --- Diagnostics ---
+
+
+class SelfTestStatus(enum.StrEnum):
+    """The outcome of one self-test check. ``UNSPECIFIED`` when the device sent none, or one this SDK does not know."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    PASS = "PASS"
+    """The part works as it should."""
+    WARN = "WARN"
+    """The part works, with a reading that deserves a look."""
+    FAIL = "FAIL"
+    """The part does not work."""
+    SKIPPED = "SKIPPED"
+    """The check did not run: the unit lacks the part, or a part it needs failed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelfTestImage:
+    """An image a self-test check took as evidence: ``name`` says what it shows (``"white_ring"``, ``"dark"``)."""
+
+    name: str
+    png: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelfTestCheck:
+    """The result of one check of a unit's self-test.
+
+    Attributes:
+        name: The check: ``camera``, ``controller``, ``leds``, ``focus``, ``temperature``, ``model_checksums``
+            or ``storage``.
+        status: The outcome.
+        message: What was found; on WARN or FAIL, what is wrong and what to do.
+        measurements: Readings by name, units in the names (``free_bytes``, ``board_temperature_c``).
+        images: PNG images the check took, at most 640 pixels wide.
+        duration: How long the check ran on the unit.
+        check_number: Position of the check in the self-test, from 1.
+        total_checks: How many checks the self-test runs.
+    """
+
+    name: str
+    status: SelfTestStatus
+    message: str
+    measurements: Mapping[str, float]
+    images: tuple[SelfTestImage, ...]
+    duration: timedelta
+    check_number: int
+    total_checks: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The check as JSON-ready data; images are listed by name and size only."""
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "message": self.message,
+            "measurements": dict(self.measurements),
+            "images": [{"name": i.name, "size_bytes": len(i.png)} for i in self.images],
+            "duration_s": self.duration.total_seconds(),
+        }
+
+
+class LogLevel(enum.StrEnum):
+    """The severity of a log line, as Python's logging levels."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogEntry:
+    """One line of the unit's daemon log.
+
+    Attributes:
+        sequence: Increases by one with every line the daemon logs; a gap means lines were dropped.
+        time: When it was logged, or None if the device did not say.
+        level: Its severity, or None for a level this SDK does not know.
+        logger: The logger's name, for example ``veriscope.device.scans``.
+        message: The formatted message, with any traceback.
+    """
+
+    sequence: int
+    time: datetime | None
+    level: LogLevel | None
+    logger: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sequence": self.sequence,
+            "time": _rfc3339(self.time),
+            "level": _name(self.level),
+            "logger": self.logger,
+            "message": self.message,
+        }

@@ -37,6 +37,8 @@ STREAM_TIMEOUT_S = 900.0
 """Default bound on server streams (preview, watch): they end on their own or when the caller stops reading."""
 CALIBRATE_TIMEOUT_S = 180.0
 """Default deadline of Calibrate: several full-resolution frames per lighting channel."""
+SELF_TEST_TIMEOUT_S = 300.0
+"""Default bound on RunSelfTest: auto-exposure per LED channel, a focus sweep and hashing the model."""
 CLEANUP_TIMEOUT_S = 5.0
 """Deadline of the best-effort CancelScan a flow sends when it fails half-way."""
 
@@ -100,6 +102,10 @@ GET_DEVICE = _rpc(
 GET_STATUS = _rpc(
     _dev, "DeviceService", "GetStatus", _dev.GetStatusRequest, _dev.GetStatusResponse, _U, UNARY_TIMEOUT_S
 )
+RUN_SELF_TEST = _rpc(
+    _dev, "DeviceService", "RunSelfTest", _dev.RunSelfTestRequest, _dev.RunSelfTestResponse, _S, SELF_TEST_TIMEOUT_S
+)
+READ_LOGS = _rpc(_dev, "DeviceService", "ReadLogs", _dev.ReadLogsRequest, _dev.ReadLogsResponse, _S, STREAM_TIMEOUT_S)
 
 CAPTURE = _rpc(_cap, "CaptureService", "Capture", _cap.CaptureRequest, _cap.CaptureResponse, _U, SLOW_TIMEOUT_S)
 STREAM_PREVIEW = _rpc(

@@ -133,6 +133,21 @@ class AccessInterceptor(_Interceptor):
         self._roles = method_roles
         self._open = open_services
 
+    def caller_role(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Role | None:
+        """The role of the token a call carries, for services that allow more to higher roles.
+
+        ADMIN when tokens are off (every caller may do everything); None without a valid token.
+        """
+        if self.mode is AuthMode.OFF:
+            return Role.ADMIN
+        token, _ = _bearer_token(metadata)
+        if token is None or self._tokens is None:
+            return None
+        try:
+            return self._tokens.authenticate(token).role
+        except TokenRejected:
+            return None
+
     async def intercept_service(  # type: ignore[override]  # None is how a server says "no such method"
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],

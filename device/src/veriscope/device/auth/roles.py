@@ -57,9 +57,24 @@ _OP, _TECH, _ADMIN = Role.OPERATOR, Role.TECHNICIAN, Role.ADMIN
 
 METHOD_ROLES: Mapping[str, Role] = MappingProxyType(
     {
-        **_service("veriscope.v1.DeviceService", {"GetDevice": _OP, "GetStatus": _OP}),
+        # The self-test drives every part and the log tells of the unit's internals: servicing, a technician's job.
+        **_service(
+            "veriscope.v1.DeviceService",
+            {"GetDevice": _OP, "GetStatus": _OP, "RunSelfTest": _TECH, "ReadLogs": _TECH},
+        ),
         **_service("veriscope.v1.ModelService", {"ListModels": _OP, "GetModel": _OP}),
-        **_service("veriscope.v1.UpdateService", {"GetUpdateStatus": _OP}),
+        # Installing and rolling back change what decides verdicts: a technician's act. A downgrade also needs
+        # an admin, which UpdateService checks itself.
+        **_service(
+            "veriscope.v1.UpdateService",
+            {
+                "GetUpdateStatus": _OP,
+                "UploadBundle": _TECH,
+                "GetUpload": _TECH,
+                "InstallBundle": _TECH,
+                "RollbackUpdate": _TECH,
+            },
+        ),
         **_service(
             "veriscope.v1.ScanService",
             {

@@ -47,7 +47,7 @@ from pathlib import Path
 from veriscope.device import certificates, codec
 from veriscope.device.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from veriscope.device.imager import Imager, JudgedFrame
-from veriscope.device.inference import ModelBundle
+from veriscope.device.inference import ItemTypeSpec, ModelBundle
 from veriscope.device.inference.tiling import Tiling, work_size
 from veriscope.device.pipeline import heatmap, quality
 from veriscope.device.pipeline.inference import Analyzer, ImageAnalysis
@@ -121,8 +121,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, eq=False)
+class ActiveModel:
+    """The model that decides verdicts: a bundle and the analyzer that runs it, swapped as one reference."""
+
+    bundle: ModelBundle
+    analyzer: Analyzer
+
+
 class ScanManager:
     """Creates, advances, completes and lists scans.
+
+    The model is hot-swappable (:meth:`swap_model`): each CompleteScan takes the model current when it starts
+    and uses it to the end, so a scan completing during a swap finishes on the model it started completing on,
+    and its result names that model; scans completed after the swap use the new one.
 
     ``imager`` and ``stage`` are None on a unit without a camera (uploads only).
     ``signing_key`` signs a certificate of authenticity of every scan it
@@ -143,15 +155,13 @@ class ScanManager:
         signing_key: certificates.SigningKey | None = None,
     ) -> None:
         self._store = store
-        self._bundle = bundle
-        self._analyzer = analyzer
+        self._model = ActiveModel(bundle, analyzer)
         self._device_id = device_id
         self._imager = imager
         self._stage = stage
         self._limits = limits
         self._clock = clock
         self._signing_key = signing_key
-        self._item_types = {t.name: t for t in bundle.item_types}
         self._scan_locks: dict[str, asyncio.Lock] = {}
         self._watchers: dict[str, set[asyncio.Queue[ScanEvent]]] = {}
         self._open_scans: set[str] = set()
@@ -174,7 +184,24 @@ class ScanManager:
     @property
     def bundle(self) -> ModelBundle:
         """The model bundle that decides verdicts."""
-        return self._bundle
+        return self._model.bundle
+
+    @property
+    def model(self) -> ActiveModel:
+        """The model that decides verdicts, with its analyzer."""
+        return self._model
+
+    @property
+    def _bundle(self) -> ModelBundle:
+        return self._model.bundle
+
+    @property
+    def _item_types(self) -> dict[str, ItemTypeSpec]:
+        return {t.name: t for t in self._model.bundle.item_types}
+
+    def swap_model(self, model: ActiveModel) -> None:
+        """Make ``model`` decide verdicts from now on. Completions already running finish on the old one."""
+        self._model = model
 
     @property
     def device_id(self) -> str:
@@ -514,10 +541,11 @@ class ScanManager:
         """Run inference on the accepted images and decide the verdict."""
         async with self._lock(scan_id):
             scan = self._in_progress(scan_id)
+            model = self._model  # this completion uses one model throughout, whatever swaps meanwhile
             self._publish(ScanEvent("analyzing", scan, self._clock()))
             try:
                 async with self._image_work:
-                    decision, analyses = await asyncio.to_thread(self._decide_blocking, scan)
+                    decision, analyses = await asyncio.to_thread(self._decide_blocking, scan, model)
             except Exception as exc:
                 failed = scan.evolve(state=ScanState.FAILED, error_message=str(exc), update_time=self._clock())
                 await asyncio.to_thread(self._store.save, failed)
@@ -530,9 +558,9 @@ class ScanManager:
                 score=float(decision.score),
                 threshold=float(decision.threshold),
                 summary=decision.summary,
-                model_name=self._bundle.name,
-                model_version=self._bundle.version,
-                model_sha256=self._bundle.sha256,
+                model_name=model.bundle.name,
+                model_version=model.bundle.version,
+                model_sha256=model.bundle.sha256,
                 complete_time=now,
                 regions=tuple(
                     RegionOutcome(
@@ -547,7 +575,7 @@ class ScanManager:
                                 i.quality_ok,
                                 i.score,
                                 i.familiarity,
-                                self._tile_map(analyses.get(i.image_id)),
+                                self._tile_map(model.bundle, analyses.get(i.image_id)),
                             )
                             for i in r.images
                         ),
@@ -563,9 +591,9 @@ class ScanManager:
             self._finish(done)
             return done
 
-    def _decide_blocking(self, scan: ScanRecord) -> tuple[ItemDecision, dict[str, ImageAnalysis]]:
-        """The verdict, and the analysis of each analysed image by image id."""
-        spec = self._item_types[scan.item_type]
+    def _decide_blocking(self, scan: ScanRecord, model: ActiveModel) -> tuple[ItemDecision, dict[str, ImageAnalysis]]:
+        """The verdict by ``model``, and the analysis of each analysed image by image id."""
+        spec = model.bundle.item_type(scan.item_type)
         by_region: dict[str, list[tuple[str, bool, ImageAnalysis | None]]] = {r.name: [] for r in spec.regions}
         analyses: dict[str, ImageAnalysis] = {}
         for image in scan.images:
@@ -573,16 +601,16 @@ class ScanManager:
             if image.quality.ok:
                 data = self._store.read_image(image.sha256, image.format)
                 pixels = codec.decode(data, max_pixels=self._limits.max_image_pixels)
-                analysis = self._analyzer.analyze_image(pixels, self._region_material(scan, image.region))
+                analysis = model.analyzer.analyze_image(pixels, self._region_material(scan, image.region))
                 analyses[image.image_id] = analysis
             by_region[image.region].append((image.image_id, image.quality.ok, analysis))
-        return decide(self._bundle, spec, by_region), analyses
+        return decide(model.bundle, spec, by_region), analyses
 
-    def _tile_map(self, analysis: ImageAnalysis | None) -> TileMap | None:
+    def _tile_map(self, bundle: ModelBundle, analysis: ImageAnalysis | None) -> TileMap | None:
         """What an explanation of the image needs later, in the record; None for an image not analysed."""
         if analysis is None:
             return None
-        tiling = self._bundle.tiling
+        tiling = bundle.tiling
         return TileMap(
             work_width_px=tiling.work_width_px,
             tile_px=tiling.tile_px,
@@ -590,8 +618,8 @@ class ScanManager:
             grid_cols=tiling.grid_cols,
             scores=tuple(float(v) for v in analysis.tile_scores.ravel()),
             familiarity=tuple(float(v) for v in analysis.tile_familiarity.ravel()),
-            score_threshold=float(self._bundle.thresholds.for_material(analysis.material).item),
-            familiarity_threshold=float(self._bundle.thresholds.familiarity),
+            score_threshold=float(bundle.thresholds.for_material(analysis.material).item),
+            familiarity_threshold=float(bundle.thresholds.familiarity),
         )
 
     async def explain(self, scan_id: str) -> tuple[ScanRecord, tuple[ImageExplanation, ...]]:

@@ -1,20 +1,27 @@
-"""DeviceService, ModelService and UpdateService: identity, status, models and installed versions."""
+"""DeviceService: the unit's identity and status; and the wire form of a model, which ModelService shares."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from google.protobuf import duration_pb2
 
 from veriscope.device import __version__
 from veriscope.device.controller import Controller
-from veriscope.device.errors import InvalidArgument, NotFound
+from veriscope.device.diagnostics import CHECKS, CheckResult, CheckStatus, SelfTest
+from veriscope.device.errors import FailedPrecondition, InvalidArgument
 from veriscope.device.imager import Imager
 from veriscope.device.inference import ModelBundle
+from veriscope.device.logbuffer import LogBuffer, LogLine
 from veriscope.device.scans.manager import ScanManager
 from veriscope.device.services._convert import LIGHTING_TO_PB, timestamp
 from veriscope.device.services._errors import ServicerContext, rpc
@@ -24,9 +31,6 @@ from veriscope.v1 import (
     device_service_pb2,
     device_service_pb2_grpc,
     model_service_pb2,
-    model_service_pb2_grpc,
-    update_service_pb2,
-    update_service_pb2_grpc,
 )
 
 API_VERSION = "v1"
@@ -46,6 +50,10 @@ class DeviceContext:
     simulated: bool = False
     signing_public_key: str = ""
     start_monotonic: float = field(default_factory=time.monotonic)
+    min_free_bytes: int = 0
+    """The retention floor of the data volume, in bytes."""
+    logs: LogBuffer | None = None
+    """The daemon's recent log lines; None serves none."""
 
 
 def _capabilities(ctx: DeviceContext) -> list[device_service_pb2.Capability.ValueType]:
@@ -117,9 +125,9 @@ class DeviceServicer(device_service_pb2_grpc.DeviceServiceServicer):
             device_id=ctx.device_id,
             hardware=hardware,
             software_version=__version__,
-            active_model=model_ref(ctx.bundle),
+            active_model=model_ref(ctx.manager.bundle),
             capabilities=_capabilities(ctx),
-            item_types=item_types_pb(ctx.bundle),
+            item_types=item_types_pb(ctx.manager.bundle),
             signing_public_key=ctx.signing_public_key,
             api_version=API_VERSION,
         )
@@ -150,6 +158,133 @@ class DeviceServicer(device_service_pb2_grpc.DeviceServiceServicer):
             )
         return device_service_pb2.GetStatusResponse(status=status)
 
+    @rpc
+    async def RunSelfTest(
+        self, request: device_service_pb2.RunSelfTestRequest, context: ServicerContext
+    ) -> AsyncIterator[device_service_pb2.RunSelfTestResponse]:
+        ctx = self._ctx
+        owner = ctx.manager.busy_owner()
+        if owner is not None:
+            raise FailedPrecondition(
+                f"camera busy: scans/{owner} owns the camera until it completes or is cancelled; "
+                "run the self-test when no scan is in progress"
+            )
+        test = SelfTest(
+            imager=ctx.imager, bundle=ctx.manager.bundle, data_dir=Path(ctx.data_dir), min_free_bytes=ctx.min_free_bytes
+        )
+        _log.info("self-test started")
+        failed: list[str] = []
+        async with ctx.manager.camera_lock:
+            for number, name in enumerate(CHECKS, start=1):
+                result = await asyncio.to_thread(test.run, name)
+                if result.status is CheckStatus.FAIL:
+                    failed.append(name)
+                    _log.warning("self-test check %s failed: %s", name, result.message)
+                for image in result.images:
+                    yield device_service_pb2.RunSelfTestResponse(
+                        image=device_service_pb2.SelfTestImage(check=name, name=image.name, png_data=image.png),
+                        check_number=number,
+                        total_checks=len(CHECKS),
+                    )
+                yield device_service_pb2.RunSelfTestResponse(
+                    check=_check_pb(result), check_number=number, total_checks=len(CHECKS)
+                )
+        _log.info("self-test finished: %s", f"failed {', '.join(failed)}" if failed else "no check failed")
+
+    @rpc
+    async def ReadLogs(
+        self, request: device_service_pb2.ReadLogsRequest, context: ServicerContext
+    ) -> AsyncIterator[device_service_pb2.ReadLogsResponse]:
+        if request.min_level not in _LEVELS:
+            raise InvalidArgument(f"min_level {request.min_level} is not a LogLevel")
+        min_level = _LEVELS[request.min_level]
+        since = None
+        if request.HasField("since_time"):
+            try:
+                since = request.since_time.ToDatetime(tzinfo=UTC)
+            except (ValueError, OverflowError, OSError):
+                raise InvalidArgument(f"since_time {request.since_time} is not a valid time") from None
+        logs = self._ctx.logs
+        if logs is None:
+            return
+        if not request.follow:
+            lines = logs.lines(since=since, min_level=min_level)
+            for start in range(0, len(lines), LOG_BATCH_LINES):
+                yield device_service_pb2.ReadLogsResponse(
+                    entries=[_log_entry_pb(line) for line in lines[start : start + LOG_BATCH_LINES]]
+                )
+            return
+        # Batches whatever has queued up, so a burst of lines crosses a slow link in few messages.
+        follow = logs.follow(since=since, min_level=min_level)
+        try:
+            batch: list[LogLine] = []
+            pending: asyncio.Task[LogLine] | None = None
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(follow))
+                done, _ = await asyncio.wait({pending}, timeout=0 if batch else None)
+                if done:
+                    batch.append(pending.result())
+                    pending = None
+                if batch and (not done or len(batch) >= LOG_BATCH_LINES):
+                    yield device_service_pb2.ReadLogsResponse(entries=[_log_entry_pb(line) for line in batch])
+                    batch = []
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await pending
+            await follow.aclose()
+
+
+_log = logging.getLogger("veriscope.device.diagnostics")
+LOG_BATCH_LINES = 500
+"""Most log lines in one ReadLogs message."""
+_STATUS_TO_PB = {
+    CheckStatus.PASS: device_service_pb2.SELF_TEST_STATUS_PASS,
+    CheckStatus.WARN: device_service_pb2.SELF_TEST_STATUS_WARN,
+    CheckStatus.FAIL: device_service_pb2.SELF_TEST_STATUS_FAIL,
+    CheckStatus.SKIPPED: device_service_pb2.SELF_TEST_STATUS_SKIPPED,
+}
+_LEVELS = {
+    device_service_pb2.LOG_LEVEL_UNSPECIFIED: logging.NOTSET,
+    device_service_pb2.LOG_LEVEL_DEBUG: logging.DEBUG,
+    device_service_pb2.LOG_LEVEL_INFO: logging.INFO,
+    device_service_pb2.LOG_LEVEL_WARNING: logging.WARNING,
+    device_service_pb2.LOG_LEVEL_ERROR: logging.ERROR,
+    device_service_pb2.LOG_LEVEL_CRITICAL: logging.CRITICAL,
+}
+
+
+def _check_pb(result: CheckResult) -> device_service_pb2.SelfTestCheck:
+    check = device_service_pb2.SelfTestCheck(
+        name=result.name,
+        status=_STATUS_TO_PB[result.status],
+        message=result.message,
+        measurements={k: float(v) for k, v in result.measurements.items()},
+    )
+    check.duration.FromNanoseconds(round(result.duration_s * 1e9))
+    return check
+
+
+def _log_level_pb(level: int) -> device_service_pb2.LogLevel.ValueType:
+    """The wire level of a ``logging`` level number: the highest named level at or below it."""
+    best = device_service_pb2.LOG_LEVEL_DEBUG
+    for wire, number in _LEVELS.items():
+        if number and number <= level and number >= _LEVELS[best]:
+            best = wire
+    return best
+
+
+def _log_entry_pb(line: LogLine) -> device_service_pb2.LogEntry:
+    return device_service_pb2.LogEntry(
+        sequence=line.sequence,
+        log_time=timestamp(line.time),
+        level=_log_level_pb(line.level),
+        logger=line.logger,
+        message=line.message,
+    )
+
 
 def model_pb(bundle: ModelBundle, *, active: bool) -> model_service_pb2.Model:
     """A bundle on the wire."""
@@ -176,83 +311,3 @@ def model_pb(bundle: ModelBundle, *, active: bool) -> model_service_pb2.Model:
         create_time=timestamp(bundle.created),
         item_types=item_types_pb(bundle),
     )
-
-
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """Serves ModelService from the installed bundles (today: the active one)."""
-
-    def __init__(self, ctx: DeviceContext) -> None:
-        self._ctx = ctx
-
-    def _models(self) -> list[model_service_pb2.Model]:
-        return [model_pb(self._ctx.bundle, active=True)]
-
-    @rpc
-    async def ListModels(
-        self, request: model_service_pb2.ListModelsRequest, context: ServicerContext
-    ) -> model_service_pb2.ListModelsResponse:
-        if not 0 <= request.page_size <= 1000:
-            raise InvalidArgument(f"page_size must be 0..1000, got {request.page_size}")
-        models = self._models()
-        try:
-            start = int(request.page_token or "0")
-        except ValueError:
-            raise InvalidArgument(f"page_token {request.page_token!r} is not a token this device issued") from None
-        size = request.page_size or 50
-        page = models[start : start + size]
-        token = str(start + size) if start + size < len(models) else ""
-        return model_service_pb2.ListModelsResponse(models=page, next_page_token=token)
-
-    @rpc
-    async def GetModel(
-        self, request: model_service_pb2.GetModelRequest, context: ServicerContext
-    ) -> model_service_pb2.GetModelResponse:
-        if not request.name.startswith("models/"):
-            raise InvalidArgument(
-                f"name must be 'models/{{name}}@{{version}}' or 'models/active', got {request.name!r}"
-            )
-        for model in self._models():
-            if request.name in (model.name, "models/active" if model.active else None):
-                return model_service_pb2.GetModelResponse(model=model)
-        raise NotFound(f"model {request.name!r} is not installed")
-
-
-class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
-    """Serves UpdateService: what each component runs today."""
-
-    def __init__(self, ctx: DeviceContext) -> None:
-        self._ctx = ctx
-        self._install_time = datetime.now(UTC)
-
-    @rpc
-    async def GetUpdateStatus(
-        self, request: update_service_pb2.GetUpdateStatusRequest, context: ServicerContext
-    ) -> update_service_pb2.GetUpdateStatusResponse:
-        ctx = self._ctx
-        slots = [
-            update_service_pb2.Slot(
-                component=update_service_pb2.COMPONENT_DEVICE_SOFTWARE,
-                label="builtin",
-                version=__version__,
-                state=update_service_pb2.SLOT_STATE_ACTIVE,
-                install_time=timestamp(self._install_time),
-            ),
-            update_service_pb2.Slot(
-                component=update_service_pb2.COMPONENT_MODEL,
-                label="builtin",
-                version=f"{ctx.bundle.name}@{ctx.bundle.version}",
-                state=update_service_pb2.SLOT_STATE_ACTIVE,
-                install_time=timestamp(ctx.bundle.created),
-            ),
-        ]
-        if ctx.controller is not None:
-            slots.append(
-                update_service_pb2.Slot(
-                    component=update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE,
-                    label="builtin",
-                    version=ctx.controller.info.firmware_version,
-                    state=update_service_pb2.SLOT_STATE_ACTIVE,
-                    install_time=timestamp(self._install_time),
-                )
-            )
-        return update_service_pb2.GetUpdateStatusResponse(slots=slots)

@@ -98,6 +98,74 @@ DEVICE_STATE_DEGRADED: DeviceState.ValueType  # 3
 """Working, with a part missing or failing; see the status message."""
 Global___DeviceState: _TypeAlias = DeviceState  # noqa: Y015
 
+class _SelfTestStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SelfTestStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SelfTestStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SELF_TEST_STATUS_UNSPECIFIED: _SelfTestStatus.ValueType  # 0
+    """Not a valid status."""
+    SELF_TEST_STATUS_PASS: _SelfTestStatus.ValueType  # 1
+    """The part works as it should."""
+    SELF_TEST_STATUS_WARN: _SelfTestStatus.ValueType  # 2
+    """The part works, with a reading that deserves a look; see the message."""
+    SELF_TEST_STATUS_FAIL: _SelfTestStatus.ValueType  # 3
+    """The part does not work; the message says what failed."""
+    SELF_TEST_STATUS_SKIPPED: _SelfTestStatus.ValueType  # 4
+    """The check did not run: the unit lacks the part, or a check it depends on failed."""
+
+class SelfTestStatus(_SelfTestStatus, metaclass=_SelfTestStatusEnumTypeWrapper):
+    """The outcome of one self-test check."""
+
+SELF_TEST_STATUS_UNSPECIFIED: SelfTestStatus.ValueType  # 0
+"""Not a valid status."""
+SELF_TEST_STATUS_PASS: SelfTestStatus.ValueType  # 1
+"""The part works as it should."""
+SELF_TEST_STATUS_WARN: SelfTestStatus.ValueType  # 2
+"""The part works, with a reading that deserves a look; see the message."""
+SELF_TEST_STATUS_FAIL: SelfTestStatus.ValueType  # 3
+"""The part does not work; the message says what failed."""
+SELF_TEST_STATUS_SKIPPED: SelfTestStatus.ValueType  # 4
+"""The check did not run: the unit lacks the part, or a check it depends on failed."""
+Global___SelfTestStatus: _TypeAlias = SelfTestStatus  # noqa: Y015
+
+class _LogLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LogLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LogLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOG_LEVEL_UNSPECIFIED: _LogLevel.ValueType  # 0
+    """Not a valid level; as a filter, every level."""
+    LOG_LEVEL_DEBUG: _LogLevel.ValueType  # 1
+    """Detail for debugging (logging.DEBUG)."""
+    LOG_LEVEL_INFO: _LogLevel.ValueType  # 2
+    """Normal operation (logging.INFO)."""
+    LOG_LEVEL_WARNING: _LogLevel.ValueType  # 3
+    """Something unexpected that the daemon handled (logging.WARNING)."""
+    LOG_LEVEL_ERROR: _LogLevel.ValueType  # 4
+    """An operation failed (logging.ERROR)."""
+    LOG_LEVEL_CRITICAL: _LogLevel.ValueType  # 5
+    """The daemon cannot go on as it is (logging.CRITICAL)."""
+
+class LogLevel(_LogLevel, metaclass=_LogLevelEnumTypeWrapper):
+    """The severity of a log line, as Python's logging levels."""
+
+LOG_LEVEL_UNSPECIFIED: LogLevel.ValueType  # 0
+"""Not a valid level; as a filter, every level."""
+LOG_LEVEL_DEBUG: LogLevel.ValueType  # 1
+"""Detail for debugging (logging.DEBUG)."""
+LOG_LEVEL_INFO: LogLevel.ValueType  # 2
+"""Normal operation (logging.INFO)."""
+LOG_LEVEL_WARNING: LogLevel.ValueType  # 3
+"""Something unexpected that the daemon handled (logging.WARNING)."""
+LOG_LEVEL_ERROR: LogLevel.ValueType  # 4
+"""An operation failed (logging.ERROR)."""
+LOG_LEVEL_CRITICAL: LogLevel.ValueType  # 5
+"""The daemon cannot go on as it is (logging.CRITICAL)."""
+Global___LogLevel: _TypeAlias = LogLevel  # noqa: Y015
+
 @_typing.final
 class ControllerInfo(_message.Message):
     """Information about the controller board."""
@@ -387,3 +455,251 @@ class GetStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class SelfTestImage(_message.Message):
+    """An image a self-test check took as evidence, for example the camera frame under one LED channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PNG_DATA_FIELD_NUMBER: _builtins.int
+    check: _builtins.str
+    """The name of the check that took it, as in SelfTestCheck.name."""
+    name: _builtins.str
+    """What the image shows, as a short identifier unique within its check, for example "white_ring" or "dark"."""
+    png_data: _builtins.bytes
+    """The image as PNG, downscaled to at most 640 pixels wide."""
+    def __init__(
+        self,
+        *,
+        check: _builtins.str = ...,
+        name: _builtins.str = ...,
+        png_data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "name", b"name", "png_data", b"png_data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelfTestImage: _TypeAlias = SelfTestImage  # noqa: Y015
+
+@_typing.final
+class SelfTestCheck(_message.Message):
+    """The result of one self-test check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MeasurementsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    MEASUREMENTS_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The check's identifier: "camera", "controller", "leds", "focus", "temperature", "model_checksums" or "storage"."""
+    status: Global___SelfTestStatus.ValueType
+    """The outcome."""
+    message: _builtins.str
+    """A human-readable account of the outcome; on WARN or FAIL, what is wrong and what to do."""
+    @_builtins.property
+    def measurements(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Readings taken by the check, by name; units are in the names, for example "free_bytes" or "board_temperature_c"."""
+
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """How long the check ran."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        status: Global___SelfTestStatus.ValueType = ...,
+        message: _builtins.str = ...,
+        measurements: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        duration: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "measurements", b"measurements", "message", b"message", "name", b"name", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelfTestCheck: _TypeAlias = SelfTestCheck  # noqa: Y015
+
+@_typing.final
+class RunSelfTestRequest(_message.Message):
+    """Request for DeviceService.RunSelfTest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunSelfTestRequest: _TypeAlias = RunSelfTestRequest  # noqa: Y015
+
+@_typing.final
+class RunSelfTestResponse(_message.Message):
+    """One message of DeviceService.RunSelfTest's stream: an image a check took, or a check's result.
+
+    A check's images, one per message so that no message grows large, come before its result.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    CHECK_NUMBER_FIELD_NUMBER: _builtins.int
+    TOTAL_CHECKS_FIELD_NUMBER: _builtins.int
+    check_number: _builtins.int
+    """Position of the check this message belongs to, from 1."""
+    total_checks: _builtins.int
+    """How many checks the self-test runs in all."""
+    @_builtins.property
+    def check(self) -> Global___SelfTestCheck:
+        """The result of the check that finished."""
+
+    @_builtins.property
+    def image(self) -> Global___SelfTestImage:
+        """An image taken by the check that is running."""
+
+    def __init__(
+        self,
+        *,
+        check: Global___SelfTestCheck | None = ...,
+        image: Global___SelfTestImage | None = ...,
+        check_number: _builtins.int = ...,
+        total_checks: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "image", b"image", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "check_number", b"check_number", "image", b"image", "result", b"result", "total_checks", b"total_checks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["check", "image"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___RunSelfTestResponse: _TypeAlias = RunSelfTestResponse  # noqa: Y015
+
+@_typing.final
+class LogEntry(_message.Message):
+    """One line of the daemon's log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    LOG_TIME_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    LOGGER_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """A number that increases by one with every line the daemon logs since it started; gaps mean lines were dropped."""
+    level: Global___LogLevel.ValueType
+    """The line's severity."""
+    logger: _builtins.str
+    """The name of the logger, for example "veriscope.device.scans"."""
+    message: _builtins.str
+    """The formatted message, with any exception's traceback appended."""
+    @_builtins.property
+    def log_time(self) -> _timestamp_pb2.Timestamp:
+        """When the line was logged."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        log_time: _timestamp_pb2.Timestamp | None = ...,
+        level: Global___LogLevel.ValueType = ...,
+        logger: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["log_time", b"log_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "log_time", b"log_time", "logger", b"logger", "message", b"message", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogEntry: _TypeAlias = LogEntry  # noqa: Y015
+
+@_typing.final
+class ReadLogsRequest(_message.Message):
+    """Request for DeviceService.ReadLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_TIME_FIELD_NUMBER: _builtins.int
+    MIN_LEVEL_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    min_level: Global___LogLevel.ValueType
+    """Only lines at or above this severity; LOG_LEVEL_UNSPECIFIED means every level."""
+    follow: _builtins.bool
+    """When true, keep the stream open and send new lines as they are logged, until the client cancels."""
+    @_builtins.property
+    def since_time(self) -> _timestamp_pb2.Timestamp:
+        """Only lines logged at or after this time; unset means every line the daemon keeps (its most recent 5000)."""
+
+    def __init__(
+        self,
+        *,
+        since_time: _timestamp_pb2.Timestamp | None = ...,
+        min_level: Global___LogLevel.ValueType = ...,
+        follow: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since_time", b"since_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "min_level", b"min_level", "since_time", b"since_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadLogsRequest: _TypeAlias = ReadLogsRequest  # noqa: Y015
+
+@_typing.final
+class ReadLogsResponse(_message.Message):
+    """One message of DeviceService.ReadLogs's stream: a batch of log lines, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogEntry]:
+        """The lines, at most 500 per message."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___LogEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadLogsResponse: _TypeAlias = ReadLogsResponse  # noqa: Y015

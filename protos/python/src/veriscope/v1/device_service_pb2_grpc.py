@@ -45,6 +45,16 @@ class DeviceServiceStub:
                 request_serializer=veriscope_dot_v1_dot_device__service__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=veriscope_dot_v1_dot_device__service__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.RunSelfTest = channel.unary_stream(
+                '/veriscope.v1.DeviceService/RunSelfTest',
+                request_serializer=veriscope_dot_v1_dot_device__service__pb2.RunSelfTestRequest.SerializeToString,
+                response_deserializer=veriscope_dot_v1_dot_device__service__pb2.RunSelfTestResponse.FromString,
+                _registered_method=True)
+        self.ReadLogs = channel.unary_stream(
+                '/veriscope.v1.DeviceService/ReadLogs',
+                request_serializer=veriscope_dot_v1_dot_device__service__pb2.ReadLogsRequest.SerializeToString,
+                response_deserializer=veriscope_dot_v1_dot_device__service__pb2.ReadLogsResponse.FromString,
+                _registered_method=True)
 
 
 class DeviceServiceServicer:
@@ -65,6 +75,23 @@ class DeviceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunSelfTest(self, request, context):
+        """Runs the unit's self-test and streams each check's result as it finishes.
+
+        The self-test takes the camera as a scan does: FAILED_PRECONDITION while a scan owns it.
+        Lights and focus are left as they were found. A check that fails is reported, never raised.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadLogs(self, request, context):
+        """Streams the daemon's recent log lines, oldest first, then (with follow) new lines until the client cancels.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeviceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +104,16 @@ def add_DeviceServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=veriscope_dot_v1_dot_device__service__pb2.GetStatusRequest.FromString,
                     response_serializer=veriscope_dot_v1_dot_device__service__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'RunSelfTest': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunSelfTest,
+                    request_deserializer=veriscope_dot_v1_dot_device__service__pb2.RunSelfTestRequest.FromString,
+                    response_serializer=veriscope_dot_v1_dot_device__service__pb2.RunSelfTestResponse.SerializeToString,
+            ),
+            'ReadLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadLogs,
+                    request_deserializer=veriscope_dot_v1_dot_device__service__pb2.ReadLogsRequest.FromString,
+                    response_serializer=veriscope_dot_v1_dot_device__service__pb2.ReadLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +171,60 @@ class DeviceService:
             '/veriscope.v1.DeviceService/GetStatus',
             veriscope_dot_v1_dot_device__service__pb2.GetStatusRequest.SerializeToString,
             veriscope_dot_v1_dot_device__service__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunSelfTest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/veriscope.v1.DeviceService/RunSelfTest',
+            veriscope_dot_v1_dot_device__service__pb2.RunSelfTestRequest.SerializeToString,
+            veriscope_dot_v1_dot_device__service__pb2.RunSelfTestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/veriscope.v1.DeviceService/ReadLogs',
+            veriscope_dot_v1_dot_device__service__pb2.ReadLogsRequest.SerializeToString,
+            veriscope_dot_v1_dot_device__service__pb2.ReadLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,14 @@ class DeviceServiceStub:
     """Returns the unit's identity, hardware, versions, capabilities and supported item types."""
     GetStatus: _grpc.UnaryUnaryMultiCallable[_device_service_pb2.GetStatusRequest, _device_service_pb2.GetStatusResponse]
     """Returns the unit's current operating status."""
+    RunSelfTest: _grpc.UnaryStreamMultiCallable[_device_service_pb2.RunSelfTestRequest, _device_service_pb2.RunSelfTestResponse]
+    """Runs the unit's self-test and streams each check's result as it finishes.
+
+    The self-test takes the camera as a scan does: FAILED_PRECONDITION while a scan owns it.
+    Lights and focus are left as they were found. A check that fails is reported, never raised.
+    """
+    ReadLogs: _grpc.UnaryStreamMultiCallable[_device_service_pb2.ReadLogsRequest, _device_service_pb2.ReadLogsResponse]
+    """Streams the daemon's recent log lines, oldest first, then (with follow) new lines until the client cancels."""
 
 @_typing.type_check_only
 class DeviceServiceAsyncStub(DeviceServiceStub):
@@ -47,6 +55,14 @@ class DeviceServiceAsyncStub(DeviceServiceStub):
     """Returns the unit's identity, hardware, versions, capabilities and supported item types."""
     GetStatus: _aio.UnaryUnaryMultiCallable[_device_service_pb2.GetStatusRequest, _device_service_pb2.GetStatusResponse]  # type: ignore[assignment]
     """Returns the unit's current operating status."""
+    RunSelfTest: _aio.UnaryStreamMultiCallable[_device_service_pb2.RunSelfTestRequest, _device_service_pb2.RunSelfTestResponse]  # type: ignore[assignment]
+    """Runs the unit's self-test and streams each check's result as it finishes.
+
+    The self-test takes the camera as a scan does: FAILED_PRECONDITION while a scan owns it.
+    Lights and focus are left as they were found. A check that fails is reported, never raised.
+    """
+    ReadLogs: _aio.UnaryStreamMultiCallable[_device_service_pb2.ReadLogsRequest, _device_service_pb2.ReadLogsResponse]  # type: ignore[assignment]
+    """Streams the daemon's recent log lines, oldest first, then (with follow) new lines until the client cancels."""
 
 class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Identity, versions and health of a Veriscope unit."""
@@ -66,5 +82,25 @@ class DeviceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_device_service_pb2.GetStatusResponse, _abc.Awaitable[_device_service_pb2.GetStatusResponse]]:
         """Returns the unit's current operating status."""
+
+    @_abc_1.abstractmethod
+    def RunSelfTest(
+        self,
+        request: _device_service_pb2.RunSelfTestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_device_service_pb2.RunSelfTestResponse], _abc.AsyncIterator[_device_service_pb2.RunSelfTestResponse]]:
+        """Runs the unit's self-test and streams each check's result as it finishes.
+
+        The self-test takes the camera as a scan does: FAILED_PRECONDITION while a scan owns it.
+        Lights and focus are left as they were found. A check that fails is reported, never raised.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadLogs(
+        self,
+        request: _device_service_pb2.ReadLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_device_service_pb2.ReadLogsResponse], _abc.AsyncIterator[_device_service_pb2.ReadLogsResponse]]:
+        """Streams the daemon's recent log lines, oldest first, then (with follow) new lines until the client cancels."""
 
 def add_DeviceServiceServicer_to_server(servicer: DeviceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,27 +24,28 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from veriscope.v1 import common_pb2 as veriscope_dot_v1_dot_common__pb2
+from veriscope.v1 import update_service_pb2 as veriscope_dot_v1_dot_update__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n veriscope/v1/model_service.proto\x12\x0cveriscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19veriscope/v1/common.proto\"o\n\nModelInput\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05scale\x18\x05 \x01(\x01\x12\x12\n\nzero_point\x18\x06 \x01(\x05\"\xd2\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x03ref\x18\x02 \x01(\x0b\x32\x16.veriscope.v1.ModelRef\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x11\n\tmaterials\x18\x04 \x03(\t\x12/\n\x08lighting\x18\x05 \x03(\x0e\x32\x1d.veriscope.v1.LightingChannel\x12\'\n\x05input\x18\x06 \x01(\x0b\x32\x18.veriscope.v1.ModelInput\x12\x12\n\nsize_bytes\x18\x07 \x01(\x04\x12\x11\n\tthreshold\x18\x08 \x01(\x01\x12\x15\n\rmanifest_json\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\nitem_types\x18\x0b \x03(\x0b\x32\x16.veriscope.v1.ItemType\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.veriscope.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.veriscope.v1.Model2\xaa\x01\n\x0cModelService\x12O\n\nListModels\x12\x1f.veriscope.v1.ListModelsRequest\x1a .veriscope.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.veriscope.v1.GetModelRequest\x1a\x1e.veriscope.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n veriscope/v1/model_service.proto\x12\x0cveriscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19veriscope/v1/common.proto\x1a!veriscope/v1/update_service.proto\"o\n\nModelInput\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05scale\x18\x05 \x01(\x01\x12\x12\n\nzero_point\x18\x06 \x01(\x05\"\x88\x03\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x03ref\x18\x02 \x01(\x0b\x32\x16.veriscope.v1.ModelRef\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\x11\n\tmaterials\x18\x04 \x03(\t\x12/\n\x08lighting\x18\x05 \x03(\x0e\x32\x1d.veriscope.v1.LightingChannel\x12\'\n\x05input\x18\x06 \x01(\x0b\x32\x18.veriscope.v1.ModelInput\x12\x12\n\nsize_bytes\x18\x07 \x01(\x04\x12\x11\n\tthreshold\x18\x08 \x01(\x01\x12\x15\n\rmanifest_json\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\nitem_types\x18\x0b \x03(\x0b\x32\x16.veriscope.v1.ItemType\x12\x0c\n\x04slot\x18\x0c \x01(\t\x12&\n\x05state\x18\r \x01(\x0e\x32\x17.veriscope.v1.SlotState\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.veriscope.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.veriscope.v1.Model2\xaa\x01\n\x0cModelService\x12O\n\nListModels\x12\x1f.veriscope.v1.ListModelsRequest\x1a .veriscope.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.veriscope.v1.GetModelRequest\x1a\x1e.veriscope.v1.GetModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veriscope.v1.model_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELINPUT']._serialized_start=110
-  _globals['_MODELINPUT']._serialized_end=221
-  _globals['_MODEL']._serialized_start=224
-  _globals['_MODEL']._serialized_end=562
-  _globals['_LISTMODELSREQUEST']._serialized_start=564
-  _globals['_LISTMODELSREQUEST']._serialized_end=622
-  _globals['_LISTMODELSRESPONSE']._serialized_start=624
-  _globals['_LISTMODELSRESPONSE']._serialized_end=706
-  _globals['_GETMODELREQUEST']._serialized_start=708
-  _globals['_GETMODELREQUEST']._serialized_end=739
-  _globals['_GETMODELRESPONSE']._serialized_start=741
-  _globals['_GETMODELRESPONSE']._serialized_end=795
-  _globals['_MODELSERVICE']._serialized_start=798
-  _globals['_MODELSERVICE']._serialized_end=968
+  _globals['_MODELINPUT']._serialized_start=145
+  _globals['_MODELINPUT']._serialized_end=256
+  _globals['_MODEL']._serialized_start=259
+  _globals['_MODEL']._serialized_end=651
+  _globals['_LISTMODELSREQUEST']._serialized_start=653
+  _globals['_LISTMODELSREQUEST']._serialized_end=711
+  _globals['_LISTMODELSRESPONSE']._serialized_start=713
+  _globals['_LISTMODELSRESPONSE']._serialized_end=795
+  _globals['_GETMODELREQUEST']._serialized_start=797
+  _globals['_GETMODELREQUEST']._serialized_end=828
+  _globals['_GETMODELRESPONSE']._serialized_start=830
+  _globals['_GETMODELRESPONSE']._serialized_end=884
+  _globals['_MODELSERVICE']._serialized_start=887
+  _globals['_MODELSERVICE']._serialized_end=1057
 # @@protoc_insertion_point(module_scope)

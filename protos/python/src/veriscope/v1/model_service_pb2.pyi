@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from veriscope.v1 import common_pb2 as _common_pb2
+from veriscope.v1 import update_service_pb2 as _update_service_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -79,6 +80,8 @@ class Model(_message.Message):
     MANIFEST_JSON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     ITEM_TYPES_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: "models/{model_id}", where model_id is "{name}@{version}"."""
     active: _builtins.bool
@@ -89,6 +92,10 @@ class Model(_message.Message):
     """The item score threshold for AUTHENTIC, 0..1."""
     manifest_json: _builtins.str
     """The full manifest.json of the bundle, as JSON text."""
+    slot: _builtins.str
+    """The slot the model is installed in: "builtin" for the bundle shipped with the software, "a" or "b"."""
+    state: _update_service_pb2.SlotState.ValueType
+    """The slot's state: active, on trial, previous (the rollback target), failed or standby."""
     @_builtins.property
     def ref(self) -> _common_pb2.ModelRef:
         """The model's name and version and the SHA-256 of its .tflite file."""
@@ -127,10 +134,12 @@ class Model(_message.Message):
         manifest_json: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         item_types: _abc.Iterable[_common_pb2.ItemType] | None = ...,
+        slot: _builtins.str = ...,
+        state: _update_service_pb2.SlotState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "input", b"input", "ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "create_time", b"create_time", "input", b"input", "item_types", b"item_types", "lighting", b"lighting", "manifest_json", b"manifest_json", "materials", b"materials", "name", b"name", "ref", b"ref", "size_bytes", b"size_bytes", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "create_time", b"create_time", "input", b"input", "item_types", b"item_types", "lighting", b"lighting", "manifest_json", b"manifest_json", "materials", b"materials", "name", b"name", "ref", b"ref", "size_bytes", b"size_bytes", "slot", b"slot", "state", b"state", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

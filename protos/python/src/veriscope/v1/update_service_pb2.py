@@ -25,23 +25,49 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!veriscope/v1/update_service.proto\x12\x0cveriscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x01\n\x04Slot\x12*\n\tcomponent\x18\x01 \x01(\x0e\x32\x17.veriscope.v1.Component\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.veriscope.v1.SlotState\x12\x30\n\x0cinstall_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x18\n\x16GetUpdateStatusRequest\"<\n\x17GetUpdateStatusResponse\x12!\n\x05slots\x18\x01 \x03(\x0b\x32\x12.veriscope.v1.Slot*}\n\tComponent\x12\x19\n\x15\x43OMPONENT_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43OMPONENT_DEVICE_SOFTWARE\x10\x01\x12\x13\n\x0f\x43OMPONENT_MODEL\x10\x02\x12!\n\x1d\x43OMPONENT_CONTROLLER_FIRMWARE\x10\x03*m\n\tSlotState\x12\x1a\n\x16SLOT_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11SLOT_STATE_ACTIVE\x10\x01\x12\x14\n\x10SLOT_STATE_TRIAL\x10\x02\x12\x17\n\x13SLOT_STATE_PREVIOUS\x10\x03\x32o\n\rUpdateService\x12^\n\x0fGetUpdateStatus\x12$.veriscope.v1.GetUpdateStatusRequest\x1a%.veriscope.v1.GetUpdateStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!veriscope/v1/update_service.proto\x12\x0cveriscope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\x04Slot\x12*\n\tcomponent\x18\x01 \x01(\x0e\x32\x17.veriscope.v1.Component\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.veriscope.v1.SlotState\x12\x30\n\x0cinstall_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04name\x18\x06 \x01(\t\"\xf7\x01\n\x0cUpdateResult\x12*\n\tcomponent\x18\x01 \x01(\x0e\x32\x17.veriscope.v1.Component\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12,\n\x07outcome\x18\x04 \x01(\x0e\x32\x1b.veriscope.v1.UpdateOutcome\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"x\n\x06Upload\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x17\n\x0f\x63ommitted_bytes\x18\x05 \x01(\x04\x12\x10\n\x08\x63omplete\x18\x06 \x01(\x08\"E\n\x0cUploadHeader\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"+\n\x0bUploadChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"z\n\x13UploadBundleRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.veriscope.v1.UploadHeaderH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.veriscope.v1.UploadChunkH\x00\x42\t\n\x07\x63ontent\"<\n\x14UploadBundleResponse\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.veriscope.v1.Upload\" \n\x10GetUploadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x11GetUploadResponse\x12$\n\x06upload\x18\x01 \x01(\x0b\x32\x14.veriscope.v1.Upload\"?\n\x14InstallBundleRequest\x12\x0e\n\x06upload\x18\x01 \x01(\t\x12\x17\n\x0f\x61llow_downgrade\x18\x02 \x01(\x08\"e\n\x15InstallBundleResponse\x12 \n\x04slot\x18\x01 \x01(\x0b\x32\x12.veriscope.v1.Slot\x12*\n\x06result\x18\x02 \x01(\x0b\x32\x1a.veriscope.v1.UpdateResult\"C\n\x15RollbackUpdateRequest\x12*\n\tcomponent\x18\x01 \x01(\x0e\x32\x17.veriscope.v1.Component\":\n\x16RollbackUpdateResponse\x12 \n\x04slot\x18\x01 \x01(\x0b\x32\x12.veriscope.v1.Slot\"\x18\n\x16GetUpdateStatusRequest\"i\n\x17GetUpdateStatusResponse\x12!\n\x05slots\x18\x01 \x03(\x0b\x32\x12.veriscope.v1.Slot\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.veriscope.v1.UpdateResult*}\n\tComponent\x12\x19\n\x15\x43OMPONENT_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43OMPONENT_DEVICE_SOFTWARE\x10\x01\x12\x13\n\x0f\x43OMPONENT_MODEL\x10\x02\x12!\n\x1d\x43OMPONENT_CONTROLLER_FIRMWARE\x10\x03*\x9c\x01\n\tSlotState\x12\x1a\n\x16SLOT_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11SLOT_STATE_ACTIVE\x10\x01\x12\x14\n\x10SLOT_STATE_TRIAL\x10\x02\x12\x17\n\x13SLOT_STATE_PREVIOUS\x10\x03\x12\x15\n\x11SLOT_STATE_FAILED\x10\x04\x12\x16\n\x12SLOT_STATE_STANDBY\x10\x05*\xab\x01\n\rUpdateOutcome\x12\x1e\n\x1aUPDATE_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14UPDATE_OUTCOME_TRIAL\x10\x01\x12\x1c\n\x18UPDATE_OUTCOME_COMMITTED\x10\x02\x12\x1e\n\x1aUPDATE_OUTCOME_ROLLED_BACK\x10\x03\x12\"\n\x1eUPDATE_OUTCOME_MANUAL_ROLLBACK\x10\x04\x32\xcd\x03\n\rUpdateService\x12^\n\x0fGetUpdateStatus\x12$.veriscope.v1.GetUpdateStatusRequest\x1a%.veriscope.v1.GetUpdateStatusResponse\x12W\n\x0cUploadBundle\x12!.veriscope.v1.UploadBundleRequest\x1a\".veriscope.v1.UploadBundleResponse(\x01\x12L\n\tGetUpload\x12\x1e.veriscope.v1.GetUploadRequest\x1a\x1f.veriscope.v1.GetUploadResponse\x12X\n\rInstallBundle\x12\".veriscope.v1.InstallBundleRequest\x1a#.veriscope.v1.InstallBundleResponse\x12[\n\x0eRollbackUpdate\x12#.veriscope.v1.RollbackUpdateRequest\x1a$.veriscope.v1.RollbackUpdateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'veriscope.v1.update_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPONENT']._serialized_start=347
-  _globals['_COMPONENT']._serialized_end=472
-  _globals['_SLOTSTATE']._serialized_start=474
-  _globals['_SLOTSTATE']._serialized_end=583
+  _globals['_COMPONENT']._serialized_start=1470
+  _globals['_COMPONENT']._serialized_end=1595
+  _globals['_SLOTSTATE']._serialized_start=1598
+  _globals['_SLOTSTATE']._serialized_end=1754
+  _globals['_UPDATEOUTCOME']._serialized_start=1757
+  _globals['_UPDATEOUTCOME']._serialized_end=1928
   _globals['_SLOT']._serialized_start=85
-  _globals['_SLOT']._serialized_end=257
-  _globals['_GETUPDATESTATUSREQUEST']._serialized_start=259
-  _globals['_GETUPDATESTATUSREQUEST']._serialized_end=283
-  _globals['_GETUPDATESTATUSRESPONSE']._serialized_start=285
-  _globals['_GETUPDATESTATUSRESPONSE']._serialized_end=345
-  _globals['_UPDATESERVICE']._serialized_start=585
-  _globals['_UPDATESERVICE']._serialized_end=696
+  _globals['_SLOT']._serialized_end=271
+  _globals['_UPDATERESULT']._serialized_start=274
+  _globals['_UPDATERESULT']._serialized_end=521
+  _globals['_UPLOAD']._serialized_start=523
+  _globals['_UPLOAD']._serialized_end=643
+  _globals['_UPLOADHEADER']._serialized_start=645
+  _globals['_UPLOADHEADER']._serialized_end=714
+  _globals['_UPLOADCHUNK']._serialized_start=716
+  _globals['_UPLOADCHUNK']._serialized_end=759
+  _globals['_UPLOADBUNDLEREQUEST']._serialized_start=761
+  _globals['_UPLOADBUNDLEREQUEST']._serialized_end=883
+  _globals['_UPLOADBUNDLERESPONSE']._serialized_start=885
+  _globals['_UPLOADBUNDLERESPONSE']._serialized_end=945
+  _globals['_GETUPLOADREQUEST']._serialized_start=947
+  _globals['_GETUPLOADREQUEST']._serialized_end=979
+  _globals['_GETUPLOADRESPONSE']._serialized_start=981
+  _globals['_GETUPLOADRESPONSE']._serialized_end=1038
+  _globals['_INSTALLBUNDLEREQUEST']._serialized_start=1040
+  _globals['_INSTALLBUNDLEREQUEST']._serialized_end=1103
+  _globals['_INSTALLBUNDLERESPONSE']._serialized_start=1105
+  _globals['_INSTALLBUNDLERESPONSE']._serialized_end=1206
+  _globals['_ROLLBACKUPDATEREQUEST']._serialized_start=1208
+  _globals['_ROLLBACKUPDATEREQUEST']._serialized_end=1275
+  _globals['_ROLLBACKUPDATERESPONSE']._serialized_start=1277
+  _globals['_ROLLBACKUPDATERESPONSE']._serialized_end=1335
+  _globals['_GETUPDATESTATUSREQUEST']._serialized_start=1337
+  _globals['_GETUPDATESTATUSREQUEST']._serialized_end=1361
+  _globals['_GETUPDATESTATUSRESPONSE']._serialized_start=1363
+  _globals['_GETUPDATESTATUSRESPONSE']._serialized_end=1468
+  _globals['_UPDATESERVICE']._serialized_start=1931
+  _globals['_UPDATESERVICE']._serialized_end=2392
 # @@protoc_insertion_point(module_scope)

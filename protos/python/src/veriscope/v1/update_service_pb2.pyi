@@ -62,6 +62,10 @@ class _SlotStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SlotState.V
     """The slot is active on trial; it rolls back unless its health check passes."""
     SLOT_STATE_PREVIOUS: _SlotState.ValueType  # 3
     """The slot holds a previous version kept for rollback."""
+    SLOT_STATE_FAILED: _SlotState.ValueType  # 4
+    """The slot holds a version whose trial failed; it is not used."""
+    SLOT_STATE_STANDBY: _SlotState.ValueType  # 5
+    """The slot holds a usable version that is neither active nor the rollback target (the built-in fallback)."""
 
 class SlotState(_SlotState, metaclass=_SlotStateEnumTypeWrapper):
     """The state of an installed slot."""
@@ -74,7 +78,43 @@ SLOT_STATE_TRIAL: SlotState.ValueType  # 2
 """The slot is active on trial; it rolls back unless its health check passes."""
 SLOT_STATE_PREVIOUS: SlotState.ValueType  # 3
 """The slot holds a previous version kept for rollback."""
+SLOT_STATE_FAILED: SlotState.ValueType  # 4
+"""The slot holds a version whose trial failed; it is not used."""
+SLOT_STATE_STANDBY: SlotState.ValueType  # 5
+"""The slot holds a usable version that is neither active nor the rollback target (the built-in fallback)."""
 Global___SlotState: _TypeAlias = SlotState  # noqa: Y015
+
+class _UpdateOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UpdateOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UpdateOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    UPDATE_OUTCOME_UNSPECIFIED: _UpdateOutcome.ValueType  # 0
+    """No update has run since the unit started."""
+    UPDATE_OUTCOME_TRIAL: _UpdateOutcome.ValueType  # 1
+    """The update is on trial: the unit is loading and checking it."""
+    UPDATE_OUTCOME_COMMITTED: _UpdateOutcome.ValueType  # 2
+    """The update passed its trial and is committed."""
+    UPDATE_OUTCOME_ROLLED_BACK: _UpdateOutcome.ValueType  # 3
+    """The update failed its trial (or the unit restarted during it) and the unit rolled back."""
+    UPDATE_OUTCOME_MANUAL_ROLLBACK: _UpdateOutcome.ValueType  # 4
+    """A technician rolled the component back with RollbackUpdate."""
+
+class UpdateOutcome(_UpdateOutcome, metaclass=_UpdateOutcomeEnumTypeWrapper):
+    """How the latest update of a component ended."""
+
+UPDATE_OUTCOME_UNSPECIFIED: UpdateOutcome.ValueType  # 0
+"""No update has run since the unit started."""
+UPDATE_OUTCOME_TRIAL: UpdateOutcome.ValueType  # 1
+"""The update is on trial: the unit is loading and checking it."""
+UPDATE_OUTCOME_COMMITTED: UpdateOutcome.ValueType  # 2
+"""The update passed its trial and is committed."""
+UPDATE_OUTCOME_ROLLED_BACK: UpdateOutcome.ValueType  # 3
+"""The update failed its trial (or the unit restarted during it) and the unit rolled back."""
+UPDATE_OUTCOME_MANUAL_ROLLBACK: UpdateOutcome.ValueType  # 4
+"""A technician rolled the component back with RollbackUpdate."""
+Global___UpdateOutcome: _TypeAlias = UpdateOutcome  # noqa: Y015
 
 @_typing.final
 class Slot(_message.Message):
@@ -87,6 +127,7 @@ class Slot(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     INSTALL_TIME_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     component: Global___Component.ValueType
     """The component installed in the slot."""
     label: _builtins.str
@@ -95,6 +136,8 @@ class Slot(_message.Message):
     """The installed version."""
     state: Global___SlotState.ValueType
     """The slot's state."""
+    name: _builtins.str
+    """The name of what the slot holds, for example the model bundle's name "veriscope-demo"."""
     @_builtins.property
     def install_time(self) -> _timestamp_pb2.Timestamp:
         """When the version was installed."""
@@ -107,14 +150,367 @@ class Slot(_message.Message):
         version: _builtins.str = ...,
         state: Global___SlotState.ValueType = ...,
         install_time: _timestamp_pb2.Timestamp | None = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["install_time", b"install_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "install_time", b"install_time", "label", b"label", "state", b"state", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "install_time", b"install_time", "label", b"label", "name", b"name", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Slot: _TypeAlias = Slot  # noqa: Y015
+
+@_typing.final
+class UpdateResult(_message.Message):
+    """The latest update of a component and how it ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPONENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    component: Global___Component.ValueType
+    """The component updated."""
+    version: _builtins.str
+    """The version installed."""
+    label: _builtins.str
+    """The slot it was installed into."""
+    outcome: Global___UpdateOutcome.ValueType
+    """How it ended, or UPDATE_OUTCOME_TRIAL while it runs."""
+    message: _builtins.str
+    """Why it rolled back, or what the health check found; empty when it committed."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the trial started."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the trial ended; unset while it runs."""
+
+    def __init__(
+        self,
+        *,
+        component: Global___Component.ValueType = ...,
+        version: _builtins.str = ...,
+        label: _builtins.str = ...,
+        outcome: Global___UpdateOutcome.ValueType = ...,
+        message: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "end_time", b"end_time", "label", b"label", "message", b"message", "outcome", b"outcome", "start_time", b"start_time", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateResult: _TypeAlias = UpdateResult  # noqa: Y015
+
+@_typing.final
+class Upload(_message.Message):
+    """A bundle file being uploaded to the unit, or uploaded and waiting to be installed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    COMMITTED_BYTES_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: "uploads/{upload_id}"."""
+    upload_id: _builtins.str
+    """The client's id of the upload: 1..64 lowercase letters, digits and '-'."""
+    size_bytes: _builtins.int
+    """Size of the whole bundle file in bytes."""
+    sha256: _builtins.str
+    """Lowercase hex SHA-256 of the whole bundle file."""
+    committed_bytes: _builtins.int
+    """Bytes the unit has written and synced to storage; a resumed stream starts here."""
+    complete: _builtins.bool
+    """True when every byte has arrived and the file's SHA-256 matched."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        upload_id: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        committed_bytes: _builtins.int = ...,
+        complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_bytes", b"committed_bytes", "complete", b"complete", "name", b"name", "sha256", b"sha256", "size_bytes", b"size_bytes", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Upload: _TypeAlias = Upload  # noqa: Y015
+
+@_typing.final
+class UploadHeader(_message.Message):
+    """The first message of an UploadBundle stream: what file is coming."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """The client's id of the upload, 1..64 lowercase letters, digits and '-'; the same id resumes an upload."""
+    size_bytes: _builtins.int
+    """Size of the whole bundle file in bytes, 1 byte .. 1 GiB + 16 MiB."""
+    sha256: _builtins.str
+    """Lowercase hex SHA-256 of the whole bundle file, checked when the last byte arrives."""
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256", "size_bytes", b"size_bytes", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadHeader: _TypeAlias = UploadHeader  # noqa: Y015
+
+@_typing.final
+class UploadChunk(_message.Message):
+    """One piece of the bundle file."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    """Offset of the first byte of data in the file; must equal the committed_bytes so far."""
+    data: _builtins.bytes
+    """The bytes, at most 4 MiB."""
+    def __init__(
+        self,
+        *,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadChunk: _TypeAlias = UploadChunk  # noqa: Y015
+
+@_typing.final
+class UploadBundleRequest(_message.Message):
+    """Request for UpdateService.UploadBundle: a header, then chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___UploadHeader:
+        """The first message of the stream."""
+
+    @_builtins.property
+    def chunk(self) -> Global___UploadChunk:
+        """Every later message."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___UploadHeader | None = ...,
+        chunk: Global___UploadChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "content", b"content", "header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "content", b"content", "header", b"header"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
+
+Global___UploadBundleRequest: _TypeAlias = UploadBundleRequest  # noqa: Y015
+
+@_typing.final
+class UploadBundleResponse(_message.Message):
+    """Response of UpdateService.UploadBundle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def upload(self) -> Global___Upload:
+        """The upload as the stream left it: complete, or the committed_bytes to resume from."""
+
+    def __init__(
+        self,
+        *,
+        upload: Global___Upload | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadBundleResponse: _TypeAlias = UploadBundleResponse  # noqa: Y015
+
+@_typing.final
+class GetUploadRequest(_message.Message):
+    """Request for UpdateService.GetUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The upload: "uploads/{upload_id}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUploadRequest: _TypeAlias = GetUploadRequest  # noqa: Y015
+
+@_typing.final
+class GetUploadResponse(_message.Message):
+    """Response of UpdateService.GetUpload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def upload(self) -> Global___Upload:
+        """The upload; NOT_FOUND when the unit holds no such upload."""
+
+    def __init__(
+        self,
+        *,
+        upload: Global___Upload | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUploadResponse: _TypeAlias = GetUploadResponse  # noqa: Y015
+
+@_typing.final
+class InstallBundleRequest(_message.Message):
+    """Request for UpdateService.InstallBundle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_FIELD_NUMBER: _builtins.int
+    ALLOW_DOWNGRADE_FIELD_NUMBER: _builtins.int
+    upload: _builtins.str
+    """The complete upload to install: "uploads/{upload_id}". It is deleted once installed or refused."""
+    allow_downgrade: _builtins.bool
+    """Allow a version lower than or equal to the installed one; needs the admin role."""
+    def __init__(
+        self,
+        *,
+        upload: _builtins.str = ...,
+        allow_downgrade: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_downgrade", b"allow_downgrade", "upload", b"upload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstallBundleRequest: _TypeAlias = InstallBundleRequest  # noqa: Y015
+
+@_typing.final
+class InstallBundleResponse(_message.Message):
+    """Response of UpdateService.InstallBundle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def slot(self) -> Global___Slot:
+        """The slot the bundle was installed into, on trial."""
+
+    @_builtins.property
+    def result(self) -> Global___UpdateResult:
+        """The update now on trial."""
+
+    def __init__(
+        self,
+        *,
+        slot: Global___Slot | None = ...,
+        result: Global___UpdateResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "slot", b"slot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstallBundleResponse: _TypeAlias = InstallBundleResponse  # noqa: Y015
+
+@_typing.final
+class RollbackUpdateRequest(_message.Message):
+    """Request for UpdateService.RollbackUpdate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPONENT_FIELD_NUMBER: _builtins.int
+    component: Global___Component.ValueType
+    """The component to roll back; only COMPONENT_MODEL today."""
+    def __init__(
+        self,
+        *,
+        component: Global___Component.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackUpdateRequest: _TypeAlias = RollbackUpdateRequest  # noqa: Y015
+
+@_typing.final
+class RollbackUpdateResponse(_message.Message):
+    """Response of UpdateService.RollbackUpdate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def slot(self) -> Global___Slot:
+        """The slot now active."""
+
+    def __init__(
+        self,
+        *,
+        slot: Global___Slot | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["slot", b"slot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackUpdateResponse: _TypeAlias = RollbackUpdateResponse  # noqa: Y015
 
 @_typing.final
 class GetUpdateStatusRequest(_message.Message):
@@ -140,18 +536,24 @@ class GetUpdateStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SLOTS_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]:
         """Every slot of every component."""
+
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateResult]:
+        """The latest update of each component since the unit last started, or found on disk at start."""
 
     def __init__(
         self,
         *,
         slots: _abc.Iterable[Global___Slot] | None = ...,
+        results: _abc.Iterable[Global___UpdateResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["slots", b"slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results", "slots", b"slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class UpdateServiceStub:
     """Software, model and controller-firmware updates of the unit.
+
+    An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
+    InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
+    its health check passes or rolls back on its own. Today units install model bundles over the air; device
+    software and controller firmware are refused with FAILED_PRECONDITION.
     """
 
     def __init__(self, channel):
@@ -40,14 +45,71 @@ class UpdateServiceStub:
                 request_serializer=veriscope_dot_v1_dot_update__service__pb2.GetUpdateStatusRequest.SerializeToString,
                 response_deserializer=veriscope_dot_v1_dot_update__service__pb2.GetUpdateStatusResponse.FromString,
                 _registered_method=True)
+        self.UploadBundle = channel.stream_unary(
+                '/veriscope.v1.UpdateService/UploadBundle',
+                request_serializer=veriscope_dot_v1_dot_update__service__pb2.UploadBundleRequest.SerializeToString,
+                response_deserializer=veriscope_dot_v1_dot_update__service__pb2.UploadBundleResponse.FromString,
+                _registered_method=True)
+        self.GetUpload = channel.unary_unary(
+                '/veriscope.v1.UpdateService/GetUpload',
+                request_serializer=veriscope_dot_v1_dot_update__service__pb2.GetUploadRequest.SerializeToString,
+                response_deserializer=veriscope_dot_v1_dot_update__service__pb2.GetUploadResponse.FromString,
+                _registered_method=True)
+        self.InstallBundle = channel.unary_unary(
+                '/veriscope.v1.UpdateService/InstallBundle',
+                request_serializer=veriscope_dot_v1_dot_update__service__pb2.InstallBundleRequest.SerializeToString,
+                response_deserializer=veriscope_dot_v1_dot_update__service__pb2.InstallBundleResponse.FromString,
+                _registered_method=True)
+        self.RollbackUpdate = channel.unary_unary(
+                '/veriscope.v1.UpdateService/RollbackUpdate',
+                request_serializer=veriscope_dot_v1_dot_update__service__pb2.RollbackUpdateRequest.SerializeToString,
+                response_deserializer=veriscope_dot_v1_dot_update__service__pb2.RollbackUpdateResponse.FromString,
+                _registered_method=True)
 
 
 class UpdateServiceServicer:
     """Software, model and controller-firmware updates of the unit.
+
+    An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
+    InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
+    its health check passes or rolls back on its own. Today units install model bundles over the air; device
+    software and controller firmware are refused with FAILED_PRECONDITION.
     """
 
     def GetUpdateStatus(self, request, context):
         """Returns what is installed in each updatable component and whether an update is on trial.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadBundle(self, request_iterator, context):
+        """Streams a bundle file to the unit: a header first, then chunks at increasing offsets. A stream that ends or
+        drops early keeps every byte the unit has committed; resume with the same upload_id from GetUpload's
+        committed_bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUpload(self, request, context):
+        """Returns an upload's progress: how many bytes the unit has committed to storage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstallBundle(self, request, context):
+        """Verifies an uploaded bundle's signature and every hash, checks hardware, version and anti-rollback rules,
+        installs it into the inactive slot and starts its trial. Returns once the trial has started; watch
+        GetUpdateStatus for the outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackUpdate(self, request, context):
+        """Makes the previous version of a component active again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +123,26 @@ def add_UpdateServiceServicer_to_server(servicer, server):
                     request_deserializer=veriscope_dot_v1_dot_update__service__pb2.GetUpdateStatusRequest.FromString,
                     response_serializer=veriscope_dot_v1_dot_update__service__pb2.GetUpdateStatusResponse.SerializeToString,
             ),
+            'UploadBundle': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadBundle,
+                    request_deserializer=veriscope_dot_v1_dot_update__service__pb2.UploadBundleRequest.FromString,
+                    response_serializer=veriscope_dot_v1_dot_update__service__pb2.UploadBundleResponse.SerializeToString,
+            ),
+            'GetUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUpload,
+                    request_deserializer=veriscope_dot_v1_dot_update__service__pb2.GetUploadRequest.FromString,
+                    response_serializer=veriscope_dot_v1_dot_update__service__pb2.GetUploadResponse.SerializeToString,
+            ),
+            'InstallBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.InstallBundle,
+                    request_deserializer=veriscope_dot_v1_dot_update__service__pb2.InstallBundleRequest.FromString,
+                    response_serializer=veriscope_dot_v1_dot_update__service__pb2.InstallBundleResponse.SerializeToString,
+            ),
+            'RollbackUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackUpdate,
+                    request_deserializer=veriscope_dot_v1_dot_update__service__pb2.RollbackUpdateRequest.FromString,
+                    response_serializer=veriscope_dot_v1_dot_update__service__pb2.RollbackUpdateResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'veriscope.v1.UpdateService', rpc_method_handlers)
@@ -71,6 +153,11 @@ def add_UpdateServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class UpdateService:
     """Software, model and controller-firmware updates of the unit.
+
+    An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
+    InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
+    its health check passes or rolls back on its own. Today units install model bundles over the air; device
+    software and controller firmware are refused with FAILED_PRECONDITION.
     """
 
     @staticmethod
@@ -90,6 +177,114 @@ class UpdateService:
             '/veriscope.v1.UpdateService/GetUpdateStatus',
             veriscope_dot_v1_dot_update__service__pb2.GetUpdateStatusRequest.SerializeToString,
             veriscope_dot_v1_dot_update__service__pb2.GetUpdateStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadBundle(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/veriscope.v1.UpdateService/UploadBundle',
+            veriscope_dot_v1_dot_update__service__pb2.UploadBundleRequest.SerializeToString,
+            veriscope_dot_v1_dot_update__service__pb2.UploadBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veriscope.v1.UpdateService/GetUpload',
+            veriscope_dot_v1_dot_update__service__pb2.GetUploadRequest.SerializeToString,
+            veriscope_dot_v1_dot_update__service__pb2.GetUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veriscope.v1.UpdateService/InstallBundle',
+            veriscope_dot_v1_dot_update__service__pb2.InstallBundleRequest.SerializeToString,
+            veriscope_dot_v1_dot_update__service__pb2.InstallBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/veriscope.v1.UpdateService/RollbackUpdate',
+            veriscope_dot_v1_dot_update__service__pb2.RollbackUpdateRequest.SerializeToString,
+            veriscope_dot_v1_dot_update__service__pb2.RollbackUpdateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class UpdateServiceStub:
-    """Software, model and controller-firmware updates of the unit."""
+    """Software, model and controller-firmware updates of the unit.
+
+    An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
+    InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
+    its health check passes or rolls back on its own. Today units install model bundles over the air; device
+    software and controller firmware are refused with FAILED_PRECONDITION.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -35,17 +41,57 @@ class UpdateServiceStub:
     def __new__(cls, channel: _aio.Channel) -> UpdateServiceAsyncStub: ...
     GetUpdateStatus: _grpc.UnaryUnaryMultiCallable[_update_service_pb2.GetUpdateStatusRequest, _update_service_pb2.GetUpdateStatusResponse]
     """Returns what is installed in each updatable component and whether an update is on trial."""
+    UploadBundle: _grpc.StreamUnaryMultiCallable[_update_service_pb2.UploadBundleRequest, _update_service_pb2.UploadBundleResponse]
+    """Streams a bundle file to the unit: a header first, then chunks at increasing offsets. A stream that ends or
+    drops early keeps every byte the unit has committed; resume with the same upload_id from GetUpload's
+    committed_bytes.
+    """
+    GetUpload: _grpc.UnaryUnaryMultiCallable[_update_service_pb2.GetUploadRequest, _update_service_pb2.GetUploadResponse]
+    """Returns an upload's progress: how many bytes the unit has committed to storage."""
+    InstallBundle: _grpc.UnaryUnaryMultiCallable[_update_service_pb2.InstallBundleRequest, _update_service_pb2.InstallBundleResponse]
+    """Verifies an uploaded bundle's signature and every hash, checks hardware, version and anti-rollback rules,
+    installs it into the inactive slot and starts its trial. Returns once the trial has started; watch
+    GetUpdateStatus for the outcome.
+    """
+    RollbackUpdate: _grpc.UnaryUnaryMultiCallable[_update_service_pb2.RollbackUpdateRequest, _update_service_pb2.RollbackUpdateResponse]
+    """Makes the previous version of a component active again."""
 
 @_typing.type_check_only
 class UpdateServiceAsyncStub(UpdateServiceStub):
-    """Software, model and controller-firmware updates of the unit."""
+    """Software, model and controller-firmware updates of the unit.
+
+    An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
+    InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
+    its health check passes or rolls back on its own. Today units install model bundles over the air; device
+    software and controller firmware are refused with FAILED_PRECONDITION.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetUpdateStatus: _aio.UnaryUnaryMultiCallable[_update_service_pb2.GetUpdateStatusRequest, _update_service_pb2.GetUpdateStatusResponse]  # type: ignore[assignment]
     """Returns what is installed in each updatable component and whether an update is on trial."""
+    UploadBundle: _aio.StreamUnaryMultiCallable[_update_service_pb2.UploadBundleRequest, _update_service_pb2.UploadBundleResponse]  # type: ignore[assignment]
+    """Streams a bundle file to the unit: a header first, then chunks at increasing offsets. A stream that ends or
+    drops early keeps every byte the unit has committed; resume with the same upload_id from GetUpload's
+    committed_bytes.
+    """
+    GetUpload: _aio.UnaryUnaryMultiCallable[_update_service_pb2.GetUploadRequest, _update_service_pb2.GetUploadResponse]  # type: ignore[assignment]
+    """Returns an upload's progress: how many bytes the unit has committed to storage."""
+    InstallBundle: _aio.UnaryUnaryMultiCallable[_update_service_pb2.InstallBundleRequest, _update_service_pb2.InstallBundleResponse]  # type: ignore[assignment]
+    """Verifies an uploaded bundle's signature and every hash, checks hardware, version and anti-rollback rules,
+    installs it into the inactive slot and starts its trial. Returns once the trial has started; watch
+    GetUpdateStatus for the outcome.
+    """
+    RollbackUpdate: _aio.UnaryUnaryMultiCallable[_update_service_pb2.RollbackUpdateRequest, _update_service_pb2.RollbackUpdateResponse]  # type: ignore[assignment]
+    """Makes the previous version of a component active again."""
 
 class UpdateServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Software, model and controller-firmware updates of the unit."""
+    """Software, model and controller-firmware updates of the unit.
+
+    An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
+    InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
+    its health check passes or rolls back on its own. Today units install model bundles over the air; device
+    software and controller firmware are refused with FAILED_PRECONDITION.
+    """
 
     @_abc_1.abstractmethod
     def GetUpdateStatus(
@@ -54,5 +100,43 @@ class UpdateServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_update_service_pb2.GetUpdateStatusResponse, _abc.Awaitable[_update_service_pb2.GetUpdateStatusResponse]]:
         """Returns what is installed in each updatable component and whether an update is on trial."""
+
+    @_abc_1.abstractmethod
+    def UploadBundle(
+        self,
+        request_iterator: _MaybeAsyncIterator[_update_service_pb2.UploadBundleRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_update_service_pb2.UploadBundleResponse, _abc.Awaitable[_update_service_pb2.UploadBundleResponse]]:
+        """Streams a bundle file to the unit: a header first, then chunks at increasing offsets. A stream that ends or
+        drops early keeps every byte the unit has committed; resume with the same upload_id from GetUpload's
+        committed_bytes.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUpload(
+        self,
+        request: _update_service_pb2.GetUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_update_service_pb2.GetUploadResponse, _abc.Awaitable[_update_service_pb2.GetUploadResponse]]:
+        """Returns an upload's progress: how many bytes the unit has committed to storage."""
+
+    @_abc_1.abstractmethod
+    def InstallBundle(
+        self,
+        request: _update_service_pb2.InstallBundleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_update_service_pb2.InstallBundleResponse, _abc.Awaitable[_update_service_pb2.InstallBundleResponse]]:
+        """Verifies an uploaded bundle's signature and every hash, checks hardware, version and anti-rollback rules,
+        installs it into the inactive slot and starts its trial. Returns once the trial has started; watch
+        GetUpdateStatus for the outcome.
+        """
+
+    @_abc_1.abstractmethod
+    def RollbackUpdate(
+        self,
+        request: _update_service_pb2.RollbackUpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_update_service_pb2.RollbackUpdateResponse, _abc.Awaitable[_update_service_pb2.RollbackUpdateResponse]]:
+        """Makes the previous version of a component active again."""
 
 def add_UpdateServiceServicer_to_server(servicer: UpdateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

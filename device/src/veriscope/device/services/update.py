@@ -1,0 +1,206 @@
+"""UpdateService: resumable bundle uploads, verified installs with a trial, rollback, and what is installed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from veriscope.device import __version__
+from veriscope.device.auth.roles import Role
+from veriscope.device.errors import FailedPrecondition, InvalidArgument
+from veriscope.device.services._convert import timestamp
+from veriscope.device.services._errors import ServicerContext, rpc
+from veriscope.device.services.device import DeviceContext
+from veriscope.device.updates import ModelUpdater, SlotView, UploadState, UploadStore
+from veriscope.device.updates.models import TRUST_FLAG
+from veriscope.device.updates.slots import Result
+from veriscope.v1 import update_service_pb2, update_service_pb2_grpc
+
+SLOT_STATE_TO_PB = {
+    "active": update_service_pb2.SLOT_STATE_ACTIVE,
+    "trial": update_service_pb2.SLOT_STATE_TRIAL,
+    "previous": update_service_pb2.SLOT_STATE_PREVIOUS,
+    "failed": update_service_pb2.SLOT_STATE_FAILED,
+    "standby": update_service_pb2.SLOT_STATE_STANDBY,
+}
+"""The updater's slot states on the wire."""
+_OUTCOME_TO_PB = {
+    "trial": update_service_pb2.UPDATE_OUTCOME_TRIAL,
+    "committed": update_service_pb2.UPDATE_OUTCOME_COMMITTED,
+    "rolled_back": update_service_pb2.UPDATE_OUTCOME_ROLLED_BACK,
+    "manual_rollback": update_service_pb2.UPDATE_OUTCOME_MANUAL_ROLLBACK,
+}
+
+RoleOf = Callable[[Any], Role | None]
+"""Maps a call's metadata to its token's role (the interceptor's ``caller_role``)."""
+
+
+def _time(text: str) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def slot_pb(view: SlotView) -> update_service_pb2.Slot:
+    """A model slot on the wire."""
+    slot = update_service_pb2.Slot(
+        component=update_service_pb2.COMPONENT_MODEL,
+        label=view.label,
+        version=view.version,
+        state=SLOT_STATE_TO_PB[view.state],
+        name=view.name,
+    )
+    installed = _time(view.install_time)
+    if installed is not None:
+        slot.install_time.CopyFrom(timestamp(installed))
+    return slot
+
+
+def result_pb(result: Result) -> update_service_pb2.UpdateResult:
+    """A model update's result on the wire."""
+    pb = update_service_pb2.UpdateResult(
+        component=update_service_pb2.COMPONENT_MODEL,
+        version=result.version,
+        label=result.label,
+        outcome=_OUTCOME_TO_PB.get(result.outcome, update_service_pb2.UPDATE_OUTCOME_UNSPECIFIED),
+        message=result.message,
+    )
+    for name, text in (("start_time", result.start_time), ("end_time", result.end_time)):
+        when = _time(text)
+        if when is not None:
+            getattr(pb, name).CopyFrom(timestamp(when))
+    return pb
+
+
+def upload_pb(state: UploadState) -> update_service_pb2.Upload:
+    """An upload on the wire."""
+    return update_service_pb2.Upload(
+        name=f"uploads/{state.upload_id}",
+        upload_id=state.upload_id,
+        size_bytes=state.size_bytes,
+        sha256=state.sha256,
+        committed_bytes=state.committed_bytes,
+        complete=state.complete,
+    )
+
+
+def _upload_id(name: str, field: str) -> str:
+    prefix, _, upload_id = name.partition("/")
+    if prefix != "uploads" or not upload_id:
+        raise InvalidArgument(f"{field} must be 'uploads/{{upload_id}}', got {name!r:.80}")
+    return upload_id
+
+
+class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
+    """Serves UpdateService for model bundles; other kinds are refused with FAILED_PRECONDITION."""
+
+    def __init__(self, ctx: DeviceContext, updater: ModelUpdater, uploads: UploadStore, role_of: RoleOf) -> None:
+        self._ctx = ctx
+        self._updater = updater
+        self._uploads = uploads
+        self._role_of = role_of
+        self._start_time = datetime.now(UTC)
+        self._upload_locks: dict[str, asyncio.Lock] = {}
+
+    def _require_trust(self) -> None:
+        if self._updater.trust is None:
+            raise FailedPrecondition(
+                f"this unit accepts no updates: start the daemon with {TRUST_FLAG} PUBFILE, the fleet's update "
+                "public key ([update] trust_key in the configuration)"
+            )
+
+    @rpc
+    async def GetUpdateStatus(
+        self, request: update_service_pb2.GetUpdateStatusRequest, context: ServicerContext
+    ) -> update_service_pb2.GetUpdateStatusResponse:
+        ctx = self._ctx
+        slots = [
+            update_service_pb2.Slot(
+                component=update_service_pb2.COMPONENT_DEVICE_SOFTWARE,
+                label="builtin",
+                version=__version__,
+                state=update_service_pb2.SLOT_STATE_ACTIVE,
+                install_time=timestamp(self._start_time),
+                name="veriscope-device",
+            )
+        ]
+        slots += [slot_pb(view) for view in await asyncio.to_thread(self._updater.slots)]
+        if ctx.controller is not None:
+            slots.append(
+                update_service_pb2.Slot(
+                    component=update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE,
+                    label="builtin",
+                    version=ctx.controller.info.firmware_version,
+                    state=update_service_pb2.SLOT_STATE_ACTIVE,
+                    install_time=timestamp(self._start_time),
+                    name=ctx.controller.info.kind,
+                )
+            )
+        result = self._updater.pointer().result
+        return update_service_pb2.GetUpdateStatusResponse(
+            slots=slots, results=[result_pb(result)] if result is not None else []
+        )
+
+    @rpc
+    async def UploadBundle(
+        self, request_iterator: AsyncIterator[update_service_pb2.UploadBundleRequest], context: ServicerContext
+    ) -> update_service_pb2.UploadBundleResponse:
+        self._require_trust()
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("content") != "header":
+            raise InvalidArgument("an UploadBundle stream starts with a header (upload_id, size_bytes, sha256)")
+        header = first.header
+        lock = self._upload_locks.setdefault(header.upload_id, asyncio.Lock())
+        if lock.locked():
+            raise FailedPrecondition(f"upload {header.upload_id!r} is being streamed already; retry shortly")
+        async with lock:
+            state = await asyncio.to_thread(self._uploads.start, header.upload_id, header.size_bytes, header.sha256)
+            async for message in request_iterator:
+                if message.WhichOneof("content") != "chunk":
+                    raise InvalidArgument("only the first message of an UploadBundle stream is a header")
+                chunk = message.chunk
+                state = await asyncio.to_thread(self._uploads.append, header.upload_id, chunk.offset, chunk.data)
+            return update_service_pb2.UploadBundleResponse(upload=upload_pb(state))
+
+    @rpc
+    async def GetUpload(
+        self, request: update_service_pb2.GetUploadRequest, context: ServicerContext
+    ) -> update_service_pb2.GetUploadResponse:
+        state = await asyncio.to_thread(self._uploads.get, _upload_id(request.name, "name"))
+        return update_service_pb2.GetUploadResponse(upload=upload_pb(state))
+
+    @rpc
+    async def InstallBundle(
+        self, request: update_service_pb2.InstallBundleRequest, context: ServicerContext
+    ) -> update_service_pb2.InstallBundleResponse:
+        self._require_trust()
+        upload_id = _upload_id(request.upload, "upload")
+        path = await asyncio.to_thread(self._uploads.bundle_path, upload_id)
+        role = self._role_of(context.invocation_metadata())
+        is_admin = role is not None and role.allows(Role.ADMIN)
+        if self._updater.busy:
+            raise FailedPrecondition("a model update is on trial; wait for it to commit or roll back")
+        try:
+            verified = await asyncio.to_thread(
+                self._updater.verify, path, allow_downgrade=request.allow_downgrade, is_admin=is_admin
+            )
+        except FailedPrecondition:
+            # A refused file would be refused again: it goes. (A downgrade refused for the role stays, for an admin.)
+            await asyncio.to_thread(self._uploads.delete, upload_id)
+            raise
+        result = await self._updater.install(verified)
+        await asyncio.to_thread(self._uploads.delete, upload_id)
+        view = next(v for v in await asyncio.to_thread(self._updater.slots) if v.label == result.label)
+        return update_service_pb2.InstallBundleResponse(slot=slot_pb(view), result=result_pb(result))
+
+    @rpc
+    async def RollbackUpdate(
+        self, request: update_service_pb2.RollbackUpdateRequest, context: ServicerContext
+    ) -> update_service_pb2.RollbackUpdateResponse:
+        if request.component != update_service_pb2.COMPONENT_MODEL:
+            raise FailedPrecondition(
+                "this unit rolls back model bundles only (component COMPONENT_MODEL); device software and "
+                "controller firmware are not updated over the air, see device/docs/updates.md"
+            )
+        view = await self._updater.roll_back()
+        return update_service_pb2.RollbackUpdateResponse(slot=slot_pb(view))

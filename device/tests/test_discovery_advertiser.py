@@ -143,7 +143,7 @@ def test_no_advertise_flag_turns_discovery_off(monkeypatch: pytest.MonkeyPatch) 
 
     served: list[Config] = []
 
-    async def fake_serve(config: Config) -> int:
+    async def fake_serve(config: Config, **_: object) -> int:
         served.append(config)
         return 0
 

@@ -163,9 +163,9 @@ def test_a_scan_locks_the_exposure_of_its_first_capture(strict_daemon: InProcess
     scans.CancelScan(scan_service_pb2.CancelScanRequest(name=scan.name))
     assert manager.locked_exposure(scan.name.split("/")[1], Lighting.WHITE_RING) is None
 
-    # A scan that starts on the trim (a darker leather than the canvas) locks another exposure.
+    # A scan that starts on the lining (a woven fabric brighter than the canvas) locks another exposure.
     other = scans.CreateScan(scan_service_pb2.CreateScanRequest(scan=scan_service_pb2.Scan(item_type=ITEM))).scan
-    image = scans.CaptureRegion(scan_service_pb2.CaptureRegionRequest(name=other.name, region="trim")).image
+    image = scans.CaptureRegion(scan_service_pb2.CaptureRegionRequest(name=other.name, region="lining")).image
     scans.CancelScan(scan_service_pb2.CancelScanRequest(name=other.name))
     assert abs(image.metadata.exposure_us - locked[0]) > 0.08 * locked[0]
 

@@ -249,6 +249,11 @@ class MirroredController(Controller):
         self._bench = bench
 
     @property
+    def board(self) -> Controller:
+        """The board itself, for maintenance such as flashing its firmware."""
+        return self._board
+
+    @property
     def info(self) -> ControllerInfo:
         """The board's identity."""
         return self._board.info

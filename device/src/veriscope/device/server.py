@@ -19,6 +19,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from veriscope.device import sdnotify
 from veriscope.device.auth.interceptor import build_interceptor
 from veriscope.device.auth.pairing import PairingCodeStore, PairingInterceptor
 from veriscope.device.auth.ratelimit import RateLimiter
@@ -48,6 +49,7 @@ from veriscope.device.services.simulation import SimulationServicer
 from veriscope.device.services.update import UpdateServicer
 from veriscope.device.stage import OperatorStage
 from veriscope.device.updates import ModelUpdater, UploadStore
+from veriscope.device.updates.firmware import FirmwareUpdater
 from veriscope.tools import bundles as update_bundles
 from veriscope.v1 import (
     calibration_service_pb2,
@@ -330,8 +332,16 @@ def build_daemon(config: Config) -> Daemon:
     device_service_pb2_grpc.add_DeviceServiceServicer_to_server(DeviceServicer(ctx), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(ctx, updater), server)
     uploads = UploadStore(data_dir / "updates" / "incoming")
+    firmware = FirmwareUpdater(
+        data_dir / "firmware",
+        controller,
+        manager,
+        trust=updater.trust,
+        accepted_hardware=updater.accepted_hardware,
+        handshake_timeout_s=config.controller.handshake_timeout_s,
+    )
     update_service_pb2_grpc.add_UpdateServiceServicer_to_server(
-        UpdateServicer(ctx, updater, uploads, access.caller_role), server
+        UpdateServicer(ctx, updater, uploads, access.caller_role, firmware=firmware), server
     )
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(manager), server)
     capture_service_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureServicer(imager, manager), server)
@@ -465,7 +475,8 @@ async def serve_first_boot(config: Config, *, ready: asyncio.Event | None = None
         ready.set()
     stopping = asyncio.ensure_future(stop.wait())
     provisioned = asyncio.ensure_future(daemon.provisioned.wait())
-    await asyncio.wait([stopping, provisioned], return_when=asyncio.FIRST_COMPLETED)
+    async with sdnotify.serving(f"first-boot mode, serving on {address}"):
+        await asyncio.wait([stopping, provisioned], return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     provisioned.cancel()
     # The grace period lets the InstallUnitIdentity response reach the installer.
@@ -508,7 +519,9 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, first_boo
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
-    await stop.wait()
+    # READY=1, WATCHDOG=1 from this loop, and STOPPING=1 under systemd (Type=notify); nothing otherwise.
+    async with sdnotify.serving(f"serving on {address}"):
+        await stop.wait()
     if advertiser is not None:
         # Withdrawn first, so that hosts stop finding a unit that is going away.
         await advertiser.close()

@@ -216,7 +216,8 @@ def _push(args: argparse.Namespace, err: Console) -> int:
             raise _failure(exc, "install refused") from None
         if not args.json:
             err.print(f"installed {manifest.name} {manifest.version} in slot {installed.slot.label}; on trial")
-        result = _wait_for_trial(stub, md, args.trial_timeout)
+        component = installed.result.component or pb.COMPONENT_MODEL
+        result = _wait_for_trial(stub, md, args.trial_timeout, component)
     if result.outcome == pb.UPDATE_OUTCOME_ROLLED_BACK:
         raise _Exit(EXIT_ROLLED_BACK, f"{manifest.version} failed its trial and the unit rolled back: {result.message}")
     if result.outcome != pb.UPDATE_OUTCOME_COMMITTED or result.version != manifest.version:
@@ -284,7 +285,9 @@ def _committed(stub: pb_grpc.UpdateServiceStub, md: _Metadata, upload_id: str) -
     return int(upload.size_bytes) if upload.complete else int(upload.committed_bytes)
 
 
-def _wait_for_trial(stub: pb_grpc.UpdateServiceStub, md: _Metadata, timeout_s: float) -> Any:
+def _wait_for_trial(
+    stub: pb_grpc.UpdateServiceStub, md: _Metadata, timeout_s: float, component: pb.Component.ValueType
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -294,7 +297,7 @@ def _wait_for_trial(stub: pb_grpc.UpdateServiceStub, md: _Metadata, timeout_s: f
                 raise _failure(exc, "waiting for the trial") from None
             time.sleep(1.0)
             continue
-        result = next((r for r in status.results if r.component == pb.COMPONENT_MODEL), None)
+        result = next((r for r in status.results if r.component == component), None)
         if result is not None and result.outcome != pb.UPDATE_OUTCOME_TRIAL:
             return result
         if time.monotonic() > deadline:

@@ -72,6 +72,14 @@ MAX_PAYLOADS: Final = 10_000
 """Most payload files in one bundle."""
 SIGNATURE_BYTES: Final = 64
 """Size of an Ed25519 signature."""
+FIRMWARE_HEX: Final = "firmware.hex"
+"""The Intel HEX image a ``controller-firmware`` bundle carries."""
+FIRMWARE_METADATA: Final = "firmware.json"
+"""The optional metadata beside it: ``firmware_version``, ``protocol_version``, ``board`` (see
+:class:`FirmwareMetadata`)."""
+FIRMWARE_BOARDS: Final = ("atmega328p",)
+"""The controller boards a firmware bundle may name."""
+_MAX_FIRMWARE_METADATA_BYTES: Final = 64 * 1024
 
 _CHUNK: Final = 1024 * 1024
 _SEMVER = re.compile(
@@ -289,6 +297,48 @@ def is_name(value: str) -> bool:
     return bool(_NAME.match(value))
 
 
+@dataclass(frozen=True)
+class FirmwareMetadata:
+    """What ``firmware.json`` in a ``controller-firmware`` bundle says of its image; every field is optional.
+
+    Attributes:
+        firmware_version: The version the firmware reports in its handshake (semantic version), or None.
+        protocol_version: The serial protocol version it speaks (1..255), or None.
+        board: The board it is built for (one of :data:`FIRMWARE_BOARDS`), or None.
+    """
+
+    firmware_version: str | None = None
+    protocol_version: int | None = None
+    board: str | None = None
+
+
+def parse_firmware_metadata(raw: bytes) -> FirmwareMetadata:
+    """Check ``firmware.json`` bytes and return what they say.
+
+    Raises:
+        BundleError: Not a JSON object of the known keys, or a value of the wrong type or out of range.
+    """
+    if len(raw) > _MAX_FIRMWARE_METADATA_BYTES:
+        raise BundleError(f"{FIRMWARE_METADATA} is larger than {_MAX_FIRMWARE_METADATA_BYTES} bytes")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BundleError(f"{FIRMWARE_METADATA} is not valid JSON: {exc}") from None
+    known = {"firmware_version", "protocol_version", "board"}
+    if not isinstance(data, dict) or data.keys() - known:
+        raise BundleError(f"{FIRMWARE_METADATA} must be a JSON object with only the keys {', '.join(sorted(known))}")
+    version, protocol, board = data.get("firmware_version"), data.get("protocol_version"), data.get("board")
+    if version is not None and not (isinstance(version, str) and _SEMVER.match(version)):
+        raise BundleError(f"{FIRMWARE_METADATA} firmware_version {version!r} is not a semantic version X.Y.Z")
+    if protocol is not None and (
+        isinstance(protocol, bool) or not isinstance(protocol, int) or not 1 <= protocol <= 255
+    ):
+        raise BundleError(f"{FIRMWARE_METADATA} protocol_version {protocol!r} is not an integer 1..255")
+    if board is not None and board not in FIRMWARE_BOARDS:
+        raise BundleError(f"{FIRMWARE_METADATA} board {board!r} is not one of {', '.join(FIRMWARE_BOARDS)}")
+    return FirmwareMetadata(version, protocol, board)
+
+
 # --- keys -------------------------------------------------------------------------------------------------------
 
 
@@ -407,6 +457,8 @@ def build_bundle(
     if not source.is_dir():
         raise BundleError(f"source {source} is not a directory")
     files = _source_files(source)
+    if kind == "controller-firmware":
+        _check_firmware_source(dict(files), version)
     payloads = tuple(Payload(rel, *_hash_file(path)) for rel, path in files)
     if created is None:
         created = _default_created(path for _, path in files)
@@ -722,6 +774,47 @@ def _list(value: Any, field: str) -> list[Any]:
     if not isinstance(value, list):
         raise BundleError(f"manifest {field} must be a list")
     return value
+
+
+def _check_firmware_source(files: Mapping[str, Path], version: str) -> None:
+    """Refuse a ``controller-firmware`` source whose image would not flash, or whose versions disagree."""
+    extra = sorted(set(files) - {FIRMWARE_HEX, FIRMWARE_METADATA})
+    if FIRMWARE_HEX not in files or extra:
+        raise BundleError(
+            f"a controller-firmware source holds {FIRMWARE_HEX} and optionally {FIRMWARE_METADATA}, nothing else "
+            f"(missing {FIRMWARE_HEX})"
+            if FIRMWARE_HEX not in files
+            else f"a controller-firmware source holds {FIRMWARE_HEX} and optionally {FIRMWARE_METADATA}; "
+            f"unexpected: {', '.join(extra)}"
+        )
+    meta = FirmwareMetadata()
+    if FIRMWARE_METADATA in files:
+        meta = parse_firmware_metadata(files[FIRMWARE_METADATA].read_bytes())
+    # Imported here: the unit reads bundles with the standard library and cryptography only.
+    from veriscope.tools.flash import ImageError, load_image
+
+    try:
+        image = load_image(files[FIRMWARE_HEX])
+    except ImageError as exc:
+        raise BundleError(f"{FIRMWARE_HEX} will not flash: {exc}") from None
+    known = meta.firmware_version
+    if image.info is not None:
+        embedded = ".".join(map(str, image.info.version))
+        if known is not None and known != embedded:
+            raise BundleError(
+                f"{FIRMWARE_METADATA} says firmware_version {known}, the image's identity block says {embedded}"
+            )
+        if meta.protocol_version is not None and meta.protocol_version != image.info.protocol_version:
+            raise BundleError(
+                f"{FIRMWARE_METADATA} says protocol_version {meta.protocol_version}, the image's identity block "
+                f"says {image.info.protocol_version}"
+            )
+        known = embedded
+    if known is not None and known != version:
+        raise BundleError(
+            f"the firmware reports version {known} but the bundle is version {version}; build the bundle with "
+            f"--version {known}, the version the unit will see in the board's handshake"
+        )
 
 
 def _source_files(source: Path) -> list[tuple[str, Path]]:

@@ -37,6 +37,12 @@ from veriscope.training.manifest import (
 Runner = Callable[[np.ndarray], RawOutputs]
 
 
+MIN_REFERENCE_IMAGES = 32
+"""Fewest images of a material that image-level and genuine references are fitted from: each is a mean and a
+standard deviation per embedding dimension, and from fewer images those deviations are too unsteady to measure
+distances by (a small export trains without them; its tile statistics stand alone)."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a run produced."""
@@ -149,7 +155,11 @@ def fit_sections(
             "std": std.tolist(),
             "distance_ref": calibrate.distance_ref(distances, config.familiar_quantile),
         }
-        if not own or not genuine_raw[m] or not any(e.item.genuine for e in own):
+        if (
+            len(open_set_raw[m]) < MIN_REFERENCE_IMAGES
+            or len(genuine_raw[m]) < MIN_REFERENCE_IMAGES
+            or not any(e.item.genuine for e in own)
+        ):
             continue  # Too little data for image-level and genuine references; the tile statistics stand alone.
         # Whole images: their mean tile embeddings against those of the material's training images.
         img_mean, img_std = calibrate.embedding_stats(np.stack([r.embedding.mean(axis=0) for r in open_set_raw[m]]))

@@ -150,6 +150,7 @@ class SerialController(Controller):
         """How many times the driver reopened the port or re-handshook after a board reset."""
 
         self._stop = threading.Event()
+        self._paused = False
         self._last_ok = time.monotonic()
         with self._conn_lock:
             self._connect(deadline=time.monotonic() + self._handshake_timeout_s, restore=False)
@@ -284,6 +285,68 @@ class SerialController(Controller):
         """Send any request and return its response payload, status byte first (maintenance and tests)."""
         return self._call(op, payload, check=False)
 
+    # -- firmware maintenance ---------------------------------------------------------
+
+    @property
+    def port_path(self) -> str | None:
+        """The device path of the board's serial port, looked up by USB id when configured so; None for a board
+        behind an ``opener`` (the in-process emulated board), which no flash tool can open.
+
+        Raises :class:`ControllerError` when the USB id matches no port.
+        """
+        if self._opener is not None:
+            return None
+        return self._port_path if self._port_path is not None else find_port(self._usb_id or "")
+
+    @property
+    def paused(self) -> bool:
+        """True between :meth:`pause` and a successful :meth:`resume` or :meth:`unpause`."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Close the port and keep it closed, so that the bootloader's flash tool may open it. Idempotent.
+
+        Until :meth:`resume` or :meth:`unpause`, every call raises :class:`ControllerError` at once and the
+        keepalive stays quiet. A call in progress finishes first (the connection lock is taken).
+        """
+        with self._conn_lock:
+            self._paused = True
+            if self._link is not None:
+                self._link.close()
+                self._link = None
+        _log.info("controller on %s paused; the port is free", self._name)
+
+    def resume(self, handshake_timeout_s: float | None = None) -> ControllerInfo:
+        """Reopen the port after :meth:`pause`, handshake and put back the host's LEDs and focus.
+
+        Args:
+            handshake_timeout_s: How long the board may take to answer HELLO, in seconds; the driver's
+                ``handshake_timeout_s`` by default.
+
+        Returns:
+            The board's identity from its new HELLO.
+
+        Raises:
+            ControllerError: The board does not answer, speaks another protocol version, or restoring failed;
+                the driver then stays paused and the port closed.
+        """
+        timeout_s = self._handshake_timeout_s if handshake_timeout_s is None else handshake_timeout_s
+        with self._conn_lock:
+            try:
+                self._connect(deadline=time.monotonic() + timeout_s, restore=True)
+            except BaseException:
+                if self._link is not None:
+                    self._link.close()
+                    self._link = None
+                raise
+            self._paused = False
+            return self.info
+
+    def unpause(self) -> None:
+        """End a pause without connecting: the next call reconnects, as after an unplug."""
+        with self._conn_lock:
+            self._paused = False
+
     # -- connection -------------------------------------------------------------------
 
     def _open_port(self) -> tuple[SerialPort, str]:
@@ -374,6 +437,11 @@ class SerialController(Controller):
         with self._conn_lock:
             if self._stop.is_set():
                 raise ControllerError(f"the controller on {self._name} is closed")
+            if self._paused:
+                raise ControllerError(
+                    f"the controller on {self._name} is paused while its firmware is flashed; retry when the "
+                    "update ends"
+                )
             link = self._link
             if link is not None and link.alive and not self._board_reset:
                 return link
@@ -547,7 +615,7 @@ class SerialController(Controller):
 
     def _keepalive_loop(self, period_s: float) -> None:
         while not self._stop.wait(period_s / 4):
-            if time.monotonic() - self._last_ok < period_s:
+            if self._paused or time.monotonic() - self._last_ok < period_s:
                 continue
             try:
                 self._call(proto.Op.PING)

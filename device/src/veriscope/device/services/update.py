@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from veriscope.device import __version__
@@ -14,8 +15,11 @@ from veriscope.device.services._convert import timestamp
 from veriscope.device.services._errors import ServicerContext, rpc
 from veriscope.device.services.device import DeviceContext
 from veriscope.device.updates import ModelUpdater, SlotView, UploadState, UploadStore
+from veriscope.device.updates.firmware import KIND as FIRMWARE_KIND
+from veriscope.device.updates.firmware import FirmwareSlotView, FirmwareUpdater
 from veriscope.device.updates.models import TRUST_FLAG
 from veriscope.device.updates.slots import Result
+from veriscope.tools import bundles
 from veriscope.v1 import update_service_pb2, update_service_pb2_grpc
 
 SLOT_STATE_TO_PB = {
@@ -56,10 +60,31 @@ def slot_pb(view: SlotView) -> update_service_pb2.Slot:
     return slot
 
 
-def result_pb(result: Result) -> update_service_pb2.UpdateResult:
-    """A model update's result on the wire."""
+def firmware_slot_pb(view: FirmwareSlotView) -> update_service_pb2.Slot:
+    """A controller firmware slot on the wire."""
+    slot = update_service_pb2.Slot(
+        component=update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE,
+        label=view.label,
+        version=view.version,
+        state=SLOT_STATE_TO_PB[view.state],
+        name=view.name,
+    )
+    installed = _time(view.install_time)
+    if installed is not None:
+        slot.install_time.CopyFrom(timestamp(installed))
+    return slot
+
+
+def result_pb(
+    result: Result, component: update_service_pb2.Component.ValueType = update_service_pb2.COMPONENT_MODEL
+) -> update_service_pb2.UpdateResult:
+    """An update's result on the wire; a model update's unless ``component`` says otherwise.
+
+    An outcome the wire has no value for (``failed``: a firmware update whose fallback failed too) is sent as
+    UPDATE_OUTCOME_UNSPECIFIED, with the message saying what happened.
+    """
     pb = update_service_pb2.UpdateResult(
-        component=update_service_pb2.COMPONENT_MODEL,
+        component=component,
         version=result.version,
         label=result.label,
         outcome=_OUTCOME_TO_PB.get(result.outcome, update_service_pb2.UPDATE_OUTCOME_UNSPECIFIED),
@@ -92,11 +117,21 @@ def _upload_id(name: str, field: str) -> str:
 
 
 class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
-    """Serves UpdateService for model bundles; other kinds are refused with FAILED_PRECONDITION."""
+    """Serves UpdateService for model and controller-firmware bundles; other kinds are refused with
+    FAILED_PRECONDITION. Without ``firmware`` controller-firmware bundles are refused too."""
 
-    def __init__(self, ctx: DeviceContext, updater: ModelUpdater, uploads: UploadStore, role_of: RoleOf) -> None:
+    def __init__(
+        self,
+        ctx: DeviceContext,
+        updater: ModelUpdater,
+        uploads: UploadStore,
+        role_of: RoleOf,
+        *,
+        firmware: FirmwareUpdater | None = None,
+    ) -> None:
         self._ctx = ctx
         self._updater = updater
+        self._firmware = firmware
         self._uploads = uploads
         self._role_of = role_of
         self._start_time = datetime.now(UTC)
@@ -125,7 +160,10 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
             )
         ]
         slots += [slot_pb(view) for view in await asyncio.to_thread(self._updater.slots)]
-        if ctx.controller is not None:
+        firmware = self._firmware
+        if firmware is not None:
+            slots += [firmware_slot_pb(view) for view in await asyncio.to_thread(firmware.slots)]
+        elif ctx.controller is not None:
             slots.append(
                 update_service_pb2.Slot(
                     component=update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE,
@@ -137,9 +175,11 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
                 )
             )
         result = self._updater.pointer().result
-        return update_service_pb2.GetUpdateStatusResponse(
-            slots=slots, results=[result_pb(result)] if result is not None else []
-        )
+        results = [result_pb(result)] if result is not None else []
+        firmware_result = await asyncio.to_thread(firmware.result) if firmware is not None else None
+        if firmware_result is not None:
+            results.append(result_pb(firmware_result, update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE))
+        return update_service_pb2.GetUpdateStatusResponse(slots=slots, results=results)
 
     @rpc
     async def UploadBundle(
@@ -178,6 +218,8 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         path = await asyncio.to_thread(self._uploads.bundle_path, upload_id)
         role = self._role_of(context.invocation_metadata())
         is_admin = role is not None and role.allows(Role.ADMIN)
+        if self._firmware is not None and await asyncio.to_thread(_kind_of, path) == FIRMWARE_KIND:
+            return await self._install_firmware(self._firmware, upload_id, path, request.allow_downgrade, is_admin)
         if self._updater.busy:
             raise FailedPrecondition("a model update is on trial; wait for it to commit or roll back")
         try:
@@ -193,14 +235,43 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         view = next(v for v in await asyncio.to_thread(self._updater.slots) if v.label == result.label)
         return update_service_pb2.InstallBundleResponse(slot=slot_pb(view), result=result_pb(result))
 
+    async def _install_firmware(
+        self, firmware: FirmwareUpdater, upload_id: str, path: Path, allow_downgrade: bool, is_admin: bool
+    ) -> update_service_pb2.InstallBundleResponse:
+        if firmware.busy:
+            raise FailedPrecondition("a controller firmware update is running; wait for it to end")
+        try:
+            prepared = await asyncio.to_thread(
+                firmware.verify, path, allow_downgrade=allow_downgrade, is_admin=is_admin
+            )
+        except FailedPrecondition:
+            await asyncio.to_thread(self._uploads.delete, upload_id)
+            raise
+        result = await firmware.install(prepared)
+        await asyncio.to_thread(self._uploads.delete, upload_id)
+        view = next(iter(await asyncio.to_thread(firmware.slots)))
+        return update_service_pb2.InstallBundleResponse(
+            slot=firmware_slot_pb(view),
+            result=result_pb(result, update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE),
+        )
+
     @rpc
     async def RollbackUpdate(
         self, request: update_service_pb2.RollbackUpdateRequest, context: ServicerContext
     ) -> update_service_pb2.RollbackUpdateResponse:
         if request.component != update_service_pb2.COMPONENT_MODEL:
             raise FailedPrecondition(
-                "this unit rolls back model bundles only (component COMPONENT_MODEL); device software and "
-                "controller firmware are not updated over the air, see device/docs/updates.md"
+                "this unit rolls back model bundles only (component COMPONENT_MODEL); a controller firmware "
+                "update falls back by itself when it fails, and device software is not updated over the air, "
+                "see device/docs/updates.md"
             )
         view = await self._updater.roll_back()
         return update_service_pb2.RollbackUpdateResponse(slot=slot_pb(view))
+
+
+def _kind_of(path: Path) -> str:
+    """The kind an uploaded bundle claims, to pick its installer; that installer verifies everything."""
+    try:
+        return bundles.inspect_bundle(path).kind
+    except bundles.BundleError:
+        return ""  # the model installer refuses it with the full reason

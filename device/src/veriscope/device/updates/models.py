@@ -4,7 +4,8 @@ The order of an install is what makes it safe:
 
 1. The bundle file is verified completely (signature, manifest, every payload's SHA-256) before anything is
    written; then its kind, hardware, minimum installed version and anti-rollback rule are checked.
-2. Its payloads are extracted into the inactive slot (``a`` or ``b``), all or nothing.
+2. The pointer forgets what the inactive slot (``a`` or ``b``) held, and stops naming it as the rollback
+   target; then the payloads are extracted into it, all or nothing.
 3. The pointer records the slot as on trial, then the daemon loads the model and runs :func:`self_test` within
    the trial timeout. Until this succeeds the old model keeps serving every scan.
 4. On success the scan manager swaps to the new model (one reference assignment) and the pointer makes the
@@ -52,8 +53,8 @@ TRUST_FLAG = "--update-trust"
 _KIND_REFUSALS = {
     "device-software": "device software updates (kind 'device-software') are installed with the unit's software "
     "package, not over the air yet",
-    "controller-firmware": "controller firmware updates (kind 'controller-firmware') are flashed with "
-    "'veriscope-tool flash-controller', not over the air yet",
+    "controller-firmware": "controller firmware updates (kind 'controller-firmware') are installed by the "
+    "firmware updater, which this daemon was built without",
     "combined": "combined bundles (kind 'combined') hold device software, which is not installed over the air yet",
 }
 
@@ -258,6 +259,14 @@ class ModelUpdater:
             pointer = self.store.read()
             label = next(lbl for lbl in LABELS if lbl != pointer.active)
             manifest = verified.manifest
+            if label in pointer.slots or pointer.previous == label:
+                # The slot is emptied before it is overwritten: the pointer must never describe (or roll back
+                # to) a slot whose files are being replaced. The rollback target becomes the built-in bundle.
+                slots = {k: v for k, v in pointer.slots.items() if k != label}
+                previous = None if pointer.previous == label else pointer.previous
+                pointer = pointer.evolve(slots=slots, previous=previous)
+                self._bundles.pop(label, None)
+                await asyncio.to_thread(self.store.write, pointer)
             await asyncio.to_thread(self._extract, verified, label)
             started = now_rfc3339()
             slots = dict(pointer.slots)
@@ -274,9 +283,11 @@ class ModelUpdater:
 
     def _extract(self, verified: bundles.VerifiedBundle, label: str) -> None:
         dest = self.store.slot_dir(label)
+        # What an interrupted install of this slot left: the old copy set aside, a half-extracted directory.
+        for stale in dest.parent.glob(f".{label}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
         if dest.exists():
             aside = dest.with_name(f".{label}.old")
-            shutil.rmtree(aside, ignore_errors=True)
             dest.rename(aside)
             shutil.rmtree(aside, ignore_errors=True)
         try:

@@ -104,6 +104,9 @@ class UploadStore:
                     f"upload {upload_id!r} is of a different file ({existing.size_bytes} bytes, sha256 "
                     f"{existing.sha256[:12]}...); resume it with the same file or use a new upload_id"
                 )
+            if existing.committed_bytes == existing.size_bytes and not existing.complete:
+                # Stopped between the last chunk and its rename: finish it now.
+                return self._finish(existing)
             return existing
         self.directory.mkdir(parents=True, exist_ok=True)
         needed = 2 * size_bytes + FREE_MARGIN_BYTES
@@ -113,11 +116,19 @@ class UploadStore:
                 f"the data volume has {free // 2**20} MiB free; this upload needs {needed // 2**20} MiB "
                 "(the file, its installed copy and a margin)"
             )
-        meta_path, part, _ = self._paths(upload_id)
+        meta_path, part, done = self._paths(upload_id)
+        # The header goes last: while it exists the upload does, so what an interrupted start or delete
+        # left of an earlier upload with this id is cleared first.
+        with contextlib.suppress(FileNotFoundError):
+            done.unlink()
+        with part.open("wb") as f:
+            os.fsync(f.fileno())
         tmp = meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"size_bytes": size_bytes, "sha256": sha256}))
+        with tmp.open("w") as f:
+            f.write(json.dumps({"size_bytes": size_bytes, "sha256": sha256}))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, meta_path)
-        part.touch()
         _fsync_dir(self.directory)
         return self.get(upload_id)
 
@@ -143,8 +154,9 @@ class UploadStore:
             raise InvalidArgument(f"a chunk must hold 1..{MAX_CHUNK_BYTES} bytes, got {len(data)}")
         if offset + len(data) > state.size_bytes:
             raise InvalidArgument(f"chunk ends at {offset + len(data)}, past the declared size {state.size_bytes}")
-        _, part, done = self._paths(upload_id)
-        with part.open("r+b") as f:
+        _, part, _ = self._paths(upload_id)
+        # Created when missing: a delete interrupted after the part went leaves the header, at offset 0.
+        with os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT, 0o644), "wb") as f:
             f.seek(offset)
             f.write(data)
             f.flush()
@@ -152,6 +164,12 @@ class UploadStore:
         committed = offset + len(data)
         if committed < state.size_bytes:
             return UploadState(upload_id, state.size_bytes, state.sha256, committed, False)
+        return self._finish(UploadState(upload_id, state.size_bytes, state.sha256, committed, False))
+
+    def _finish(self, state: UploadState) -> UploadState:
+        """Check the whole file's SHA-256 and make it the complete bundle; a mismatch deletes the upload."""
+        upload_id = state.upload_id
+        _, part, done = self._paths(upload_id)
         digest = hashlib.sha256()
         with part.open("rb") as f:
             while chunk := f.read(_HASH_CHUNK):
@@ -176,8 +194,9 @@ class UploadStore:
         return self._paths(upload_id)[2]
 
     def delete(self, upload_id: str) -> None:
-        """Remove every file of an upload; a missing upload is not an error."""
-        for path in self._paths(upload_id):
+        """Remove every file of an upload, its header last; a missing upload is not an error."""
+        meta_path, part, done = self._paths(upload_id)
+        for path in (done, part, meta_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

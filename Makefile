@@ -9,6 +9,8 @@
 #   make train    train the demo model bundle on TRAIN_DATA, simulating specimens there first if it has none
 #                 (installs TensorFlow into .venv); make train TRAIN_DATA=DIR trains on a `veriscope export`
 #   make firmware build the controller firmware and its emulator into build/firmware/
+#   make bench    run the benchmark suite: writes bench/results.json and docs/benchmarks.md
+#                 (VERISCOPE_BENCH_QUICK=1 make bench for short runs; the serial figure needs make firmware)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -19,7 +21,7 @@ PKGS   := protos/python device host_sdk firmware_tools models
 BUF    := protos/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install install-train demo test lint typecheck buflint pytest protos lock clean firmware train
+.PHONY: install install-train demo test lint typecheck buflint pytest protos lock clean firmware train bench
 
 install: $(STAMP)
 
@@ -88,6 +90,9 @@ firmware:
 	$(MAKE) -C device/firmware OUT=$(CURDIR)/build/firmware
 
 test: lint typecheck buflint firmware pytest
+
+bench: install
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) protos/node_modules build .mypy_cache .pytest_cache .ruff_cache

@@ -338,14 +338,12 @@ def test_a_restart_during_the_trial_rolls_back(tmp_path: Path, keys: tuple[Path,
         u.close()
 
 
-def test_device_software_bundles_are_refused_with_a_clear_message(
-    unit: Unit, keys: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_combined_bundles_are_refused_with_a_clear_message(unit: Unit, keys: tuple[Path, Path], tmp_path: Path) -> None:
     path = tmp_path / "sw.vsb"
     bundles.build_bundle(
         default_bundle_dir(),
         path,
-        kind="device-software",
+        kind="combined",
         version="9.0.0",
         signing_key=bundles.load_signing_key(keys[0]),
     )

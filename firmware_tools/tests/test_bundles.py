@@ -182,7 +182,7 @@ def test_nested_payloads_and_all_manifest_fields(
     build_bundle(
         source,
         out,
-        kind="device-software",
+        kind="combined",
         version="1.4.0-rc.1+build.7",
         name="veriscope-device",
         compatible_hardware=["veriscope-pi", "veriscope-sim"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from veriscope.device.services.update import UpdateServicer
 from veriscope.device.stage import OperatorStage
 from veriscope.device.updates import ModelUpdater, UploadStore
 from veriscope.device.updates.firmware import FirmwareUpdater
+from veriscope.device.updates.selftest import self_test
+from veriscope.device.updates.software import ENV_SLOT, EXIT_RESTART, SoftwareUpdater
 from veriscope.tools import bundles as update_bundles
 from veriscope.v1 import (
     calibration_service_pb2,
@@ -170,6 +173,8 @@ class Daemon:
     port: int = 0
     transport: Transport | None = None
     """How the listener is secured; None serves plaintext (a loopback or unix listener)."""
+    software: SoftwareUpdater | None = None
+    """The device software slots (DATA_DIR/software): installs, and the trial of a daemon started on a new slot."""
 
     @property
     def address(self) -> str:
@@ -340,8 +345,15 @@ def build_daemon(config: Config) -> Daemon:
         accepted_hardware=updater.accepted_hardware,
         handshake_timeout_s=config.controller.handshake_timeout_s,
     )
+    software = SoftwareUpdater(
+        data_dir / "software",
+        trust=updater.trust,
+        accepted_hardware=updater.accepted_hardware,
+        trial_timeout_s=config.update.trial_timeout_s,
+        running_slot=os.environ.get(ENV_SLOT),
+    )
     update_service_pb2_grpc.add_UpdateServiceServicer_to_server(
-        UpdateServicer(ctx, updater, uploads, access.caller_role, firmware=firmware), server
+        UpdateServicer(ctx, updater, uploads, access.caller_role, firmware=firmware, software=software), server
     )
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(manager), server)
     capture_service_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureServicer(imager, manager), server)
@@ -366,7 +378,29 @@ def build_daemon(config: Config) -> Daemon:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services.append(health.SERVICE_NAME)
     reflection.enable_server_reflection([*services, reflection.SERVICE_NAME], server)
-    return Daemon(config=config, server=server, health=health_servicer, context=ctx, store=store, transport=transport)
+    return Daemon(
+        config=config,
+        server=server,
+        health=health_servicer,
+        context=ctx,
+        store=store,
+        transport=transport,
+        software=software,
+    )
+
+
+async def software_health_check(daemon: Daemon) -> None:
+    """The health check of new device software on trial: the daemon reports SERVING and its active model passes
+    :func:`~veriscope.device.updates.selftest.self_test`.
+
+    Raises:
+        ModelError: The self-test failed.
+        RuntimeError: The health service does not report SERVING.
+    """
+    response = await daemon.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+    if response is None or response.status != health_pb2.HealthCheckResponse.SERVING:
+        raise RuntimeError("the daemon does not report SERVING")
+    await asyncio.to_thread(self_test, daemon.context.manager.model.analyzer)
 
 
 @dataclass
@@ -499,7 +533,10 @@ def _provisioned(config: Config) -> bool:
 async def serve(config: Config, *, ready: asyncio.Event | None = None, first_boot: bool = False) -> int:
     """Run the daemon until SIGTERM or SIGINT, then drain in-flight RPCs and return 0.
 
-    With ``first_boot``, an unprovisioned unit runs :func:`serve_first_boot` instead.
+    With ``first_boot``, an unprovisioned unit runs :func:`serve_first_boot` instead. A daemon started on device
+    software on trial runs its health check once serving and commits it; it returns
+    :data:`~veriscope.device.updates.software.EXIT_RESTART` when the trial fails (rolled back) or new software was
+    installed, so that systemd starts the daemon again on the software ``DATA_DIR/software/current`` names.
     """
     if first_boot and not _provisioned(config):
         return await serve_first_boot(config, ready=ready)
@@ -519,13 +556,29 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, first_boo
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
+    software = daemon.software
+    restart = software.restart if software is not None else asyncio.Event()
+    trial = None
+    if software is not None:
+        trial = asyncio.ensure_future(software.run_trial(lambda: software_health_check(daemon)))
     # READY=1, WATCHDOG=1 from this loop, and STOPPING=1 under systemd (Type=notify); nothing otherwise.
     async with sdnotify.serving(f"serving on {address}"):
-        await stop.wait()
+        stopping, restarting = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(restart.wait())
+        await asyncio.wait([stopping, restarting], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        restarting.cancel()
+    if trial is not None and not trial.done():
+        trial.cancel()  # not committed: the next start on this slot rolls it back
     if advertiser is not None:
         # Withdrawn first, so that hosts stop finding a unit that is going away.
         await advertiser.close()
     print("veriscope-device: draining in-flight RPCs", flush=True)
     await daemon.stop()
+    if restart.is_set() and not stop.is_set():
+        print(
+            f"veriscope-device: the device software changed; exiting with {EXIT_RESTART} so that it restarts on it",
+            flush=True,
+        )
+        return EXIT_RESTART
     print("veriscope-device: stopped", flush=True)
     return 0

@@ -77,6 +77,12 @@ FIRMWARE_HEX: Final = "firmware.hex"
 FIRMWARE_METADATA: Final = "firmware.json"
 """The optional metadata beside it: ``firmware_version``, ``protocol_version``, ``board`` (see
 :class:`FirmwareMetadata`)."""
+SOFTWARE_METADATA: Final = "software.json"
+"""What a ``device-software`` bundle carries beside its wheelhouse: ``{"version": "X.Y.Z"}``, the bundle's version."""
+SOFTWARE_WHEELS: Final = "wheels"
+"""The directory of a ``device-software`` bundle's wheels (``wheels/*.whl``, no subdirectories)."""
+SOFTWARE_PACKAGE: Final = "veriscope_device"
+"""The wheel a ``device-software`` bundle must carry at its version (``veriscope_device-VERSION-*.whl``)."""
 FIRMWARE_BOARDS: Final = ("atmega328p",)
 """The controller boards a firmware bundle may name."""
 _MAX_FIRMWARE_METADATA_BYTES: Final = 64 * 1024
@@ -339,6 +345,51 @@ def parse_firmware_metadata(raw: bytes) -> FirmwareMetadata:
     return FirmwareMetadata(version, protocol, board)
 
 
+def check_software_payloads(paths: Iterable[str], version: str) -> None:
+    """Check the file list of a ``device-software`` bundle: ``software.json`` and ``wheels/*.whl`` only, with the
+    ``veriscope_device`` wheel at ``version`` among them.
+
+    Raises:
+        BundleError: A file is missing or unexpected.
+    """
+    names = sorted(paths)
+    extra = [
+        p
+        for p in names
+        if p != SOFTWARE_METADATA
+        and not (p.startswith(f"{SOFTWARE_WHEELS}/") and p.count("/") == 1 and p.endswith(".whl"))
+    ]
+    if extra:
+        raise BundleError(
+            f"a device-software source holds {SOFTWARE_METADATA} and {SOFTWARE_WHEELS}/*.whl only; unexpected: "
+            f"{', '.join(extra[:5])}"
+        )
+    if SOFTWARE_METADATA not in names:
+        raise BundleError(f'a device-software source holds {SOFTWARE_METADATA} ({{"version": "{version}"}})')
+    # A wheel's version in its file name is normalised (PEP 427): 1.2.0-rc.1 may read 1.2.0rc1, so only the
+    # project part is matched here; pip installs the exact version or fails.
+    if not any(p.startswith(f"{SOFTWARE_WHEELS}/{SOFTWARE_PACKAGE}-") for p in names):
+        raise BundleError(f"a device-software source holds the {SOFTWARE_PACKAGE} wheel in {SOFTWARE_WHEELS}/")
+
+
+def parse_software_metadata(raw: bytes, version: str) -> None:
+    """Check ``software.json`` bytes: a JSON object ``{"version": version}``.
+
+    Raises:
+        BundleError: Not JSON, unknown keys, or a version other than ``version``.
+    """
+    if len(raw) > _MAX_FIRMWARE_METADATA_BYTES:
+        raise BundleError(f"{SOFTWARE_METADATA} is larger than {_MAX_FIRMWARE_METADATA_BYTES} bytes")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BundleError(f"{SOFTWARE_METADATA} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or set(data) != {"version"}:
+        raise BundleError(f"{SOFTWARE_METADATA} must be a JSON object with only the key version")
+    if data["version"] != version:
+        raise BundleError(f"{SOFTWARE_METADATA} says version {data['version']!r} but the bundle is version {version}")
+
+
 # --- keys -------------------------------------------------------------------------------------------------------
 
 
@@ -459,6 +510,9 @@ def build_bundle(
     files = _source_files(source)
     if kind == "controller-firmware":
         _check_firmware_source(dict(files), version)
+    elif kind == "device-software":
+        check_software_payloads((rel for rel, _ in files), version)
+        parse_software_metadata(dict(files)[SOFTWARE_METADATA].read_bytes(), version)
     payloads = tuple(Payload(rel, *_hash_file(path)) for rel, path in files)
     if created is None:
         created = _default_created(path for _, path in files)

@@ -19,6 +19,8 @@ from veriscope.device.updates.firmware import KIND as FIRMWARE_KIND
 from veriscope.device.updates.firmware import FirmwareSlotView, FirmwareUpdater
 from veriscope.device.updates.models import TRUST_FLAG
 from veriscope.device.updates.slots import Result
+from veriscope.device.updates.software import KIND as SOFTWARE_KIND
+from veriscope.device.updates.software import SoftwareSlotView, SoftwareUpdater
 from veriscope.tools import bundles
 from veriscope.v1 import update_service_pb2, update_service_pb2_grpc
 
@@ -75,6 +77,21 @@ def firmware_slot_pb(view: FirmwareSlotView) -> update_service_pb2.Slot:
     return slot
 
 
+def software_slot_pb(view: SoftwareSlotView) -> update_service_pb2.Slot:
+    """A device software slot on the wire."""
+    slot = update_service_pb2.Slot(
+        component=update_service_pb2.COMPONENT_DEVICE_SOFTWARE,
+        label=view.label,
+        version=view.version,
+        state=SLOT_STATE_TO_PB[view.state],
+        name=view.name,
+    )
+    installed = _time(view.install_time)
+    if installed is not None:
+        slot.install_time.CopyFrom(timestamp(installed))
+    return slot
+
+
 def result_pb(
     result: Result, component: update_service_pb2.Component.ValueType = update_service_pb2.COMPONENT_MODEL
 ) -> update_service_pb2.UpdateResult:
@@ -117,8 +134,8 @@ def _upload_id(name: str, field: str) -> str:
 
 
 class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
-    """Serves UpdateService for model and controller-firmware bundles; other kinds are refused with
-    FAILED_PRECONDITION. Without ``firmware`` controller-firmware bundles are refused too."""
+    """Serves UpdateService for model, controller-firmware and device-software bundles; other kinds are refused
+    with FAILED_PRECONDITION. Without ``firmware`` (``software``) those kinds are refused too."""
 
     def __init__(
         self,
@@ -128,10 +145,12 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         role_of: RoleOf,
         *,
         firmware: FirmwareUpdater | None = None,
+        software: SoftwareUpdater | None = None,
     ) -> None:
         self._ctx = ctx
         self._updater = updater
         self._firmware = firmware
+        self._software = software
         self._uploads = uploads
         self._role_of = role_of
         self._start_time = datetime.now(UTC)
@@ -149,16 +168,20 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         self, request: update_service_pb2.GetUpdateStatusRequest, context: ServicerContext
     ) -> update_service_pb2.GetUpdateStatusResponse:
         ctx = self._ctx
-        slots = [
-            update_service_pb2.Slot(
-                component=update_service_pb2.COMPONENT_DEVICE_SOFTWARE,
-                label="builtin",
-                version=__version__,
-                state=update_service_pb2.SLOT_STATE_ACTIVE,
-                install_time=timestamp(self._start_time),
-                name="veriscope-device",
-            )
-        ]
+        software = self._software
+        if software is not None:
+            slots = [software_slot_pb(view) for view in await asyncio.to_thread(software.slots)]
+        else:
+            slots = [
+                update_service_pb2.Slot(
+                    component=update_service_pb2.COMPONENT_DEVICE_SOFTWARE,
+                    label="builtin",
+                    version=__version__,
+                    state=update_service_pb2.SLOT_STATE_ACTIVE,
+                    install_time=timestamp(self._start_time),
+                    name="veriscope-device",
+                )
+            ]
         slots += [slot_pb(view) for view in await asyncio.to_thread(self._updater.slots)]
         firmware = self._firmware
         if firmware is not None:
@@ -179,6 +202,9 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         firmware_result = await asyncio.to_thread(firmware.result) if firmware is not None else None
         if firmware_result is not None:
             results.append(result_pb(firmware_result, update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE))
+        software_result = await asyncio.to_thread(software.result) if software is not None else None
+        if software_result is not None:
+            results.append(result_pb(software_result, update_service_pb2.COMPONENT_DEVICE_SOFTWARE))
         return update_service_pb2.GetUpdateStatusResponse(slots=slots, results=results)
 
     @rpc
@@ -218,8 +244,11 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         path = await asyncio.to_thread(self._uploads.bundle_path, upload_id)
         role = self._role_of(context.invocation_metadata())
         is_admin = role is not None and role.allows(Role.ADMIN)
-        if self._firmware is not None and await asyncio.to_thread(_kind_of, path) == FIRMWARE_KIND:
+        kind = await asyncio.to_thread(_kind_of, path)
+        if self._firmware is not None and kind == FIRMWARE_KIND:
             return await self._install_firmware(self._firmware, upload_id, path, request.allow_downgrade, is_admin)
+        if self._software is not None and kind == SOFTWARE_KIND:
+            return await self._install_software(self._software, upload_id, path, request.allow_downgrade, is_admin)
         if self._updater.busy:
             raise FailedPrecondition("a model update is on trial; wait for it to commit or roll back")
         try:
@@ -255,6 +284,26 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
             result=result_pb(result, update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE),
         )
 
+    async def _install_software(
+        self, software: SoftwareUpdater, upload_id: str, path: Path, allow_downgrade: bool, is_admin: bool
+    ) -> update_service_pb2.InstallBundleResponse:
+        if software.busy:
+            raise FailedPrecondition("a device software update is being installed; wait for it to end")
+        try:
+            verified = await asyncio.to_thread(
+                software.verify, path, allow_downgrade=allow_downgrade, is_admin=is_admin
+            )
+        except FailedPrecondition:
+            await asyncio.to_thread(self._uploads.delete, upload_id)
+            raise
+        # The slot is built and swapped in; the daemon then exits (EXIT_RESTART) once this response is sent.
+        result = await software.install_async(verified)
+        await asyncio.to_thread(self._uploads.delete, upload_id)
+        view = next(v for v in await asyncio.to_thread(software.slots) if v.label == result.label)
+        return update_service_pb2.InstallBundleResponse(
+            slot=software_slot_pb(view), result=result_pb(result, update_service_pb2.COMPONENT_DEVICE_SOFTWARE)
+        )
+
     @rpc
     async def RollbackUpdate(
         self, request: update_service_pb2.RollbackUpdateRequest, context: ServicerContext
@@ -262,8 +311,8 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         if request.component != update_service_pb2.COMPONENT_MODEL:
             raise FailedPrecondition(
                 "this unit rolls back model bundles only (component COMPONENT_MODEL); a controller firmware "
-                "update falls back by itself when it fails, and device software is not updated over the air, "
-                "see device/docs/updates.md"
+                "update falls back by itself when it fails, and device software rolls back by itself when its trial "
+                "fails, see device/docs/updates.md"
             )
         view = await self._updater.roll_back()
         return update_service_pb2.RollbackUpdateResponse(slot=slot_pb(view))

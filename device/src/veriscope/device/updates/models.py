@@ -51,8 +51,8 @@ TRUST_FLAG = "--update-trust"
 """The daemon flag that names the update public key."""
 
 _KIND_REFUSALS = {
-    "device-software": "device software updates (kind 'device-software') are installed with the unit's software "
-    "package, not over the air yet",
+    "device-software": "device software updates (kind 'device-software') are installed by the software "
+    "updater, which this daemon was built without",
     "controller-firmware": "controller firmware updates (kind 'controller-firmware') are installed by the "
     "firmware updater, which this daemon was built without",
     "combined": "combined bundles (kind 'combined') hold device software, which is not installed over the air yet",

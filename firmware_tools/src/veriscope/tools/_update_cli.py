@@ -64,7 +64,8 @@ def add_commands(commands: Any) -> None:
     """Register ``update`` and its subcommands."""
     update = commands.add_parser(
         "update",
-        help="push a signed model bundle to a unit over the air; show or roll back what it runs",
+        help="push a signed update bundle (model, controller firmware or device software) to a unit over the air; "
+        "show or roll back what it runs",
         description="Over-the-air updates of a unit (device/docs/updates.md). Exit status: 0 done, 1 refused by "
         "the unit, 2 bad command line, 3 unit unreachable, 4 trial failed and the unit rolled back.",
     )

@@ -172,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     except VeriscopeError as exc:
         print(f"veriscope-device: error: {exc}", file=sys.stderr)
         return 2
+    from veriscope.device import allocator
     from veriscope.device.server import serve
 
+    allocator.tune()  # before the server's threads exist, so they share the bounded arenas
     try:
         return asyncio.run(serve(config, first_boot=args.first_boot))
     except VeriscopeError as exc:

@@ -20,6 +20,11 @@ Rules:
   verdict; the region is asked for again.
 - Inference and image decoding run in worker threads so the event loop keeps
   serving other clients.
+- Each image that passes the gate is analysed as it arrives, while its pixels
+  are decoded anyway, and the analysis is kept in memory until the scan ends.
+  Completion reuses it when the model is still the one that made it; otherwise
+  (a model swap, or a restart in between) it decodes the stored image again.
+  So a frame is decoded once on the common path.
 - A completed scan keeps the per-tile results of each analysed image, so its
   explanation (heat-maps rendered from the stored images) can be asked for at
   any later time, after restarts and model updates alike.
@@ -67,7 +72,7 @@ from veriscope.device.scans.records import (
 )
 from veriscope.device.scans.store import ScanFilter, ScanStore
 from veriscope.device.stage import Stage
-from veriscope.device.types import CaptureSettings, Lighting
+from veriscope.device.types import CaptureSettings, Lighting, RGBImage
 
 _log = logging.getLogger("veriscope.device.scans")
 MAX_PARTNER_ITEM_ID_CHARS = 128
@@ -173,6 +178,8 @@ class ScanManager:
         # Decoding, gating and inference hold a few full-resolution copies of an image each; running at most
         # one per core keeps throughput and bounds memory however many clients upload at once.
         self._image_work = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+        # Analyses made as images arrive, by (scan id, image id), with the model that made them.
+        self._analyses: dict[tuple[str, str], tuple[ActiveModel, ImageAnalysis]] = {}
         self.camera_lock = asyncio.Lock()
         """Held while any code uses the camera; CaptureService shares it."""
 
@@ -430,6 +437,10 @@ class ScanManager:
                     else:
                         self._focused_region.pop(scan_id, None)
                 self._camera_used = time.monotonic()
+                analysed = None
+                if judged.quality.ok:
+                    async with self._image_work:
+                        analysed = await asyncio.to_thread(self._analyse_early, judged.frame.pixels, material)
                 data = await asyncio.to_thread(codec.encode, judged.frame.pixels, codec.ImageFormat.PNG)
                 digest = await asyncio.to_thread(self._store.put_image, data, codec.ImageFormat.PNG)
                 meta = ImageMeta.of_frame(judged.frame, self._device_id)
@@ -445,6 +456,8 @@ class ScanManager:
                 )
                 records += (record,)
                 scan = await self._add_image(scan, record)
+                if analysed is not None:
+                    self._analyses[(scan_id, record.image_id)] = analysed
             return records, scan
 
     def _default_lighting(self) -> Lighting:
@@ -516,13 +529,9 @@ class ScanManager:
                     f"sha256 mismatch: header says {declared_sha256}, received bytes hash to {digest}"
                 )
             fmt = codec.sniff_format(data)
-            overrides = self._bundle.quality_overrides(self._region_material(scan, region))
+            material = self._region_material(scan, region)
             async with self._image_work:
-                pixels = await asyncio.to_thread(codec.decode, data, max_pixels=self._limits.max_image_pixels)
-                _check_shape(int(pixels.shape[1]), int(pixels.shape[0]), self._bundle.tiling)
-                report = await asyncio.to_thread(quality.assess, pixels, overrides)
-                height, width = int(pixels.shape[0]), int(pixels.shape[1])
-                del pixels
+                report, (width, height), analysed = await asyncio.to_thread(self._judge_upload, data, material)
             await asyncio.to_thread(self._store.put_image, data, fmt)
             meta = ImageMeta(width=width, height=height, capture_time=self._clock())
             record = ImageRecord(
@@ -535,7 +544,33 @@ class ScanManager:
                 quality=report,
                 meta=meta,
             )
-            return record, await self._add_image(scan, record)
+            scan = await self._add_image(scan, record)
+            if analysed is not None:
+                self._analyses[(scan_id, record.image_id)] = analysed
+            return record, scan
+
+    def _judge_upload(
+        self, data: bytes, material: str
+    ) -> tuple[quality.QualityReport, tuple[int, int], tuple[ActiveModel, ImageAnalysis] | None]:
+        """Decode an uploaded file once: its gate report, its (width, height), and its analysis when it passes."""
+        pixels = codec.decode(data, max_pixels=self._limits.max_image_pixels)
+        height, width = int(pixels.shape[0]), int(pixels.shape[1])
+        _check_shape(width, height, self._bundle.tiling)
+        report = quality.assess(pixels, self._bundle.quality_overrides(material))
+        return report, (width, height), self._analyse_early(pixels, material) if report.ok else None
+
+    def _analyse_early(self, pixels: RGBImage, material: str) -> tuple[ActiveModel, ImageAnalysis] | None:
+        """The current model's analysis of a frame as it arrives; None when the model fails on it.
+
+        A failure here is not the caller's: completion analyses the stored image
+        again and reports the failure there, on the scan.
+        """
+        model = self._model
+        try:
+            return model, model.analyzer.analyze_image(pixels, material)
+        except Exception:  # completion repeats the analysis and fails the scan with the cause
+            _log.warning("analysis of an arriving %s image failed; completion will retry it", material, exc_info=True)
+            return None
 
     async def complete(self, scan_id: str) -> ScanRecord:
         """Run inference on the accepted images and decide the verdict."""
@@ -599,9 +634,13 @@ class ScanManager:
         for image in scan.images:
             analysis: ImageAnalysis | None = None
             if image.quality.ok:
-                data = self._store.read_image(image.sha256, image.format)
-                pixels = codec.decode(data, max_pixels=self._limits.max_image_pixels)
-                analysis = model.analyzer.analyze_image(pixels, self._region_material(scan, image.region))
+                early = self._analyses.get((scan.scan_id, image.image_id))
+                if early is not None and early[0] is model:
+                    analysis = early[1]
+                else:
+                    data = self._store.read_image(image.sha256, image.format)
+                    pixels = codec.decode(data, max_pixels=self._limits.max_image_pixels)
+                    analysis = model.analyzer.analyze_image(pixels, self._region_material(scan, image.region))
                 analyses[image.image_id] = analysis
             by_region[image.region].append((image.image_id, image.quality.ok, analysis))
         return decide(model.bundle, spec, by_region), analyses
@@ -764,6 +803,8 @@ class ScanManager:
 
     def _finish(self, scan: ScanRecord) -> None:
         self._open_scans.discard(scan.scan_id)
+        for key in [k for k in self._analyses if k[0] == scan.scan_id]:
+            del self._analyses[key]
         self._release_camera(scan.scan_id)
         self._scan_locks.pop(scan.scan_id, None)
         self._publish(ScanEvent("finished", scan, self._clock(), message=scan.state.name))

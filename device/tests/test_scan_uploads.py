@@ -9,7 +9,10 @@ to a daemon in its own process, whose memory is watched while it refuses them.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import struct
+import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
@@ -252,3 +255,50 @@ def test_a_100_mib_stream_is_cut_without_being_buffered(
         assert kept.state == pb.SCAN_STATE_IN_PROGRESS
         assert [i.sha256 for i in kept.images] == [first.sha256]
         stub.CancelScan(pb.CancelScanRequest(name=scan.name))
+
+
+def test_a_large_upload_is_spooled_to_the_data_volume_and_stored_intact(
+    daemon: InProcessDaemon, scans: scan_service_pb2_grpc.ScanServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[tempfile.SpooledTemporaryFile[bytes]] = []
+    real = tempfile.SpooledTemporaryFile
+
+    def recording(*args: object, **kwargs: object) -> tempfile.SpooledTemporaryFile[bytes]:
+        spool: tempfile.SpooledTemporaryFile[bytes] = real(*args, **kwargs)  # type: ignore[call-overload]
+        made.append(spool)
+        return spool
+
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", recording)
+    data = _noise(1200, 1600)  # about 4 MiB of PNG: several chunks, past the in-memory spool
+    assert len(data) > 3 * MIB
+    scan = scans.CreateScan(pb.CreateScanRequest(scan=pb.Scan(item_type=ITEM))).scan
+    image = _upload(scans, scan.name, data).image
+    assert made and made[0]._rolled  # type: ignore[attr-defined]  # written to a file on the data volume, not held in memory
+    assert image.sha256 == hashlib.sha256(data).hexdigest()
+    stored = daemon.daemon.context.manager._store.read_image(image.sha256, codec.ImageFormat.PNG)
+    assert stored == data
+
+
+def test_a_full_volume_while_receiving_is_resource_exhausted_and_the_scan_keeps_its_images(
+    scans: scan_service_pb2_grpc.ScanServiceStub, canvas_png: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from veriscope.device.services import scan as scan_service
+
+    scan = scans.CreateScan(pb.CreateScanRequest(scan=pb.Scan(item_type=ITEM))).scan
+    first = _upload(scans, scan.name, canvas_png).image
+    real = tempfile.SpooledTemporaryFile
+
+    class FullVolume(real):  # type: ignore[misc, valid-type]
+        def write(self, data: bytes) -> int:
+            if self.tell() + len(data) > scan_service.SPOOL_MEMORY_BYTES:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return int(super().write(data))
+
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", FullVolume)
+    with pytest.raises(grpc.RpcError) as info:
+        _upload(scans, scan.name, _noise(1200, 1600))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "data volume is full" in (info.value.details() or "")
+    kept = scans.GetScan(pb.GetScanRequest(name=scan.name)).scan
+    assert kept.state == pb.SCAN_STATE_IN_PROGRESS
+    assert [i.sha256 for i in kept.images] == [first.sha256]

@@ -48,6 +48,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from veriscope.device import certificates, codec
 from veriscope.device.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
@@ -509,28 +510,38 @@ class ScanManager:
             imager.autofocus(settings.lighting, refine=focus == "refine")
         return imager.capture(settings, thresholds=thresholds), locked
 
+    @property
+    def spool_dir(self) -> Path:
+        """Where uploads larger than a chunk wait on disk until they are judged: on the data volume, not in RAM."""
+        return self._store.data_dir
+
     async def upload_image(
-        self, scan_id: str, region: str, data: bytes, *, declared_sha256: str = ""
+        self, scan_id: str, region: str, data: bytes | IO[bytes], *, declared_sha256: str = ""
     ) -> tuple[ImageRecord, ScanRecord]:
-        """Check, gate and store an image file captured elsewhere."""
+        """Check, gate and store an image file captured elsewhere.
+
+        ``data`` is the file's bytes, or a file holding them (read from the
+        start, only once an image worker is free, so uploads waiting for one
+        hold no memory).
+        """
         async with self._lock(scan_id):
             scan = self._in_progress(scan_id)
-            self._region_material(scan, region)
-            self._check_room(scan)
-            if not data:
-                raise InvalidArgument("the uploaded image is empty (0 bytes)")
-            if len(data) > self._limits.max_upload_bytes:
-                raise ResourceExhausted(
-                    f"image of {len(data)} bytes exceeds the limit of {self._limits.max_upload_bytes}"
-                )
-            digest = hashlib.sha256(data).hexdigest()
-            if declared_sha256 and declared_sha256.lower() != digest:
-                raise InvalidArgument(
-                    f"sha256 mismatch: header says {declared_sha256}, received bytes hash to {digest}"
-                )
-            fmt = codec.sniff_format(data)
             material = self._region_material(scan, region)
+            self._check_room(scan)
+            size = len(data) if isinstance(data, bytes) else data.seek(0, os.SEEK_END)
+            if size == 0:
+                raise InvalidArgument("the uploaded image is empty (0 bytes)")
+            if size > self._limits.max_upload_bytes:
+                raise ResourceExhausted(f"image of {size} bytes exceeds the limit of {self._limits.max_upload_bytes}")
             async with self._image_work:
+                if not isinstance(data, bytes):
+                    data = await asyncio.to_thread(_read_from_start, data)
+                digest = await asyncio.to_thread(_sha256, data)
+                if declared_sha256 and declared_sha256.lower() != digest:
+                    raise InvalidArgument(
+                        f"sha256 mismatch: header says {declared_sha256}, received bytes hash to {digest}"
+                    )
+                fmt = codec.sniff_format(data)
                 report, (width, height), analysed = await asyncio.to_thread(self._judge_upload, data, material)
             await asyncio.to_thread(self._store.put_image, data, fmt)
             meta = ImageMeta(width=width, height=height, capture_time=self._clock())
@@ -808,6 +819,15 @@ class ScanManager:
         self._release_camera(scan.scan_id)
         self._scan_locks.pop(scan.scan_id, None)
         self._publish(ScanEvent("finished", scan, self._clock(), message=scan.state.name))
+
+
+def _read_from_start(file: IO[bytes]) -> bytes:
+    file.seek(0)
+    return file.read()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _check_shape(width_px: int, height_px: int, tiling: Tiling) -> None:

@@ -235,6 +235,11 @@ class ScanStore:
         self._remove_leftovers(orphan_grace_s)
 
     @property
+    def data_dir(self) -> Path:
+        """The directory the store keeps its database and images in."""
+        return self._dir
+
+    @property
     def schema_version(self) -> int:
         """The schema version of the open database (``PRAGMA user_version``)."""
         with self._lock:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import tempfile
 from collections.abc import AsyncIterator
+from typing import IO
 
 from veriscope.device.certificates import signing_key_sha256
 from veriscope.device.errors import InvalidArgument, NotFound, ResourceExhausted
@@ -32,6 +35,8 @@ _EVENT_TYPES = {
     "finished": pb.SCAN_EVENT_TYPE_FINISHED,
 }
 MAX_CHUNK_BYTES = 1024 * 1024 + 1024
+SPOOL_MEMORY_BYTES = 1024 * 1024
+"""An upload larger than this is spooled to the data volume as it arrives, so waiting uploads hold no memory."""
 READ_CHUNK_BYTES = 1024 * 1024
 """Bytes per ReadScanImage message (the API's maximum)."""
 _FORMAT_FROM_PB = {v: k for k, v in FORMAT_TO_PB.items()}
@@ -71,8 +76,17 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
     async def UploadImage(
         self, request_iterator: AsyncIterator[pb.UploadImageRequest], context: ServicerContext
     ) -> pb.UploadImageResponse:
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, dir=str(self._m.spool_dir)) as spool:
+            header = await self._receive_upload(request_iterator, spool)
+            scan_id = scan_id_from_name(header.name, "header.name")
+            image, scan = await self._m.upload_image(scan_id, header.region, spool, declared_sha256=header.sha256)
+        return pb.UploadImageResponse(image=image_to_pb(scan_id, image), scan=self._scan(scan))
+
+    async def _receive_upload(
+        self, request_iterator: AsyncIterator[pb.UploadImageRequest], spool: IO[bytes]
+    ) -> pb.UploadImageHeader:
+        """Check an UploadImage stream's header and write its chunks to ``spool``; returns the header."""
         header: pb.UploadImageHeader | None = None
-        chunks: list[bytes] = []
         received = 0
         limit = self._m.limits.max_upload_bytes
         async for message in request_iterator:
@@ -98,16 +112,22 @@ class ScanServicer(scan_service_pb2_grpc.ScanServiceServicer):
             received += len(message.chunk)
             if received > header.size_bytes:
                 raise InvalidArgument(f"received more bytes than header.size_bytes ({header.size_bytes})")
-            chunks.append(message.chunk)
+            try:
+                if spool.tell() + len(message.chunk) > SPOOL_MEMORY_BYTES:
+                    await asyncio.to_thread(spool.write, message.chunk)  # rolls over to, or writes, a file
+                else:
+                    spool.write(message.chunk)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise ResourceExhausted(
+                        f"the data volume is full: could not receive the upload ({received} bytes in)"
+                    ) from exc
+                raise
         if header is None:
             raise InvalidArgument("UploadImage stream was empty; send a header then chunks")
         if received != header.size_bytes:
             raise InvalidArgument(f"upload ended after {received} of {header.size_bytes} bytes (truncated)")
-        scan_id = scan_id_from_name(header.name, "header.name")
-        image, scan = await self._m.upload_image(
-            scan_id, header.region, b"".join(chunks), declared_sha256=header.sha256
-        )
-        return pb.UploadImageResponse(image=image_to_pb(scan_id, image), scan=self._scan(scan))
+        return header
 
     @rpc
     async def CompleteScan(self, request: pb.CompleteScanRequest, context: ServicerContext) -> pb.CompleteScanResponse:

@@ -336,19 +336,3 @@ def test_a_restart_during_the_trial_rolls_back(tmp_path: Path, keys: tuple[Path,
         assert u.active_version() == "0.2.0"
     finally:
         u.close()
-
-
-def test_combined_bundles_are_refused_with_a_clear_message(unit: Unit, keys: tuple[Path, Path], tmp_path: Path) -> None:
-    path = tmp_path / "sw.vsb"
-    bundles.build_bundle(
-        default_bundle_dir(),
-        path,
-        kind="combined",
-        version="9.0.0",
-        signing_key=bundles.load_signing_key(keys[0]),
-    )
-    unit.upload(path, "sw")
-    with pytest.raises(grpc.RpcError) as err:
-        unit.install("sw")
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "installs model bundles over the air" in (err.value.details() or "")

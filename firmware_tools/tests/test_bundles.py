@@ -182,7 +182,7 @@ def test_nested_payloads_and_all_manifest_fields(
     build_bundle(
         source,
         out,
-        kind="combined",
+        kind="model",
         version="1.4.0-rc.1+build.7",
         name="veriscope-device",
         compatible_hardware=["veriscope-pi", "veriscope-sim"],
@@ -428,7 +428,7 @@ def small_bundle(tmp_path_factory: pytest.TempPathFactory, signing_key: ed25519.
     (source / "sub").mkdir()
     (source / "sub" / "notes.txt").write_text("calibration notes\n")
     out = source.parent / "small.vsb"
-    build_bundle(source, out, kind="combined", version="1.0.0", signing_key=signing_key, created=CREATED)
+    build_bundle(source, out, kind="model", version="1.0.0", signing_key=signing_key, created=CREATED)
     return out.read_bytes()
 
 

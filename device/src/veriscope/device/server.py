@@ -50,6 +50,7 @@ from veriscope.device.services.simulation import SimulationServicer
 from veriscope.device.services.update import UpdateServicer
 from veriscope.device.stage import OperatorStage
 from veriscope.device.updates import ModelUpdater, UploadStore
+from veriscope.device.updates.combined import CombinedUpdater
 from veriscope.device.updates.firmware import FirmwareUpdater
 from veriscope.device.updates.selftest import self_test
 from veriscope.device.updates.software import ENV_SLOT, EXIT_RESTART, SoftwareUpdater
@@ -175,6 +176,8 @@ class Daemon:
     """How the listener is secured; None serves plaintext (a loopback or unix listener)."""
     software: SoftwareUpdater | None = None
     """The device software slots (DATA_DIR/software): installs, and the trial of a daemon started on a new slot."""
+    combined: CombinedUpdater | None = None
+    """Combined updates (DATA_DIR/updates/combined.json): one found on trial at start is settled once serving."""
 
     @property
     def address(self) -> str:
@@ -352,8 +355,12 @@ def build_daemon(config: Config) -> Daemon:
         trial_timeout_s=config.update.trial_timeout_s,
         running_slot=os.environ.get(ENV_SLOT),
     )
+    combined = CombinedUpdater(data_dir / "updates", updater, firmware=firmware, software=software)
     update_service_pb2_grpc.add_UpdateServiceServicer_to_server(
-        UpdateServicer(ctx, updater, uploads, access.caller_role, firmware=firmware, software=software), server
+        UpdateServicer(
+            ctx, updater, uploads, access.caller_role, firmware=firmware, software=software, combined=combined
+        ),
+        server,
     )
     scan_service_pb2_grpc.add_ScanServiceServicer_to_server(ScanServicer(manager), server)
     capture_service_pb2_grpc.add_CaptureServiceServicer_to_server(CaptureServicer(imager, manager), server)
@@ -386,6 +393,7 @@ def build_daemon(config: Config) -> Daemon:
         store=store,
         transport=transport,
         software=software,
+        combined=combined,
     )
 
 
@@ -560,7 +568,9 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, first_boo
     restart = software.restart if software is not None else asyncio.Event()
     trial = None
     if software is not None:
-        trial = asyncio.ensure_future(software.run_trial(lambda: software_health_check(daemon)))
+        software_trial = software.run_trial(lambda: software_health_check(daemon))
+        combined = daemon.combined
+        trial = asyncio.ensure_future(combined.run_at_start(software_trial) if combined is not None else software_trial)
     # READY=1, WATCHDOG=1 from this loop, and STOPPING=1 under systemd (Type=notify); nothing otherwise.
     async with sdnotify.serving(f"serving on {address}"):
         stopping, restarting = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(restart.wait())

@@ -1,7 +1,8 @@
-"""``veriscope-tool update push|status|rollback``: over-the-air model updates of a unit.
+"""``veriscope-tool update push|status|rollback``: over-the-air updates of a unit.
 
 ``push`` uploads a signed bundle (resuming from the unit's committed offset after a dropped connection, with
-backoff), installs it, waits for the unit's trial and exits 0 only when the bundle is installed and active.
+backoff), installs it, waits for the unit's trial and exits 0 only when the bundle is installed and active; for
+a combined bundle, only when every part is installed and active.
 
 Exit status:
 
@@ -10,7 +11,8 @@ Exit status:
   key configured) or the call (permission), with the unit's reason; nothing was installed;
 - 2: bad command line, or the file cannot be read;
 - 3: the unit cannot be reached (after the retries, for an upload);
-- 4: the bundle was installed but failed its trial, and the unit rolled back to the previous model.
+- 4: the bundle was installed but failed its trial, and the unit rolled back to the previous version (for a
+  combined bundle: a part failed, and the parts installed before it were undone).
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_
 _STATES = {v.number: v.name.removeprefix("SLOT_STATE_").lower() for v in pb.SlotState.DESCRIPTOR.values}
 _OUTCOMES = {v.number: v.name.removeprefix("UPDATE_OUTCOME_").lower() for v in pb.UpdateOutcome.DESCRIPTOR.values}
 _COMPONENTS = {v.number: v.name.removeprefix("COMPONENT_").lower() for v in pb.Component.DESCRIPTOR.values}
+_PART_COMPONENTS = {
+    "model": pb.COMPONENT_MODEL,
+    "controller-firmware": pb.COMPONENT_CONTROLLER_FIRMWARE,
+    "device-software": pb.COMPONENT_DEVICE_SOFTWARE,
+}
 
 
 _Metadata = tuple[tuple[str, str | bytes], ...]
@@ -64,10 +71,11 @@ def add_commands(commands: Any) -> None:
     """Register ``update`` and its subcommands."""
     update = commands.add_parser(
         "update",
-        help="push a signed update bundle (model, controller firmware or device software) to a unit over the air; "
-        "show or roll back what it runs",
+        help="push a signed update bundle (model, controller firmware, device software, or a combined bundle of "
+        "them) to a unit over the air; show or roll back what it runs",
         description="Over-the-air updates of a unit (device/docs/updates.md). Exit status: 0 done, 1 refused by "
-        "the unit, 2 bad command line, 3 unit unreachable, 4 trial failed and the unit rolled back.",
+        "the unit, 2 bad command line, 3 unit unreachable, 4 trial failed and the unit rolled back (for a combined "
+        "bundle: a part failed and the parts installed before it were undone).",
     )
     sub = update.add_subparsers(dest="update_command", metavar="COMMAND", required=True)
 
@@ -77,14 +85,22 @@ def add_commands(commands: Any) -> None:
         p.add_argument("--ca", type=Path, metavar="FILE", help="CA certificate (PEM) to verify the unit's TLS by")
         p.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
-    push = sub.add_parser("push", help="upload, install and wait for the trial to commit")
+    push = sub.add_parser(
+        "push",
+        help="upload (resuming after a dropped link), install and wait for the trial to commit",
+        description="Upload a bundle, resuming from the unit's committed offset after a dropped connection, install "
+        "it and wait for its trial. Exits 0 only when it is installed and active; for a combined bundle, only when "
+        "every part is (firmware, then model, then device software; a part that fails undoes the ones before it).",
+    )
     common(push)
     push.add_argument("file", type=Path, metavar="FILE", help="the signed bundle (veriscope-tool bundle build)")
     push.add_argument("--allow-downgrade", action="store_true", help="install a version not newer (admin only)")
     push.add_argument("--retries", type=int, default=8, help="upload attempts after a dropped connection (8)")
     push.add_argument("--trial-timeout", type=float, default=600.0, help="seconds to wait for the trial (600)")
     push.set_defaults(run=_push)
-    status = sub.add_parser("status", help="what each component runs, and the latest update")
+    status = sub.add_parser(
+        "status", help="what each component runs, and the latest update of each (a combined one lists its parts)"
+    )
     common(status)
     status.set_defaults(run=_status)
     rollback = sub.add_parser("rollback", help="make the previous model active again")
@@ -168,7 +184,8 @@ def _status(args: argparse.Namespace, err: Console) -> int:
         print(f"{s['component']:20} {s['slot']:8} {s['name'] or '-':20} {s['version']:12} {s['state']}")
     for r in data["results"]:
         tail = f": {r['message']}" if r["message"] else ""
-        print(f"latest {r['component']} update: {r['version']} in slot {r['slot']}, {r['outcome']}{tail}")
+        where = f"{r['slot']}" if r["component"] == "combined" else f"in slot {r['slot']}"
+        print(f"latest {r['component']} update: {r['version']} {where}, {r['outcome']}{tail}")
     return EXIT_OK
 
 
@@ -200,13 +217,17 @@ def _push(args: argparse.Namespace, err: Console) -> int:
         raise _Exit(EXIT_USAGE, f"cannot read {path}: {exc.strerror}") from None
     except bundles.BundleError as exc:
         raise _Exit(EXIT_REFUSED, f"{path} is not a bundle: {exc.reason}") from None
+    try:
+        parts = bundles.part_manifests(path) if manifest.kind == "combined" else {}
+    except bundles.BundleError as exc:
+        raise _Exit(EXIT_REFUSED, f"{path} is not a combined bundle: {exc.reason}") from None
     digest = hashlib.sha256(data).hexdigest()
     # The id follows from the file, so a second push of the same file resumes the first one's upload.
     upload_id = f"b-{digest[:32]}"
     md = _metadata(args)
     with _channel(args) as channel:
         stub = pb_grpc.UpdateServiceStub(channel)
-        _upload(stub, md, data, digest, upload_id, args.retries, err, quiet=args.json)
+        resumed = _upload(stub, md, data, digest, upload_id, args.retries, err, quiet=args.json)
         try:
             installed = stub.InstallBundle(
                 pb.InstallBundleRequest(upload=f"uploads/{upload_id}", allow_downgrade=args.allow_downgrade),
@@ -215,18 +236,57 @@ def _push(args: argparse.Namespace, err: Console) -> int:
             )
         except grpc.RpcError as exc:
             raise _failure(exc, "install refused") from None
-        if not args.json:
+        if not args.json and parts:
+            listed = ", ".join(f"{kind} {part.version}" for kind, part in parts.items())
+            err.print(f"installing {manifest.name} {manifest.version}: {listed}, in that order")
+        elif not args.json:
             err.print(f"installed {manifest.name} {manifest.version} in slot {installed.slot.label}; on trial")
         component = installed.result.component or pb.COMPONENT_MODEL
         result = _wait_for_trial(stub, md, args.trial_timeout, component)
+        if parts and result.outcome == pb.UPDATE_OUTCOME_COMMITTED:
+            return _check_parts(args, stub, md, manifest, parts, result, resumed)
     if result.outcome == pb.UPDATE_OUTCOME_ROLLED_BACK:
         raise _Exit(EXIT_ROLLED_BACK, f"{manifest.version} failed its trial and the unit rolled back: {result.message}")
     if result.outcome != pb.UPDATE_OUTCOME_COMMITTED or result.version != manifest.version:
         raise _Exit(EXIT_REFUSED, f"the unit reports {_OUTCOMES[result.outcome]} {result.version}, not this bundle")
     if args.json:
-        print(json.dumps({"ok": True, "name": manifest.name, "version": manifest.version, "slot": result.label}))
+        done = {"ok": True, "name": manifest.name, "version": manifest.version, "slot": result.label}
+        print(json.dumps({**done, "resumed_at": resumed}))
     else:
         print(f"{manifest.name} {manifest.version} is installed and active (slot {result.label})")
+    return EXIT_OK
+
+
+def _check_parts(
+    args: argparse.Namespace,
+    stub: pb_grpc.UpdateServiceStub,
+    md: _Metadata,
+    manifest: bundles.Manifest,
+    parts: dict[str, bundles.Manifest],
+    result: Any,
+    resumed: list[int],
+) -> int:
+    """Exit 0 only when the unit reports the combined update committed and every part's version active."""
+    if result.version != manifest.version:
+        raise _Exit(EXIT_REFUSED, f"the unit reports combined update {result.version}, not this bundle")
+    try:
+        status = stub.GetUpdateStatus(pb.GetUpdateStatusRequest(), metadata=md, timeout=30)
+    except grpc.RpcError as exc:
+        raise _failure(exc, "status") from None
+    active = {(s.component, s.version) for s in status.slots if s.state == pb.SLOT_STATE_ACTIVE}
+    missing = [
+        f"{kind} {part.version}" for kind, part in parts.items() if (_PART_COMPONENTS[kind], part.version) not in active
+    ]
+    if missing:
+        raise _Exit(EXIT_REFUSED, f"the unit reports the update committed, but not active: {', '.join(missing)}")
+    if args.json:
+        listed = [{"component": kind, "name": p.name, "version": p.version} for kind, p in parts.items()]
+        done = {"ok": True, "name": manifest.name, "version": manifest.version, "parts": listed, "resumed_at": resumed}
+        print(json.dumps(done))
+    else:
+        for kind, part in parts.items():
+            print(f"{kind} {part.name} {part.version} is installed and active")
+        print(f"{manifest.name} {manifest.version} is installed and active ({result.message})")
     return EXIT_OK
 
 
@@ -240,9 +300,12 @@ def _upload(
     err: Console,
     *,
     quiet: bool,
-) -> None:
+) -> list[int]:
+    """Upload ``data``, resuming from the unit's committed offset after each dropped connection; returns the
+    offsets the upload resumed at after a drop (empty when it never dropped)."""
     header = pb.UploadHeader(upload_id=upload_id, size_bytes=len(data), sha256=digest)
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    resumed: list[int] = []
     with Progress("uploading", *columns, console=err, disable=quiet, transient=True) as progress:
         task = progress.add_task("upload", total=len(data))
         last: grpc.RpcError | None = None
@@ -253,9 +316,12 @@ def _upload(
                 time.sleep(delay)
             try:
                 offset = _committed(stub, md, upload_id)
+                if attempt:
+                    resumed.append(offset)
+                    err.print(f"resuming the upload at byte {offset} of {len(data)}, which the unit holds")
                 progress.update(task, completed=offset)
-                if offset is not None and offset >= len(data):
-                    return
+                if offset >= len(data):
+                    return resumed
 
                 def requests(start: int) -> Iterator[pb.UploadBundleRequest]:
                     yield pb.UploadBundleRequest(header=header)
@@ -264,9 +330,9 @@ def _upload(
                         yield pb.UploadBundleRequest(chunk=pb.UploadChunk(offset=at, data=chunk))
                         progress.update(task, completed=at + len(chunk))
 
-                upload = stub.UploadBundle(requests(offset or 0), metadata=md, timeout=600).upload
+                upload = stub.UploadBundle(requests(offset), metadata=md, timeout=600).upload
                 if upload.complete:
-                    return
+                    return resumed
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise _failure(exc, "upload refused") from None

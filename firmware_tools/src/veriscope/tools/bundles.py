@@ -20,6 +20,10 @@ manifest, within the size caps, and hashes to the listed SHA-256. Only then does
 it renames into place once every byte written has been hashed again. The module
 needs only the standard library and ``cryptography``, so the daemon can use it.
 
+A ``combined`` bundle updates several parts of a unit as one: its payloads are complete signed bundles,
+``<kind>.vsb`` for a non-empty subset of :data:`COMBINED_PARTS`, each signed by the same key (see
+:func:`build_combined`, :func:`part_manifests`).
+
 Builds are deterministic: the same source, arguments and creation time give the
 same bytes (sorted members, fixed owner, mode and modification time; Ed25519
 signatures are deterministic).
@@ -61,6 +65,8 @@ DEFAULT_KEY_NAME: Final = "update"
 """``keys generate`` writes ``update.key`` and ``update.pub`` unless named otherwise."""
 DEFAULT_HARDWARE: Final = ("veriscope-pi",)
 """The hardware model a bundle is built for unless told otherwise (the unit's ``hardware_model``)."""
+DEFAULT_COMBINED_NAME: Final = "veriscope"
+"""The name of a combined bundle unless told otherwise."""
 
 MAX_MEMBER_BYTES: Final = 256 * 1024 * 1024
 """Largest payload file accepted, in bytes (256 MiB)."""
@@ -83,6 +89,8 @@ SOFTWARE_WHEELS: Final = "wheels"
 """The directory of a ``device-software`` bundle's wheels (``wheels/*.whl``, no subdirectories)."""
 SOFTWARE_PACKAGE: Final = "veriscope_device"
 """The wheel a ``device-software`` bundle must carry at its version (``veriscope_device-VERSION-*.whl``)."""
+COMBINED_PARTS: Final = ("controller-firmware", "model", "device-software")
+"""The kinds a ``combined`` bundle may hold, one bundle of each at most, in the order a unit installs them."""
 FIRMWARE_BOARDS: Final = ("atmega328p",)
 """The controller boards a firmware bundle may name."""
 _MAX_FIRMWARE_METADATA_BYTES: Final = 64 * 1024
@@ -503,7 +511,9 @@ def build_bundle(
 
     Raises:
         BundleError: An argument is invalid, ``source`` holds a link, special file or unsafe name,
-            or a file exceeds :data:`MAX_MEMBER_BYTES`.
+            or a file exceeds :data:`MAX_MEMBER_BYTES`; or the source does not suit the kind (for
+            ``combined``: anything but part bundles ``<kind>.vsb`` signed by ``signing_key``, see
+            :func:`build_combined`).
     """
     if not source.is_dir():
         raise BundleError(f"source {source} is not a directory")
@@ -513,6 +523,102 @@ def build_bundle(
     elif kind == "device-software":
         check_software_payloads((rel for rel, _ in files), version)
         parse_software_metadata(dict(files)[SOFTWARE_METADATA].read_bytes(), version)
+    elif kind == "combined":
+        compatible_hardware = tuple(compatible_hardware)
+        _check_combined_source(files, signing_key.public_key(), compatible_hardware, min_installed_version)
+    return _write_bundle(
+        files,
+        out,
+        kind=kind,
+        version=version,
+        signing_key=signing_key,
+        name=name if name is not None else source.resolve().name,
+        compatible_hardware=compatible_hardware,
+        min_installed_version=min_installed_version,
+        created=created,
+    )
+
+
+def build_combined(
+    parts: Iterable[Path],
+    out: Path,
+    *,
+    version: str,
+    signing_key: ed25519.Ed25519PrivateKey,
+    name: str = DEFAULT_COMBINED_NAME,
+    compatible_hardware: Iterable[str] | None = None,
+    created: datetime | None = None,
+) -> Manifest:
+    """Build a signed ``combined`` bundle of already built part bundles, so a unit installs them as one update.
+
+    Each part is a bundle of a kind in :data:`COMBINED_PARTS` (at most one of each), signed by ``signing_key``;
+    it becomes the payload ``<kind>.vsb``. A combined bundle has no ``min_installed_version`` of its own: each
+    part's applies to its part.
+
+    Args:
+        parts: The part bundle files, one to three.
+        out: The bundle file to write.
+        version: The version of the combined release (semantic version).
+        signing_key: The update private key, which must have signed every part.
+        name: What is updated, :data:`DEFAULT_COMBINED_NAME` unless told otherwise.
+        compatible_hardware: The hardware models it may be installed on; every part must name each of them.
+            Defaults to the hardware every part names.
+        created: As for :func:`build_bundle`; defaults to the newest part's.
+
+    Returns:
+        The signed manifest.
+
+    Raises:
+        BundleError: No part, a part that does not verify against the key, of another kind or repeated, or
+            hardware not every part is built for.
+    """
+    files: dict[str, Path] = {}
+    for path in parts:
+        kind = inspect_bundle(path).kind
+        if kind not in COMBINED_PARTS:
+            raise BundleError(f"{path} is a {kind} bundle; a combined bundle holds {', '.join(COMBINED_PARTS)} parts")
+        if part_payload(kind) in files:
+            raise BundleError(f"{path} and {files[part_payload(kind)]} are both {kind} bundles; give one of each")
+        files[part_payload(kind)] = path
+    if not files:
+        raise BundleError(f"a combined bundle holds at least one part: {', '.join(COMBINED_PARTS)}")
+    listed = sorted(files.items())
+    if compatible_hardware is None:
+        shared = None
+        for _, path in listed:
+            hardware = set(inspect_bundle(path).compatible_hardware)
+            shared = hardware if shared is None else shared & hardware
+        if not shared:
+            raise BundleError("the parts are built for no hardware model in common")
+        compatible_hardware = tuple(sorted(shared))
+    compatible_hardware = tuple(compatible_hardware)
+    _check_combined_source(listed, signing_key.public_key(), compatible_hardware, None)
+    return _write_bundle(
+        listed,
+        out,
+        kind="combined",
+        version=version,
+        signing_key=signing_key,
+        name=name,
+        compatible_hardware=compatible_hardware,
+        min_installed_version=None,
+        created=created,
+    )
+
+
+def _write_bundle(
+    files: list[tuple[str, Path]],
+    out: Path,
+    *,
+    kind: str,
+    version: str,
+    signing_key: ed25519.Ed25519PrivateKey,
+    name: str,
+    compatible_hardware: Iterable[str],
+    min_installed_version: str | None,
+    created: datetime | None,
+) -> Manifest:
+    """Hash ``files`` (payload path, file), sign the manifest and write the bundle to ``out`` atomically."""
     payloads = tuple(Payload(rel, *_hash_file(path)) for rel, path in files)
     if created is None:
         created = _default_created(path for _, path in files)
@@ -520,7 +626,7 @@ def build_bundle(
         {
             "format": FORMAT,
             "kind": kind,
-            "name": name if name is not None else source.resolve().name,
+            "name": name,
             "version": version,
             "compatible_hardware": list(compatible_hardware),
             "min_installed_version": min_installed_version,
@@ -552,6 +658,75 @@ def build_bundle(
             os.unlink(tmp_name)
         raise
     return manifest
+
+
+def part_manifests(path: Path, trust: ed25519.Ed25519PublicKey | None = None) -> dict[str, Manifest]:
+    """The manifests of a ``combined`` bundle's parts, by kind, in :data:`COMBINED_PARTS` order.
+
+    With ``trust`` every part is verified completely, as :func:`read_bundle` verifies a bundle (the combined
+    bundle itself should be verified first); without it nothing is checked: for display only.
+
+    Raises:
+        BundleError: Not a combined bundle, a payload that is not a part, or a part that is refused.
+    """
+    manifest = inspect_bundle(path)
+    if manifest.kind != "combined":
+        raise BundleError(f"{path} is a {manifest.kind} bundle, not a combined one")
+    found: dict[str, Manifest] = {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for payload in manifest.payloads:
+                kind = _part_kind(payload.path)
+                source = tar.extractfile(payload.member)
+                if source is None:  # pragma: no cover - members are regular files
+                    raise BundleError(f"member {payload.member!r} has no data", member=payload.member)
+                with tarfile.open(fileobj=source, mode="r:") as inner:
+                    if trust is None:
+                        part = Manifest.from_bytes(_read_head(inner)[0])
+                    else:
+                        part = _scan_tar(inner, trust, Limits(), sink=None)[1]
+                if part.kind != kind:
+                    raise BundleError(f"part {payload.path!r} is a {part.kind} bundle", member=payload.member)
+                found[kind] = part
+    except KeyError as exc:
+        raise BundleError(f"{path} lacks a listed part: {exc}") from None
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise _tar_error(path, exc) from None
+    return {kind: found[kind] for kind in COMBINED_PARTS if kind in found}
+
+
+def part_payload(kind: str) -> str:
+    """The payload path of a combined bundle's part of ``kind``: ``<kind>.vsb``."""
+    return f"{kind}.vsb"
+
+
+def _part_kind(payload_path: str) -> str:
+    kind = payload_path.removesuffix(".vsb")
+    if kind not in COMBINED_PARTS or payload_path != part_payload(kind):
+        raise BundleError(
+            f"payload {payload_path!r} is not a part: a combined bundle holds "
+            f"{', '.join(part_payload(k) for k in COMBINED_PARTS)}, one or more"
+        )
+    return kind
+
+
+def _check_combined_source(
+    files: list[tuple[str, Path]],
+    trust: ed25519.Ed25519PublicKey,
+    hardware: tuple[str, ...],
+    min_installed_version: str | None,
+) -> None:
+    """Refuse combined payloads that are not part bundles the unit would accept together."""
+    if min_installed_version is not None:
+        raise BundleError("a combined bundle has no minimum installed version; set it on its parts")
+    for rel, path in files:
+        kind = _part_kind(rel)
+        part = read_bundle(path, trust).manifest
+        if part.kind != kind:
+            raise BundleError(f"{rel} is a {part.kind} bundle, not a {kind} one")
+        missing = sorted(set(hardware) - set(part.compatible_hardware))
+        if missing:
+            raise BundleError(f"the {kind} part is not built for {', '.join(missing)}")
 
 
 # --- read, verify, extract --------------------------------------------------------------------------------------
@@ -645,28 +820,34 @@ _Sink = Callable[[Payload], IO[bytes]]
 def _scan(path: Path, trust: ed25519.Ed25519PublicKey, limits: Limits, sink: _Sink | None) -> tuple[bytes, Manifest]:
     try:
         with tarfile.open(path, mode="r:") as tar:
-            manifest_bytes, signature = _read_head(tar)
-            manifest = _verify_manifest(manifest_bytes, signature, trust)
-            _check_limits(manifest, limits)
-            expected = {p.member: p for p in manifest.payloads}
-            seen = {MANIFEST_NAME, SIGNATURE_NAME}
-            for member in _members(tar):
-                payload = expected.get(member.name)
-                if payload is None:
-                    what = "repeated" if member.name in seen else "not listed in the manifest"
-                    raise BundleError(f"member {member.name!r} is {what}", member=member.name)
-                del expected[member.name]
-                seen.add(member.name)
-                if member.size != payload.size:
-                    raise BundleError(
-                        f"member {member.name!r} is {member.size} bytes, the manifest says {payload.size}",
-                        member=member.name,
-                    )
-                _copy_and_check(tar, member, payload, sink)
-            if expected:
-                raise BundleError(f"member {next(iter(expected))!r} is missing ({len(expected)} missing in all)")
+            return _scan_tar(tar, trust, limits, sink)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise _tar_error(path, exc) from None
+
+
+def _scan_tar(
+    tar: tarfile.TarFile, trust: ed25519.Ed25519PublicKey, limits: Limits, sink: _Sink | None
+) -> tuple[bytes, Manifest]:
+    manifest_bytes, signature = _read_head(tar)
+    manifest = _verify_manifest(manifest_bytes, signature, trust)
+    _check_limits(manifest, limits)
+    expected = {p.member: p for p in manifest.payloads}
+    seen = {MANIFEST_NAME, SIGNATURE_NAME}
+    for member in _members(tar):
+        payload = expected.get(member.name)
+        if payload is None:
+            what = "repeated" if member.name in seen else "not listed in the manifest"
+            raise BundleError(f"member {member.name!r} is {what}", member=member.name)
+        del expected[member.name]
+        seen.add(member.name)
+        if member.size != payload.size:
+            raise BundleError(
+                f"member {member.name!r} is {member.size} bytes, the manifest says {payload.size}",
+                member=member.name,
+            )
+        _copy_and_check(tar, member, payload, sink)
+    if expected:
+        raise BundleError(f"member {next(iter(expected))!r} is missing ({len(expected)} missing in all)")
     return manifest_bytes, manifest
 
 

@@ -15,6 +15,8 @@ from veriscope.device.services._convert import timestamp
 from veriscope.device.services._errors import ServicerContext, rpc
 from veriscope.device.services.device import DeviceContext
 from veriscope.device.updates import ModelUpdater, SlotView, UploadState, UploadStore
+from veriscope.device.updates.combined import KIND as COMBINED_KIND
+from veriscope.device.updates.combined import CombinedUpdater
 from veriscope.device.updates.firmware import KIND as FIRMWARE_KIND
 from veriscope.device.updates.firmware import FirmwareSlotView, FirmwareUpdater
 from veriscope.device.updates.models import TRUST_FLAG
@@ -134,8 +136,8 @@ def _upload_id(name: str, field: str) -> str:
 
 
 class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
-    """Serves UpdateService for model, controller-firmware and device-software bundles; other kinds are refused
-    with FAILED_PRECONDITION. Without ``firmware`` (``software``) those kinds are refused too."""
+    """Serves UpdateService for model, controller-firmware, device-software and combined bundles. Without
+    ``firmware`` (``software``, ``combined``) those kinds are refused with FAILED_PRECONDITION."""
 
     def __init__(
         self,
@@ -146,11 +148,13 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         *,
         firmware: FirmwareUpdater | None = None,
         software: SoftwareUpdater | None = None,
+        combined: CombinedUpdater | None = None,
     ) -> None:
         self._ctx = ctx
         self._updater = updater
         self._firmware = firmware
         self._software = software
+        self._combined = combined
         self._uploads = uploads
         self._role_of = role_of
         self._start_time = datetime.now(UTC)
@@ -205,6 +209,9 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         software_result = await asyncio.to_thread(software.result) if software is not None else None
         if software_result is not None:
             results.append(result_pb(software_result, update_service_pb2.COMPONENT_DEVICE_SOFTWARE))
+        combined_result = await asyncio.to_thread(self._combined.result) if self._combined is not None else None
+        if combined_result is not None:
+            results.append(result_pb(combined_result, update_service_pb2.COMPONENT_COMBINED))
         return update_service_pb2.GetUpdateStatusResponse(slots=slots, results=results)
 
     @rpc
@@ -245,6 +252,11 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         role = self._role_of(context.invocation_metadata())
         is_admin = role is not None and role.allows(Role.ADMIN)
         kind = await asyncio.to_thread(_kind_of, path)
+        combined = self._combined
+        if combined is not None and kind == COMBINED_KIND:
+            return await self._install_combined(combined, upload_id, path, request.allow_downgrade, is_admin)
+        if combined is not None and combined.busy:
+            raise FailedPrecondition("a combined update is running; wait for it to end")
         if self._firmware is not None and kind == FIRMWARE_KIND:
             return await self._install_firmware(self._firmware, upload_id, path, request.allow_downgrade, is_admin)
         if self._software is not None and kind == SOFTWARE_KIND:
@@ -304,10 +316,26 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
             slot=software_slot_pb(view), result=result_pb(result, update_service_pb2.COMPONENT_DEVICE_SOFTWARE)
         )
 
+    async def _install_combined(
+        self, combined: CombinedUpdater, upload_id: str, path: Path, allow_downgrade: bool, is_admin: bool
+    ) -> update_service_pb2.InstallBundleResponse:
+        try:
+            prepared = await asyncio.to_thread(
+                combined.verify, path, allow_downgrade=allow_downgrade, is_admin=is_admin
+            )
+        except FailedPrecondition:
+            await asyncio.to_thread(self._uploads.delete, upload_id)
+            raise
+        result = await combined.install(prepared)
+        await asyncio.to_thread(self._uploads.delete, upload_id)
+        return update_service_pb2.InstallBundleResponse(result=result_pb(result, update_service_pb2.COMPONENT_COMBINED))
+
     @rpc
     async def RollbackUpdate(
         self, request: update_service_pb2.RollbackUpdateRequest, context: ServicerContext
     ) -> update_service_pb2.RollbackUpdateResponse:
+        if self._combined is not None and self._combined.busy:
+            raise FailedPrecondition("a combined update is running; wait for it to end")
         if request.component != update_service_pb2.COMPONENT_MODEL:
             raise FailedPrecondition(
                 "this unit rolls back model bundles only (component COMPONENT_MODEL); a controller firmware "

@@ -101,14 +101,14 @@ class PreparedFirmware:
     """A verified controller-firmware bundle, extracted and parsed, ready to flash.
 
     Attributes:
-        manifest: The bundle's signed manifest.
+        manifest: The bundle's signed manifest; None for the previous image flashed back by :meth:`revert`.
         hex_data: The bytes of its ``firmware.hex``.
         image: The parsed image.
         version: The firmware version the board must report once it runs the image.
         build_id: The build id it must report, empty when the image carries no identity block.
     """
 
-    manifest: bundles.Manifest
+    manifest: bundles.Manifest | None
     hex_data: bytes
     image: flash.FirmwareImage
     version: str
@@ -214,6 +214,10 @@ class FirmwareUpdater:
     def result(self) -> Result | None:
         """The latest firmware update and how it ended, or None."""
         return self.read_state().result
+
+    def installed_version(self) -> str | None:
+        """The firmware version of the board's last handshake; None without a controller."""
+        return self._controller.info.firmware_version if self._controller is not None else None
 
     def slots(self) -> list[FirmwareSlotView]:
         """What the board runs (its handshake) and what ran before it; empty without a controller."""
@@ -355,6 +359,33 @@ class FirmwareUpdater:
             raise
         _log.info("controller firmware %s: flashing", prepared.version)
         self._task = asyncio.get_running_loop().create_task(self._run(prepared, result))
+        return result
+
+    async def revert(self, reason: str) -> Result:
+        """Flash back the image that ran before the latest committed update (``previous.hex``), verify it and
+        check its handshake, as an update; returns the result, ``rolled_back`` for the version undone when the
+        old image runs again, ``failed`` otherwise.
+
+        Raises:
+            FailedPrecondition: No previous image is kept, an update runs, or a scan owns the camera.
+        """
+        state = self.read_state()
+        previous, path = state.previous, self.directory / PREVIOUS_HEX
+        data = path.read_bytes() if path.is_file() else b""
+        if previous is None or not data or _sha256(data) != previous.sha256:
+            raise FailedPrecondition("no previous controller firmware is kept to flash back")
+        undone = self.installed_version() or ""
+        image = await asyncio.to_thread(flash.load_image, path)
+        await self.install(PreparedFirmware(None, data, image, previous.version, previous.build_id))
+        await self.wait()
+        done = self.result()
+        assert done is not None
+        if done.outcome == "committed":
+            outcome, message = "rolled_back", f"{reason}; the previous firmware {previous.version} runs again"
+        else:
+            outcome, message = "failed", f"{reason}; flashing back firmware {previous.version} failed: {done.message}"
+        result = dataclasses.replace(done, version=undone, outcome=outcome, message=message)
+        self._write_state(dataclasses.replace(self.read_state(), result=result))
         return result
 
     async def wait(self) -> None:

@@ -55,7 +55,8 @@ _KIND_REFUSALS = {
     "updater, which this daemon was built without",
     "controller-firmware": "controller firmware updates (kind 'controller-firmware') are installed by the "
     "firmware updater, which this daemon was built without",
-    "combined": "combined bundles (kind 'combined') hold device software, which is not installed over the air yet",
+    "combined": "combined bundles (kind 'combined') are installed by the combined updater, which this daemon was "
+    "built without",
 }
 
 
@@ -161,6 +162,10 @@ class ModelUpdater:
     def busy(self) -> bool:
         """True while an install's trial or a rollback runs."""
         return self._busy.locked()
+
+    def installed_version(self) -> str:
+        """The version of the model that serves (the active slot's)."""
+        return self._active_bundle().version
 
     def pointer(self) -> Pointer:
         """The pointer as on disk."""
@@ -345,8 +350,11 @@ class ModelUpdater:
 
     # --- rollback ---
 
-    async def roll_back(self) -> SlotView:
+    async def roll_back(self, *, reason: str | None = None) -> SlotView:
         """Make the previous slot (or the built-in bundle) active again; returns the now active slot.
+
+        The result is ``manual_rollback`` (a technician's), or with ``reason`` ``rolled_back`` for the version
+        rolled back from, saying why (a combined update undoing its model part).
 
         Raises:
             FailedPrecondition: A trial is running, or the built-in bundle is active already.
@@ -364,9 +372,15 @@ class ModelUpdater:
             self._manager.swap_model(model)
             self._bundles[target] = model.bundle
             now = now_rfc3339()
-            result = Result(
-                target, model.bundle.version, "manual_rollback", f"rolled back from {pointer.active}", now, now
-            )
+            if reason is None:
+                result = Result(
+                    target, model.bundle.version, "manual_rollback", f"rolled back from {pointer.active}", now, now
+                )
+            else:
+                undone = pointer.slots.get(pointer.active)
+                version = undone.version if undone is not None else ""
+                message = f"{reason}; model {model.bundle.version} (slot {target}) is active again"
+                result = Result(pointer.active, version, "rolled_back", message, now, now)
             self.store.write(pointer.evolve(active=target, previous=None, result=result))
             _log.warning("model rolled back from slot %s to %s", pointer.active, target)
             return next(v for v in self.slots() if v.label == target)

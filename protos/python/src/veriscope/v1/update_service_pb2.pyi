@@ -34,6 +34,11 @@ class _ComponentEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Component.V
     """The authentication model bundle."""
     COMPONENT_CONTROLLER_FIRMWARE: _Component.ValueType  # 3
     """The controller board's firmware."""
+    COMPONENT_COMBINED: _Component.ValueType  # 4
+    """A combined bundle's update of several components as one: its result is committed only when every part is
+    installed and active, and rolled back when any part failed (the parts installed before it are undone); its
+    result's message names each part and how it ended.
+    """
 
 class Component(_Component, metaclass=_ComponentEnumTypeWrapper):
     """A part of the unit that updates install into."""
@@ -46,6 +51,11 @@ COMPONENT_MODEL: Component.ValueType  # 2
 """The authentication model bundle."""
 COMPONENT_CONTROLLER_FIRMWARE: Component.ValueType  # 3
 """The controller board's firmware."""
+COMPONENT_COMBINED: Component.ValueType  # 4
+"""A combined bundle's update of several components as one: its result is committed only when every part is
+installed and active, and rolled back when any part failed (the parts installed before it are undone); its
+result's message names each part and how it ended.
+"""
 Global___Component: _TypeAlias = Component  # noqa: Y015
 
 class _SlotState:

@@ -30,8 +30,8 @@ class UpdateServiceStub:
 
     An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
     InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
-    its health check passes or rolls back on its own. Today units install model bundles over the air; device
-    software and controller firmware are refused with FAILED_PRECONDITION.
+    its health check passes or rolls back on its own. Units install model, device-software and
+    controller-firmware bundles, and combined bundles of those parts as one update (COMPONENT_COMBINED).
     """
 
     def __init__(self, channel):
@@ -72,8 +72,8 @@ class UpdateServiceServicer:
 
     An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
     InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
-    its health check passes or rolls back on its own. Today units install model bundles over the air; device
-    software and controller firmware are refused with FAILED_PRECONDITION.
+    its health check passes or rolls back on its own. Units install model, device-software and
+    controller-firmware bundles, and combined bundles of those parts as one update (COMPONENT_COMBINED).
     """
 
     def GetUpdateStatus(self, request, context):
@@ -156,8 +156,8 @@ class UpdateService:
 
     An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
     InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
-    its health check passes or rolls back on its own. Today units install model bundles over the air; device
-    software and controller firmware are refused with FAILED_PRECONDITION.
+    its health check passes or rolls back on its own. Units install model, device-software and
+    controller-firmware bundles, and combined bundles of those parts as one update (COMPONENT_COMBINED).
     """
 
     @staticmethod

@@ -31,8 +31,8 @@ class UpdateServiceStub:
 
     An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
     InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
-    its health check passes or rolls back on its own. Today units install model bundles over the air; device
-    software and controller firmware are refused with FAILED_PRECONDITION.
+    its health check passes or rolls back on its own. Units install model, device-software and
+    controller-firmware bundles, and combined bundles of those parts as one update (COMPONENT_COMBINED).
     """
 
     @_typing.overload
@@ -62,8 +62,8 @@ class UpdateServiceAsyncStub(UpdateServiceStub):
 
     An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
     InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
-    its health check passes or rolls back on its own. Today units install model bundles over the air; device
-    software and controller firmware are refused with FAILED_PRECONDITION.
+    its health check passes or rolls back on its own. Units install model, device-software and
+    controller-firmware bundles, and combined bundles of those parts as one update (COMPONENT_COMBINED).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -89,8 +89,8 @@ class UpdateServiceServicer(metaclass=_abc_1.ABCMeta):
 
     An update arrives as a signed bundle: UploadBundle streams the file to the unit (resumable with GetUpload),
     InstallBundle verifies it completely and puts it on trial in the inactive slot, and the unit commits it once
-    its health check passes or rolls back on its own. Today units install model bundles over the air; device
-    software and controller firmware are refused with FAILED_PRECONDITION.
+    its health check passes or rolls back on its own. Units install model, device-software and
+    controller-firmware bundles, and combined bundles of those parts as one update (COMPONENT_COMBINED).
     """
 
     @_abc_1.abstractmethod

@@ -2,20 +2,25 @@
 
 The upload is timed client-side around the whole ``upload_image`` call, so it
 includes what the daemon does before answering: hashing, decoding, the quality
-gate and storing the file. Those server-side parts are timed in-process on the
-same image, to tell transport from processing.
+gate, the analysis and storing the file. Those server-side parts are timed
+in-process on the same image, to tell transport from processing. The transport
+ceiling is measured too: the same bytes, in the same 1 MiB chunks, streamed to
+a gRPC server in its own process that does nothing but count them.
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 from _common import median, time_calls
 from bench_load import ITEM
@@ -81,6 +86,29 @@ def loopback_mb_per_s(total_bytes: int = LOOPBACK_BYTES) -> float:
     return received / elapsed / 1e6
 
 
+def grpc_ceiling_mb_per_s(data: bytes, repeat: int = 10) -> float:
+    """Median MB/s of streaming ``data`` in 1 MiB messages to a gRPC server (``_grpc_sink``) that only counts them."""
+    sink = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("_grpc_sink.py"))], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert sink.stdout is not None
+        port = int(sink.stdout.readline())
+        options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            take = channel.stream_unary("/bench.Sink/Take")
+            chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+
+            def send() -> None:
+                take(iter(chunks), timeout=60)
+
+            seconds = time_calls(send, repeat, warmup=2)
+    finally:
+        sink.kill()
+        sink.wait()
+    return len(data) / median(seconds) / 1e6
+
+
 def measure(uploads: int) -> dict[str, Any]:
     """Median UploadImage MB/s of a 12 MP JPEG, loopback MB/s, their ratio and the server-side parts in ms."""
     jpeg = render_jpeg()
@@ -88,6 +116,7 @@ def measure(uploads: int) -> dict[str, Any]:
     decode_ms = median(time_calls(lambda: codec.decode(jpeg, max_pixels=40_000_000), 3, warmup=1)) * 1000
     gate_ms = median(time_calls(lambda: quality.assess(pixels), 3, warmup=1)) * 1000
     loopback = max(loopback_mb_per_s() for _ in range(3))
+    ceiling = grpc_ceiling_mb_per_s(jpeg)
     scratch = Path(tempfile.mkdtemp(prefix="veriscope-upload-"))
     times: list[float] = []
     try:
@@ -116,4 +145,7 @@ def measure(uploads: int) -> dict[str, Any]:
         "server_decode_ms": decode_ms,
         "server_quality_gate_ms": gate_ms,
         "upload_efficiency": upload / loopback,
+        "grpc_ceiling_mb_per_s": ceiling,
+        "grpc_ceiling_efficiency": ceiling / loopback,
+        "upload_vs_grpc_ceiling": upload / ceiling,
     }

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import serial
+import serial.tools.list_ports
+from serial.tools.list_ports_common import ListPortInfo
 
 from veriscope.device.controller import Controller
 from veriscope.device.controller import _protocol as proto
@@ -150,6 +152,38 @@ def test_usb_id_lookup_errors_are_clear() -> None:
         find_port("nonsense")
     with pytest.raises(ControllerError, match="no serial port with USB id ffff:fffe"):
         find_port("ffff:fffe")
+
+
+def test_opens_by_usb_id_and_looks_it_up_again_on_reconnect(
+    board: EmulatedBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = board.serve_pty()
+    lookups: list[int] = []
+
+    def comports() -> list[ListPortInfo]:
+        lookups.append(1)
+        other = ListPortInfo("/dev/ttyACM7", skip_link_detection=True)
+        other.vid, other.pid = 0x2341, 0x0043
+        ours = ListPortInfo(path, skip_link_detection=True)
+        ours.vid, ours.pid = 0x1A86, 0x7523
+        return [other, ours]
+
+    monkeypatch.setattr(serial.tools.list_ports, "comports", comports)
+    assert find_port("1A86:7523") == path
+    ctl = SerialController(usb_id="1a86:7523", keepalive_s=None)
+    try:
+        ctl.set_leds({Lighting.UV: 12})
+        assert board.led_duty_pct["uv"] == 12
+        assert ctl.port_path == path
+        before = len(lookups)
+        link = ctl._link
+        assert link is not None
+        link._port.close()  # the port goes away; after an unplug its path may have changed
+        assert ctl.leds()[Lighting.UV] == 12
+        assert len(lookups) > before
+        assert ctl.reconnects == 1
+    finally:
+        ctl.close()
 
 
 def test_exactly_one_of_port_and_usb_id() -> None:

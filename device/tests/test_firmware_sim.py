@@ -7,6 +7,7 @@ need the AVR toolchain and simavr; without them they are skipped, except under C
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections.abc import Callable, Iterator
 
@@ -155,6 +156,29 @@ def test_garbage_and_partial_frames(sim: AvrSim, ctl: SerialController) -> None:
     ctl.set_leds({Lighting.RAKING: 0})
 
 
+def test_a_resent_request_is_answered_from_memory(ctl: SerialController, events: list[proto.BoardEvent]) -> None:
+    # A retry after a lost response keeps its sequence number; the firmware must not run it twice.
+    ctl.move_focus(250)
+    link = ctl._link
+    assert link is not None
+    here = struct.pack("<i", 250)
+
+    def moves_done() -> int:
+        return sum(isinstance(e, proto.MoveDoneEvent) for e in events)
+
+    before = moves_done()
+    assert link.request(proto.Op.MOVE_FOCUS, here, timeout_s=1.0) == b"\x00"  # runs: MOVE_DONE at once
+    link._seq -= 1
+    assert link.request(proto.Op.MOVE_FOCUS, here, timeout_s=1.0) == b"\x00"  # the same request again
+    ctl.ping()  # the board sends an event before it reads the next request, so this reply fences it
+    assert moves_done() == before + 1
+    # Same sequence number and opcode: the remembered response comes back, not a new one.
+    assert link.request(proto.Op.PING, b"first", timeout_s=1.0) == b"\x00first"
+    link._seq -= 1
+    assert link.request(proto.Op.PING, b"second", timeout_s=1.0) == b"\x00first"
+    assert link.request(proto.Op.PING, b"third", timeout_s=1.0) == b"\x00third"
+
+
 def test_console_is_usable_from_a_terminal(sim: AvrSim) -> None:
     with serial.Serial(str(sim.port), 115200, timeout=0.2) as term:
         # The firmware greets with a text banner, then a binary BOOT event frame; take both before typing.
@@ -219,6 +243,23 @@ def test_watchdog_recovers_a_hung_firmware(sim: AvrSim, ctl: SerialController, e
     sim.wait_for("led", duty_is(white=40), since=mark)
     assert ctl.status().reset_cause == proto.ResetCause.WATCHDOG
     ctl.set_leds({Lighting.WHITE_RING: 0})
+
+
+def test_homing_gives_up_when_the_switch_never_closes(firmware: FirmwarePaths) -> None:
+    # The motor starts further from the switch than homing may travel, as with a broken switch.
+    with AvrSim(flash=firmware.hex, focus_start_steps=proto.HOME_MAX_STEPS + 5000) as far:
+        c = SerialController(str(far.port), keepalive_s=None, handshake_timeout_s=15)
+        try:
+            with pytest.raises(ControllerError, match=f"homing switch did not close within {proto.HOME_MAX_STEPS}"):
+                c.home_focus()
+            state = far.state()
+            assert state.step_count == proto.HOME_MAX_STEPS
+            assert not state.home_switch_closed
+            status = c.status()
+            assert status.motion == proto.Motion.IDLE
+            assert not status.flags & proto.FLAG_HOMED
+        finally:
+            c.close()
 
 
 def test_driver_reconnects_when_the_port_is_closed_and_reopened(sim: AvrSim, ctl: SerialController) -> None:

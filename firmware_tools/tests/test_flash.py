@@ -13,6 +13,7 @@ from veriscope.tools.cli import main
 from veriscope.tools.flash import (
     APP_LIMIT,
     ATMEGA328P_SIGNATURE,
+    FLASH_SIZE,
     PAGE_SIZE,
     FlashError,
     ImageError,
@@ -38,6 +39,8 @@ class FakeOptiboot:
         """Page address -> how many more writes of it store a flipped byte."""
         self.dead_after: int | None = None
         """Stop answering after this many commands (an unplugged cable)."""
+        self.dead_ops: set[int] = set()
+        """Opcodes that are never answered."""
         self.commands = 0
 
     # The port, as the flasher sees it.
@@ -63,6 +66,8 @@ class FakeOptiboot:
             del self._in[:need]
             self.commands += 1
             if self.dead_after is not None and self.commands > self.dead_after:
+                continue
+            if cmd[0] in self.dead_ops:
                 continue
             reply = self._execute(cmd)
             if self.commands not in self.drop_replies:
@@ -173,6 +178,47 @@ def test_unplug_mid_write_is_reported_and_the_half_image_cannot_start(tmp_path: 
     assert "Run flash-controller again" in str(err.value)
     # The reset vector was blanked first, so the bootloader keeps control.
     assert board.flash[:PAGE_SIZE] == b"\xff" * PAGE_SIZE
+    # The report names exactly the pages the bootloader took, as one range after the vector page.
+    written = sorted({a for a in board.writes if a})
+    assert written and written == list(range(PAGE_SIZE, written[-1] + PAGE_SIZE, PAGE_SIZE))
+    assert err.value.written == ((PAGE_SIZE, written[-1] + PAGE_SIZE),)
+    assert f"{len(written)} of 16 pages written (bytes 0x0080..0x{written[-1] + PAGE_SIZE - 1:04X})" in str(err.value)
+    assert "page 0x0000 (the reset vector) is blank" in str(err.value)
+
+
+def test_unplug_while_blanking_the_vector_page_is_still_reported(tmp_path: Path) -> None:
+    make_hex(tmp_path / "fw.hex", size=600)
+    board = FakeOptiboot()
+    board.dead_after = 5  # sync, sync, signature, enter, load address: the first page write goes unanswered
+    with pytest.raises(FlashError, match="HALF-WRITTEN image: 0 of 5 pages written; page 0x0000") as err:
+        flash_image(board, load_image(tmp_path / "fw.hex"), attempts=2, command_timeout_s=0.05)
+    assert err.value.partial
+    assert err.value.written == ()
+    assert "was being blanked, so the previous firmware may no longer start" in str(err.value)
+
+
+def test_a_vector_page_that_never_verifies_is_reported_with_every_page(tmp_path: Path) -> None:
+    make_hex(tmp_path / "fw.hex", size=700)
+    board = FakeOptiboot()
+    board.corrupt_pages = {0: 99}
+    with pytest.raises(FlashError, match=r"verifying page 0x0000.*HALF-WRITTEN") as err:
+        flash_image(board, load_image(tmp_path / "fw.hex"), attempts=2)
+    assert err.value.partial
+    assert err.value.written == ((0, 6 * PAGE_SIZE),)
+    assert "6 of 6 pages written (bytes 0x0000..0x02FF)" in str(err.value)
+    assert "was written but does not read back right" in str(err.value)
+
+
+def test_failing_to_leave_after_a_verified_image_is_not_a_partial_image(tmp_path: Path) -> None:
+    code = make_hex(tmp_path / "fw.hex", size=700)
+    board = FakeOptiboot()
+    board.dead_ops = {stk.STK_LEAVE_PROGMODE}
+    with pytest.raises(FlashError, match="leaving programming mode") as err:
+        flash_image(board, load_image(tmp_path / "fw.hex"), attempts=2, command_timeout_s=0.05)
+    assert not err.value.partial
+    assert err.value.written == ((0, 6 * PAGE_SIZE),)
+    assert "after the whole image was written and verified (0x0000..0x02FF)" in str(err.value)
+    assert bytes(board.flash[: len(code)]) == code
 
 
 def test_wrong_chip_is_refused_before_writing(tmp_path: Path) -> None:
@@ -202,6 +248,22 @@ def test_image_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     ih.write_hex_file(str(tmp_path / "big.hex"))
     with pytest.raises(ImageError, match="does not fit: it ends at 0x7E02"):
         load_image(tmp_path / "big.hex")
+
+
+def test_image_with_data_beyond_the_chips_flash_is_refused(tmp_path: Path) -> None:
+    ih = IntelHex()
+    ih.frombytes(b"\x0c\x94\x34\x00" * 26, offset=0)
+    ih.frombytes(b"\x00\x00", offset=0x1F000)  # flash of a larger AVR, such as the ATmega2560
+    ih.write_hex_file(str(tmp_path / "m2560.hex"))
+    with pytest.raises(ImageError, match=r"not an ATmega328P application: it holds data at 0x1F001, beyond"):
+        load_image(tmp_path / "m2560.hex")
+    # EEPROM contents, which avr-objcopy places at 0x810000, are refused the same way.
+    ih = IntelHex()
+    ih.frombytes(b"\x0c\x94\x34\x00" * 26, offset=0)
+    ih.frombytes(b"\x42", offset=0x810000)
+    ih.write_hex_file(str(tmp_path / "eeprom.hex"))
+    with pytest.raises(ImageError, match=rf"beyond the chip's {FLASH_SIZE // 1024} KiB of flash"):
+        load_image(tmp_path / "eeprom.hex")
 
 
 def test_image_for_another_mcu_is_refused(tmp_path: Path) -> None:

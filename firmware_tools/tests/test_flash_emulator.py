@@ -97,13 +97,19 @@ def test_unplug_while_flashing_is_reported_and_a_reflash_recovers(firmware: Firm
     proc = subprocess.Popen(flash_command(blank_chip.port, firmware.hex), stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     mark = blank_chip.mark()
+    head = []
     for line in proc.stderr:
+        head.append(line)
         if line.startswith("write: ") and "(25%)" in line:
             blank_chip.unplug(300)
             break
     rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 1
-    assert "HALF-WRITTEN" in rest
+    assert proc.wait(timeout=60) == 1, "".join(head) + rest
+    assert "HALF-WRITTEN" in rest, "".join(head) + rest
+    # It names what was written, from the page after the vector page, and says the vector page is blank.
+    said = " ".join(rest.split())
+    assert "pages written (bytes 0x0080..0x" in said, said
+    assert "page 0x0000 (the reset vector) is blank" in said, said
     blank_chip.wait_for("ready", since=mark)
     # The half image never runs: its reset vector is blank, so no firmware answers HELLO.
     with pytest.raises(ControllerError, match="handshake timeout"):

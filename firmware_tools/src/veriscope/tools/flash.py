@@ -6,8 +6,9 @@ STK500v1: syncs, checks the chip's signature, erases page 0 first (so a half-wri
 can never start: its reset vector is blank and the bootloader keeps control), writes every
 other page, reads them all back, writes page 0 last and verifies it, and leaves programming
 mode. Failed commands are retried after a resync; a page that reads back wrong is written
-again. Any failure after the first write raises :class:`FlashError` with ``partial=True``:
-a half-written image is always reported, never silent.
+again. Any failure after the first page was sent raises :class:`FlashError` with
+``partial=True``, naming the address ranges written and the state of the reset vector: a
+half-written image is always reported, never silent.
 
 Veriscope images carry an identity block, found by its magic ``VSFWINFO``::
 
@@ -39,6 +40,8 @@ PAGE_SIZE = 128
 """Flash page of the ATmega328P, in bytes."""
 APP_LIMIT = 0x7E00
 """First byte of the bootloader; an application must end below it."""
+FLASH_SIZE = 0x8000
+"""Bytes of program flash on the ATmega328P; data at or above it is for another MCU or memory."""
 VECTOR_COUNT = 26
 """Interrupt vectors of the ATmega328P, 4 bytes each."""
 INFO_MAGIC = b"VSFWINFO"
@@ -48,11 +51,17 @@ Progress = Callable[[str, int, int], None]
 
 
 class FlashError(Exception):
-    """Flashing failed. ``partial`` tells whether the board may now hold a half-written image."""
+    """Flashing failed.
 
-    def __init__(self, message: str, *, partial: bool) -> None:
+    ``partial`` tells whether the board may now hold a half-written image. ``written`` lists
+    the flash ranges whose pages were written before the failure, as ``(first, end)`` byte
+    addresses with ``end`` exclusive, in address order; empty when nothing was written.
+    """
+
+    def __init__(self, message: str, *, partial: bool, written: tuple[tuple[int, int], ...] = ()) -> None:
         super().__init__(message)
         self.partial = partial
+        self.written = written
 
 
 class ImageError(FlashError):
@@ -110,9 +119,9 @@ class FlashReport:
 def load_image(path: Path) -> FirmwareImage:
     """Read an Intel HEX file as an ATmega328P application.
 
-    Raises :class:`ImageError` if the file cannot be parsed, does not fit below the
-    bootloader, or is not built for the ATmega328P (by its identity block or, without one,
-    its interrupt vector table).
+    Raises :class:`ImageError` if the file cannot be parsed, holds data outside the
+    ATmega328P's 32 KiB of flash, does not fit below the bootloader, or is not built for the
+    ATmega328P (by its identity block or, without one, its interrupt vector table).
     """
     try:
         ih = IntelHex(str(path))
@@ -122,7 +131,13 @@ def load_image(path: Path) -> FirmwareImage:
     if not addresses:
         raise ImageError(f"{path} holds no data")
     end = max(addresses) + 1
-    if min(addresses) < 0 or end > APP_LIMIT:
+    if end > FLASH_SIZE:
+        raise ImageError(
+            f"{path} is not an ATmega328P application: it holds data at 0x{max(addresses):X}, beyond the chip's "
+            f"{FLASH_SIZE // 1024} KiB of flash (0x0000..0x{FLASH_SIZE - 1:04X}); an image for a larger MCU, or "
+            "EEPROM or fuse data, cannot be flashed here"
+        )
+    if end > APP_LIMIT:
         raise ImageError(
             f"{path} does not fit: it ends at 0x{end:04X}, but the application must end below the bootloader at "
             f"0x{APP_LIMIT:04X} ({APP_LIMIT} bytes)"
@@ -141,6 +156,17 @@ def load_image(path: Path) -> FirmwareImage:
     for addr in sorted({a - a % PAGE_SIZE for a in addresses}):
         pages[addr] = bytes(ih.tobinarray(start=addr, size=PAGE_SIZE))
     return FirmwareImage(pages, end, info)
+
+
+def page_ranges(pages: set[int]) -> tuple[tuple[int, int], ...]:
+    """Page addresses merged into ``(first, end)`` byte ranges (``end`` exclusive), in address order."""
+    ranges: list[tuple[int, int]] = []
+    for addr in sorted(pages):
+        if ranges and ranges[-1][1] == addr:
+            ranges[-1] = (ranges[-1][0], addr + PAGE_SIZE)
+        else:
+            ranges.append((addr, addr + PAGE_SIZE))
+    return tuple(ranges)
 
 
 def _find_info(data: bytes) -> FirmwareInfo | None:
@@ -199,13 +225,18 @@ def flash_image(
     """Write ``image`` through the bootloader on ``port`` and verify it; see the module docstring.
 
     Each command waits ``command_timeout_s`` for its answer and is tried ``attempts`` times;
-    the first sync keeps trying for ``sync_timeout_s``. Raises :class:`FlashError`
-    (``partial`` tells whether anything was written).
+    the first sync keeps trying for ``sync_timeout_s``. Raises :class:`FlashError`:
+    ``partial`` tells whether the board may now hold a half-written image, ``written``
+    which address ranges were written, and the message says both and the state of the
+    reset vector.
     """
     client = Stk500Client(port, timeout_s=command_timeout_s)
     start = time.monotonic()
     retries = 0
-    written_any = False
+    touched = False  # a PROG_PAGE was sent: Optiboot may have erased or written a page from here on
+    written: set[int] = set()  # pages whose new data the bootloader acknowledged
+    vector = "untouched"  # page 0: untouched, blanking, blank, writing, written
+    complete = False  # every page written and verified
     total = image.byte_count
     done = {"write": 0, "verify": 0}
 
@@ -216,14 +247,31 @@ def flash_image(
 
     def fail(what: str, exc: Exception | None = None) -> FlashError:
         detail = f": {exc}" if exc else ""
-        if written_any:
+        if not touched:
+            return FlashError(f"flashing failed while {what}{detail}; nothing was written", partial=False)
+        ranges = page_ranges(written)
+        where = ", ".join(f"0x{first:04X}..0x{end - 1:04X}" for first, end in ranges)
+        if complete:
             return FlashError(
-                f"flashing stopped while {what}{detail}. The board now holds a HALF-WRITTEN image, "
-                f"{done['write'] // PAGE_SIZE} of {len(image.pages)} pages written; its reset vector is blank, so the "
-                "bootloader keeps control. Run flash-controller again.",
-                partial=True,
+                f"flashing stopped while {what}{detail}, after the whole image was written and verified "
+                f"({where}); reset the board (unplug it or open its port again) to start the new firmware",
+                partial=False,
+                written=ranges,
             )
-        return FlashError(f"flashing failed while {what}{detail}; nothing was written", partial=False)
+        state = {
+            "untouched": "the image has no page 0x0000, so the old reset vector may start a mix of old and new code",
+            "blanking": "page 0x0000 (the reset vector) was being blanked, so the previous firmware may no longer start",
+            "blank": "page 0x0000 (the reset vector) is blank, so the bootloader keeps control",
+            "writing": "page 0x0000 (the reset vector) was being written and may be blank or wrong",
+            "written": "page 0x0000 (the reset vector) was written but does not read back right",
+        }[vector]
+        return FlashError(
+            f"flashing stopped while {what}{detail}. The board now holds a HALF-WRITTEN image: "
+            f"{len(written)} of {len(image.pages)} pages written{f' (bytes {where})' if ranges else ''}; {state}. "
+            "Run flash-controller again.",
+            partial=True,
+            written=ranges,
+        )
 
     def resync() -> None:
         for _ in range(attempts * 3):
@@ -298,27 +346,34 @@ def flash_image(
     write_seconds = 0.0
 
     def timed_write(addr: int, data: bytes, what: str) -> None:
-        nonlocal write_seconds, written_any
+        nonlocal write_seconds, touched
         t0 = time.monotonic()
+        touched = True
         run(what, partial(write_page, addr, data))
-        written_any = True
         write_seconds += time.monotonic() - t0
 
     if vector_page:
         # Blank the reset vector before anything else, so that no half image ever runs.
+        vector = "blanking"
         timed_write(0, b"\xff" * PAGE_SIZE, "erasing page 0x0000")
+        vector = "blank"
     for addr in body:
         timed_write(addr, image.pages[addr], f"writing page 0x{addr:04X}")
+        written.add(addr)
         tick("write")
     for addr in body:
         write_and_verify(addr, image.pages[addr])
         tick("verify")
     if vector_page:
         # Only now that the rest reads back right does the image become startable.
+        vector = "writing"
         timed_write(0, image.pages[0], "writing page 0x0000")
+        vector = "written"
+        written.add(0)
         tick("write")
         write_and_verify(0, image.pages[0])
         tick("verify")
+    complete = True
     run("leaving programming mode", client.leave_programming)
     return FlashReport(
         bytes_written=image.byte_count,

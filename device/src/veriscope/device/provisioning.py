@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import threading
 import tomllib
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from veriscope.device.auth.pairing import PairingCodeStore
 from veriscope.device.certificates import SIGNER_CERTIFICATE_FILE, SigningKey
 from veriscope.device.config import Config, dump_toml
 from veriscope.device.errors import FailedPrecondition, IdentityError, InvalidArgument, VeriscopeError
+from veriscope.device.fsutil import write_atomic
 from veriscope.device.identity import (
     FLEET_CA_FILE,
     KEY_DIR,
@@ -404,17 +404,7 @@ def _check_signer(certificate: x509.Certificate, signing: SigningKey, device_id:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically, mode 0600."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(path, data, mode=0o600)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise IdentityError(f"cannot write {path}: {exc.strerror}") from None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -44,6 +43,7 @@ from veriscope.device.auth.ratelimit import RateLimiter
 from veriscope.device.auth.roles import FIRST_BOOT_METHODS, OPEN_SERVICES, service_of
 from veriscope.device.auth.tokens import AUTH_DIR, format_time, utc_now
 from veriscope.device.errors import Unauthenticated, VeriscopeError
+from veriscope.device.fsutil import write_atomic
 
 PAIRING_CODE_FILE = "pairing-code"
 """The pairing code's hash, in ``DATA_DIR/auth``."""
@@ -184,19 +184,10 @@ class PairingCodeStore:
         return entry
 
     def _write(self, entry: dict[str, Any]) -> None:
-        tmp = self._dir / f".{PAIRING_CODE_FILE}.{os.getpid()}.tmp"
         try:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with open(fd, "w", encoding="utf-8") as file:
-                os.fchmod(file.fileno(), 0o600)
-                file.write(json.dumps(entry, indent=2) + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, self._path)
+            write_atomic(self._path, (json.dumps(entry, indent=2) + "\n").encode("utf-8"), mode=0o600)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise PairingCodeError(f"cannot write {self._path}: {exc.strerror}") from None
 
 

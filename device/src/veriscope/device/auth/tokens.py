@@ -41,6 +41,7 @@ from typing import Any
 
 from veriscope.device.auth.roles import Role
 from veriscope.device.errors import InvalidArgument, NotFound, Unauthenticated, VeriscopeError
+from veriscope.device.fsutil import write_atomic
 
 AUTH_DIR = "auth"
 """Directory under the data directory that holds the token file."""
@@ -412,23 +413,9 @@ class TokenStore:
     def _write(self, records: dict[str, TokenRecord]) -> None:
         data = {"version": FILE_VERSION, "tokens": [r._to_file() for r in records.values()]}
         text = json.dumps(data, indent=2) + "\n"
-        tmp = self._dir / f".{TOKENS_FILE}.{os.getpid()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with open(fd, "w", encoding="utf-8") as file:
-                os.fchmod(file.fileno(), 0o600)
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, self._path)
-            dir_fd = os.open(self._dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_atomic(self._path, text.encode("utf-8"), mode=0o600)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise TokenStoreError(f"cannot write {self._path}: {exc.strerror}") from None
 
 

@@ -32,15 +32,12 @@ summary with the SHA-256 of the maps), and validates both on load.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Sequence
@@ -53,6 +50,7 @@ import numpy as np
 from PIL import Image
 
 from veriscope.device.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from veriscope.device.fsutil import write_atomic
 from veriscope.device.pipeline import tone
 from veriscope.device.pipeline.exposure import ExposureParams, ExposureResult
 from veriscope.device.types import Lighting, RGBImage
@@ -413,8 +411,8 @@ class CalibrationStore:
         summary["maps_sha256"] = hashlib.sha256(maps).hexdigest()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.maps_path, maps)
-            _write_atomic(self.summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+            write_atomic(self.maps_path, maps)
+            write_atomic(self.summary_path, (json.dumps(summary, indent=2) + "\n").encode())
         except OSError as exc:
             raise ResourceExhausted(
                 f"cannot store the calibration in {self.directory}: {exc.strerror or exc}"
@@ -604,20 +602,6 @@ def _number(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise TypeError(f"{key} must be a finite number, got {value!r}")
     return float(value)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # --- Array helpers -------------------------------------------------------------------------------------------------

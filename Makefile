@@ -5,7 +5,7 @@
 #   make install  only set up .venv (from requirements.lock; no TensorFlow)
 #   make install-train  add TensorFlow and the plotting library (requirements-train.lock), for training and its tests
 #   make protos   regenerate the Python bindings of protos/veriscope/v1
-#   make lock     re-resolve requirements.lock from requirements.in
+#   make lock     re-resolve requirements.lock from requirements.in (and requirements-pi.lock from requirements-pi.in)
 #   make train    train the demo model bundle on TRAIN_DATA, simulating specimens there first if it has none
 #                 (installs TensorFlow into .venv); make train TRAIN_DATA=DIR trains on a `veriscope export`
 #   make firmware build the controller firmware and its emulator into build/firmware/
@@ -47,8 +47,10 @@ demo: install
 protos: install
 	$(PY) protos/generate.py protos/python/src
 
+# requirements-pi.lock is the Raspberry Pi OS runtime (numpy < 2, tflite-runtime) that tests/test_tflite_runtime_fallback.py runs.
 lock:
 	$(PYTHON) -m pip install --quiet uv && $(PYTHON) -m uv pip compile requirements.in --universal --python-version 3.11 --generate-hashes -o requirements.lock
+	$(PYTHON) -m uv pip compile requirements-pi.in --python-version 3.11 --python-platform linux --generate-hashes -o requirements-pi.lock
 
 $(BUF): protos/package.json protos/package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm is needed for buf lint; on Debian run: apt-get install nodejs npm" >&2; exit 1; }

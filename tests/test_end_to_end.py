@@ -128,6 +128,7 @@ def test_sync_client_scan(sim_daemon: DaemonProcess) -> None:
         result = client.scan(ITEM)
     assert genuine.verdict is Verdict.AUTHENTIC, genuine
     assert genuine.reason is None
+    assert genuine.certificate is not None and genuine.certificate.scan_id == genuine.scan_id
     assert [r.region for r in genuine.regions] == ["canvas", "interior"]
     assert result.verdict is Verdict.UNVERIFIED
     assert [r.region for r in result.regions] == REGIONS

@@ -37,3 +37,18 @@ def test_every_service_has_its_own_file() -> None:
     from veriscope.v1 import scan_service_pb2
 
     assert scan_service_pb2.DESCRIPTOR.package == "veriscope.v1"
+
+
+def test_every_list_method_pages() -> None:
+    import importlib
+
+    lists = []
+    for path in sorted(COMMITTED.glob("*_service_pb2.py")):
+        module = importlib.import_module(f"veriscope.v1.{path.stem}")
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                if method.name.startswith("List"):
+                    lists.append(method.full_name)
+                    assert {"page_size", "page_token"} <= set(method.input_type.fields_by_name), method.full_name
+                    assert "next_page_token" in method.output_type.fields_by_name, method.full_name
+    assert {"veriscope.v1.ScanService.ListScans", "veriscope.v1.ModelService.ListModels"} <= set(lists)

@@ -212,6 +212,8 @@ class FakeUnit:
     signing_public_key: str = ""
     certificate_document: bytes = b""
     """What GetScanCertificate serves for a completed scan; empty serves a placeholder naming the scan."""
+    issues_certificates: bool = True
+    """False makes GetScanCertificate answer FAILED_PRECONDITION, as a unit that issued no certificate does."""
 
     def count(self, method: str) -> int:
         return self.calls.count(method)
@@ -626,6 +628,8 @@ class FakeScanService(scan_service_pb2_grpc.ScanServiceServicer):
         scan = _scan_or_abort(self.unit, parent, context)
         if scan.state != scan_service_pb2.SCAN_STATE_COMPLETED:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{scan.name} is not COMPLETED")
+        if not self.unit.issues_certificates:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{scan.name} was completed without a certificate")
         document = self.unit.certificate_document or f"certificate of {scan.name}\n".encode()
         certificate = scan_service_pb2.ScanCertificate(
             name=request.name, document=document, signing_key_sha256="cd" * 32

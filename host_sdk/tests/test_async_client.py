@@ -149,6 +149,17 @@ async def test_scan_captures_every_region_and_returns_the_verdict(client: AsyncC
     assert "Front panel, centre" in events[1].message
 
 
+async def test_scan_returns_the_units_certificate(client: AsyncClient, unit: FakeUnit) -> None:
+    unit.certificate_document = b'{"verdict": "AUTHENTIC"}\n'
+    result = await client.scan(ITEM_TYPE)
+    assert result.certificate is not None and result.certificate.scan_id == result.scan_id
+    assert result.certificate.document == unit.certificate_document
+    assert unit.count("GetScanCertificate") == 1
+    unit.issues_certificates = False
+    without = await client.scan(ITEM_TYPE)
+    assert without.verdict is Verdict.AUTHENTIC and without.certificate is None
+
+
 async def test_scan_retakes_a_region_that_fails_the_quality_gate(client: AsyncClient, unit: FakeUnit) -> None:
     unit.capture_quality.extend([blurry_report(), ok_report()])
     events: list[ScanEvent] = []

@@ -146,6 +146,17 @@ def test_scan_captures_every_region_and_returns_the_verdict(client: Client, unit
     assert "Front panel, centre" in events[1].message
 
 
+def test_scan_returns_the_units_certificate(client: Client, unit: FakeUnit) -> None:
+    unit.certificate_document = b'{"verdict": "AUTHENTIC"}\n'
+    result = client.scan(ITEM_TYPE)
+    assert result.certificate is not None and result.certificate.scan_id == result.scan_id
+    assert result.certificate.document == unit.certificate_document
+    assert unit.count("GetScanCertificate") == 1
+    unit.issues_certificates = False
+    without = client.scan(ITEM_TYPE)
+    assert without.verdict is Verdict.AUTHENTIC and without.certificate is None
+
+
 def test_scan_retakes_a_region_that_fails_the_quality_gate(client: Client, unit: FakeUnit) -> None:
     unit.capture_quality.extend([blurry_report(), ok_report()])
     events: list[ScanEvent] = []

@@ -91,3 +91,18 @@ def test_enums_agree_with_the_wire(sdk_enum: type[enum.Enum], wire: object, pref
     for member in sdk_enum:
         if member.name not in sdk_only and member.name != "UNSPECIFIED":
             assert _convert.enum_from_pb(sdk_enum, _convert.enum_to_pb(member)) is member
+
+
+def test_the_sdk_and_cli_need_no_numpy_tflite_or_daemon() -> None:
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    heavy = ("numpy", "PIL", "tflite_runtime", "ai_edge_litert", "tensorflow", "veriscope.device")
+    probe = f"import sys, veriscope.sdk, veriscope.sdk._cli; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    dependencies = " ".join(tomllib.loads(pyproject.read_text())["project"]["dependencies"]).lower()
+    assert not any(name in dependencies for name in ("numpy", "pillow", "tflite", "litert", "tensorflow"))

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,17 +39,26 @@ class DaemonProcess:
         return self.process.wait(timeout=timeout_s)
 
 
-def spawn_daemon(data_dir: Path, *extra: str, simulate: bool = True, timeout_s: float = 60.0) -> DaemonProcess:
+def spawn_daemon(
+    data_dir: Path,
+    *extra: str,
+    simulate: bool = True,
+    timeout_s: float = 60.0,
+    command: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> DaemonProcess:
     """Start a daemon on a free loopback port and wait until it prints its address.
 
-    ``extra`` arguments are appended to ``veriscope-device serve``. ``VERISCOPE_*``
-    variables of this process are not passed on, so the child runs on its
-    defaults and flags alone. Raises RuntimeError with the daemon's output when
-    it exits or stays silent for ``timeout_s`` seconds.
+    ``extra`` arguments are appended to ``veriscope-device serve``. ``command`` is
+    what runs ``veriscope-device`` (default: the script beside this interpreter),
+    for a daemon in another environment. ``VERISCOPE_*`` variables of this process
+    are not passed on, so the child runs on its defaults and flags alone; ``env``
+    adds variables. Raises RuntimeError with the daemon's output when it exits or
+    stays silent for ``timeout_s`` seconds.
     """
-    exe = Path(sys.executable).with_name("veriscope-device")
+    program = list(command) if command is not None else [str(Path(sys.executable).with_name("veriscope-device"))]
     cmd = [
-        str(exe),
+        *program,
         "serve",
         *(["--simulate"] if simulate else []),
         "--listen",
@@ -57,8 +67,8 @@ def spawn_daemon(data_dir: Path, *extra: str, simulate: bool = True, timeout_s: 
         str(data_dir),
         *extra,
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VERISCOPE_")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("VERISCOPE_")} | dict(env or {})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env)
     lines: queue.Queue[str | None] = queue.Queue()
     output: list[str] = []
 

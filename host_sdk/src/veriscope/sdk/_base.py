@@ -17,7 +17,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -27,7 +27,7 @@ import grpc
 from veriscope.sdk import _convert as convert
 from veriscope.sdk import _export as export
 from veriscope.sdk import _rpcs as rpcs
-from veriscope.sdk._exceptions import ProtocolError, VeriscopeError
+from veriscope.sdk._exceptions import FailedPreconditionError, ProtocolError, UnimplementedError, VeriscopeError
 from veriscope.sdk._models import (
     AutofocusResult,
     Calibration,
@@ -763,7 +763,7 @@ class BaseClient:
             yield from call(rpcs.CANCEL_SCAN, request, rpcs.CLEANUP_TIMEOUT_S)
 
     def _complete(self, scan: Scan, on_event: EventCallback | None, timeout_s: float | None) -> Flow[ScanResult]:
-        """Sub-flow: run inference on a scan and return its verdict."""
+        """Sub-flow: run inference on a scan and return its verdict with the unit's certificate of it."""
         yield from emit(on_event, ScanEvent(type=ScanEventType.ANALYZING, scan=scan, message="analyzing"))
         request = scan_service_pb2.CompleteScanRequest(name=convert.scan_name(scan.scan_id))
         response = yield from call(rpcs.COMPLETE_SCAN, request, self._deadline(rpcs.COMPLETE_SCAN, timeout_s))
@@ -771,6 +771,11 @@ class BaseClient:
         if completed.result is None:
             raise ProtocolError(f"CompleteScan returned scan {scan.scan_id!r} without a verdict")
         result = completed.result
+        # A unit that issues no certificates answers FAILED_PRECONDITION (an older one UNIMPLEMENTED): the verdict
+        # stands without one.
+        with contextlib.suppress(FailedPreconditionError, UnimplementedError):
+            certificate = yield from self._get_scan_certificate_flow(scan.scan_id, timeout_s)
+            result = replace(result, certificate=certificate)
         yield from emit(on_event, ScanEvent(type=ScanEventType.FINISHED, scan=completed, message=result.summary))
         return result
 

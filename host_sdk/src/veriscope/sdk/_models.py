@@ -166,6 +166,8 @@ class Component(enum.StrEnum):
     DEVICE_SOFTWARE = "DEVICE_SOFTWARE"
     MODEL = "MODEL"
     CONTROLLER_FIRMWARE = "CONTROLLER_FIRMWARE"
+    COMBINED = "COMBINED"
+    """A combined update of several parts, installed as one."""
 
 
 class SlotState(enum.StrEnum):
@@ -749,6 +751,9 @@ class ScanResult:
         model: The model that decided.
         regions: Per-region results, in guided order, each with per-image results and quality reports.
         complete_time: When the verdict was reached, or None if the device did not say.
+        certificate: The unit's signed certificate of the scan, from ``scan()`` and ``analyze()`` when the unit
+            issued one; None otherwise, and in the results of ``get_scan()`` and ``list_scans()``, which do not
+            fetch it (``get_scan_certificate()`` does).
     """
 
     scan_id: str
@@ -762,6 +767,7 @@ class ScanResult:
     model: ModelRef
     regions: tuple[RegionResult, ...]
     complete_time: datetime | None
+    certificate: ScanCertificate | None = None
 
     @property
     def authentic(self) -> bool:

@@ -298,18 +298,7 @@ def render_doc(r: dict[str, Any]) -> str:
             f"{_fmt(se['write_line_rate_ratio'])} write phase alone. One controller command (PING) round trip: "
             f"p50 {_fmt(se['command_rtt_p50_ms'])} ms, p95 {_fmt(se['command_rtt_p95_ms'])} ms.",
         ]
-    lines += ["", "## Runtimes (same model, one tile batch)", "", "| runtime | result |", "|---|---|"]
-    for name, rt in d["runtimes"].items():
-        if not isinstance(rt, dict):
-            continue
-        if rt.get("measured") is False:
-            lines.append(f"| {name} | not measured: {rt['reason']} |")
-        else:
-            cells = ", ".join(
-                f"{threads.split('_')[0]} thread(s): p50 {_fmt(v['p50_ms'])} ms, p95 {_fmt(v['p95_ms'])} ms"
-                for threads, v in rt.items()
-            )
-            lines.append(f"| {name} | {cells} |")
+    lines += _runtimes_section(d["runtimes"], inf)
     lines += ["", "## Where targets are missed", ""]
     missed = [key for key, ok in met.items() if ok is False]
     if not missed:
@@ -320,6 +309,63 @@ def render_doc(r: dict[str, Any]) -> str:
         lines += ["", "Not measured in this run:", ""]
         lines += [f"- {name}: {why}" for name, why in r["unmeasured"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _runtimes_section(runtimes: dict[str, Any], inf: dict[str, Any]) -> list[str]:
+    """The runtimes table: each runtime's timings per thread count and its agreement with ai-edge-litert."""
+    lines = ["", "## Runtimes (same model, one tile batch)", ""]
+    if "error" in runtimes:
+        return [*lines, f"Not measured: {runtimes['error']}"]
+    reference = runtimes.get("ai-edge-litert") or {}
+    threads = [key for key in reference if key.endswith("_threads")]
+    head = ["runtime", "version"] + [f"{t.split('_')[0]} thread(s) p50 / p95 ms" for t in threads]
+    lines += [
+        "| " + " | ".join([*head, "p50 / ai-edge-litert p50", "largest output difference from ai-edge-litert"]) + " |",
+        "|" + "---|" * (len(head) + 2),
+    ]
+    for name, rt in runtimes.items():
+        if not isinstance(rt, dict):
+            continue
+        if rt.get("measured") is False:
+            reason = " ".join(str(rt["reason"]).split()).replace("|", "\\|")
+            reason = reason if len(reason) <= 400 else reason[:400] + "... (full reason in bench/results.json)"
+            lines.append(f"| {name} | not measured: {reason} |" + " |" * (len(threads) + 2))
+            continue
+        cells = [name, str(rt.get("version", "-"))]
+        cells += [f"{_fmt(rt[t]['p50_ms'])} / {_fmt(rt[t]['p95_ms'])}" if t in rt else "-" for t in threads]
+        ratios = rt.get("p50_ratio_vs_litert") or {}
+        cells.append(
+            ", ".join(f"{_fmt(ratios[t])} ({t.split('_')[0]})" for t in threads if t in ratios) or "1 (itself)"
+        )
+        diffs = rt.get("max_abs_diff_vs_litert")
+        if diffs is None:
+            cells.append("-")
+        else:
+            cells.append(
+                "; ".join(
+                    f"{output} {_fmt(v['dequantised'], 3)} ({v['steps']:g} step{'' if v['steps'] == 1 else 's'})"
+                    if isinstance(v, dict)
+                    else f"{output}: {v}"
+                    for output, v in diffs.items()
+                )
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    converters = [
+        f"{name} runs the model converted by {rt['converter']}"
+        for name, rt in runtimes.items()
+        if isinstance(rt, dict) and "converter" in rt
+    ]
+    lines += [
+        "",
+        f"One invoke of the bundled int8 model on a batch of {_fmt(inf.get('tiles_per_invoke'))} random tiles, the "
+        "same batch for every runtime, each in its own venv: ai-edge-litert in `.venv`; tflite-runtime in the "
+        "Raspberry Pi OS venv of `requirements-pi.lock` (numpy < 2); onnxruntime beside tf2onnx and TensorFlow in a "
+        "venv of pinned versions under `build/`. The ratio is p50 over ai-edge-litert's p50 at the same thread "
+        "count in the same run. Output differences are in the outputs' own units (logits, embedding), with the "
+        "number of int8 quantisation steps they make; the runtimes' int8 kernels round differently."
+        + (" " + "; ".join(converters) + "." if converters else ""),
+    ]
+    return lines
 
 
 def _cause(key: str, r: dict[str, Any]) -> str:

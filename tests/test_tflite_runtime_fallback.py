@@ -2,7 +2,8 @@
 
 A separate venv is built from ``requirements-pi.lock`` (numpy 1.26, tflite-runtime
 2.14.0 and the daemon's other dependencies, hash-checked) and cached under
-``build/`` keyed by the lock's digest, so only the first run downloads. The
+``build/`` keyed by the lock's digest (tests/cached_venvs.py, which the runtimes
+benchmark shares), so only the first run downloads. The
 project's packages run in it from their sources. In that venv the runtime chooser
 must pick tflite-runtime, every module of the daemon must import, the bundled
 model must score images as ai-edge-litert does in this venv, and a simulated
@@ -11,20 +12,16 @@ daemon running there must scan a genuine item to AUTHENTIC.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import platform
 import re
-import shutil
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cached_venvs import PI_LOCK, ROOT, VenvBuildError, VenvUnavailable, lock_pins, normal_name, pi_env, pi_venv
 from PIL import Image
 
 from veriscope.device.inference import load_bundle
@@ -33,28 +30,10 @@ from veriscope.device.pipeline.inference import Analyzer
 from veriscope.device.specimen import generate_dataset
 from veriscope.sdk import Client, Verdict
 
-ROOT = Path(__file__).resolve().parents[1]
 PI_IN = ROOT / "requirements-pi.in"
-PI_LOCK = ROOT / "requirements-pi.lock"
 MAIN_LOCK = ROOT / "requirements.lock"
 BUNDLE_DIR = ROOT / "models" / "bundles" / "veriscope-demo"
-SOURCES = [ROOT / p for p in ("protos/python/src", "device/src", "firmware_tools/src", "host_sdk/src")]
 PROJECT_PYPROJECTS = [ROOT / p / "pyproject.toml" for p in ("protos/python", "device", "firmware_tools", "host_sdk")]
-# tflite-runtime 2.14.0 publishes wheels for CPython 3.9 to 3.11 on these machines (bookworm has 3.11).
-PI_PYTHONS = ((3, 11), (3, 10), (3, 9))
-PI_MACHINES = ("x86_64", "aarch64")
-# Signs in pip's output that the package index could not be reached, as opposed to a broken lock.
-NETWORK_FAILURES = (
-    "NewConnectionError",
-    "Max retries exceeded",
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "Network is unreachable",
-    "ConnectTimeoutError",
-    "ReadTimeoutError",
-    "Could not fetch URL",
-    "Connection refused",
-)
 # The int8 kernels of the two runtimes differ in rounding, so outputs may differ by a quantisation step: on 36
 # simulated images the largest differences were 0.010 (image score), 0.13 (logit) and 0.065 (one tile's score).
 SCORE_TOLERANCE = 0.03
@@ -103,99 +82,34 @@ print(json.dumps({"runtime": _runtime.runtime_name(), "results": results}))
 """
 
 
-def _pins(lock: Path) -> dict[str, set[str]]:
-    """Package name -> pinned versions (several when markers split them) of a ``uv pip compile`` lock."""
-    pins: dict[str, set[str]] = {}
-    for match in re.finditer(r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)", lock.read_text(), re.MULTILINE):
-        pins.setdefault(_normal(match[1]), set()).add(match[2])
-    return pins
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _python_version(exe: str) -> tuple[int, int] | None:
-    try:
-        done = subprocess.run(
-            [exe, "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True, text=True, timeout=30
-        )
-    except OSError:
-        return None
-    if done.returncode != 0:
-        return None
-    major, minor = done.stdout.split()
-    return int(major), int(minor)
-
-
-def _pi_interpreter() -> tuple[str, tuple[int, int]]:
-    """A Python that tflite-runtime 2.14.0 has wheels for: this one, else python3.11/3.10/3.9 on PATH."""
-    if platform.machine() not in PI_MACHINES:
-        pytest.skip(f"tflite-runtime 2.14.0 has no wheels for {platform.machine()} (only {', '.join(PI_MACHINES)})")
-    if sys.version_info[:2] in PI_PYTHONS:
-        return sys.executable, (sys.version_info[0], sys.version_info[1])
-    for major, minor in PI_PYTHONS:
-        exe = shutil.which(f"python{major}.{minor}")
-        if exe is not None and _python_version(exe) == (major, minor):
-            return exe, (major, minor)
-    pytest.skip(
-        "tflite-runtime 2.14.0 has wheels only for CPython 3.9-3.11 (Raspberry Pi OS bookworm has 3.11); "
-        f"this is {platform.python_version()} and no python3.11/3.10/3.9 is on PATH"
-    )
-
-
 @pytest.fixture(scope="module")
 def pi_python() -> Path:
     """The interpreter of the cached Pi venv, built from requirements-pi.lock on first use."""
-    base, version = _pi_interpreter()
-    key = hashlib.sha256(PI_LOCK.read_bytes() + f"{version}".encode()).hexdigest()[:16]
-    venv = ROOT / "build" / f"pi-venv-{key}"
-    python = venv / "bin" / "python"
-    done_marker = venv / ".installed"
-    if done_marker.is_file():
-        return python
-    shutil.rmtree(venv, ignore_errors=True)  # a half-built venv from an interrupted run
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    made = subprocess.run([base, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, f"could not create {venv}:\n{made.stdout}{made.stderr}"
-    install = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--quiet"]
-    install += ["--require-hashes", "--only-binary=:all:", "-r", str(PI_LOCK)]
-    done = subprocess.run(install, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        output = done.stdout + done.stderr
-        shutil.rmtree(venv, ignore_errors=True)
-        if any(sign in output for sign in NETWORK_FAILURES):
-            pytest.skip(f"pip could not reach the package index to install {PI_LOCK.name}:\n{output[-2000:]}")
-        pytest.fail(f"pip install -r {PI_LOCK.name} failed:\n{output[-4000:]}")
-    done_marker.touch()
-    return python
-
-
-def _pi_env() -> dict[str, str]:
-    """The environment for the Pi venv: the project's packages from source, no user site, no VERISCOPE_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VERISCOPE_")}
-    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in SOURCES)
-    env["PYTHONNOUSERSITE"] = "1"
-    return env
+    try:
+        return pi_venv()
+    except VenvUnavailable as exc:
+        pytest.skip(str(exc))
+    except VenvBuildError as exc:
+        pytest.fail(str(exc))
 
 
 def _run_pi(python: Path, script: str, *args: str) -> dict:
     done = subprocess.run(
-        [str(python), "-c", script, *args], capture_output=True, text=True, timeout=600, env=_pi_env(), cwd=ROOT
+        [str(python), "-c", script, *args], capture_output=True, text=True, timeout=600, env=pi_env(), cwd=ROOT
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_pi_lock_covers_the_daemon_and_matches_the_main_lock() -> None:
-    pi, main = _pins(PI_LOCK), _pins(MAIN_LOCK)
+    pi, main = lock_pins(PI_LOCK), lock_pins(MAIN_LOCK)
     assert pi["numpy"] and all(v.startswith("1.") for v in pi["numpy"]), pi["numpy"]
     assert pi["tflite-runtime"] == {"2.14.0"}
     assert "ai-edge-litert" not in pi
     needed = set()
     for path in PROJECT_PYPROJECTS:
         for requirement in tomllib.loads(path.read_text())["project"]["dependencies"]:
-            needed.add(_normal(re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]))
+            needed.add(normal_name(re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]))
     needed = {n for n in needed if not n.startswith("veriscope-") and n != "ai-edge-litert"}
     assert needed <= set(pi), f"{PI_LOCK.name} lacks {sorted(needed - set(pi))}: add them to {PI_IN.name}"
     drifted = {n: (pi[n], main[n]) for n in set(pi) & set(main) if n != "numpy" and pi[n] != main[n]}
@@ -244,7 +158,7 @@ def test_tflite_runtime_scores_match_ai_edge_litert(pi_python: Path, specimen_im
 def pi_daemon(pi_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     """``veriscope-device serve --simulate`` running in the Pi venv."""
     command = [str(pi_python), "-c", "import sys; from veriscope.device.cli import main; sys.exit(main())"]
-    unit = spawn_daemon(tmp_path_factory.mktemp("pi-unit") / "data", command=command, env=_pi_env())
+    unit = spawn_daemon(tmp_path_factory.mktemp("pi-unit") / "data", command=command, env=pi_env())
     yield unit
     code = unit.stop()
     assert code == 0, "daemon did not exit 0 on SIGTERM:\n" + "".join(unit.output)

@@ -290,3 +290,51 @@ def test_firmware_that_never_answers_is_rolled_back_to_the_previous_image(
     # The restored image is kept as the last good one, so the next update need not read it back.
     restored = load_image(root / "data" / "firmware" / "current.hex")
     assert restored.info is not None and restored.info.version == (1, 1, 0)
+
+
+@pytest.mark.slow
+async def test_revert_flashes_the_previous_firmware_back_and_the_board_answers_with_it_again(
+    firmware: FirmwarePaths, keys: Path, newer_hex: Path, tmp_path: Path
+) -> None:
+    meta = {"firmware_version": "1.1.0", "protocol_version": 1, "board": "atmega328p"}
+    source = firmware_source(tmp_path / "src", newer_hex, meta)
+    bundle = tmp_path / "fw-1.1.0.vsb"
+    assert build_bundle(keys, source, bundle, "1.1.0").returncode == 0
+    # A board of its own, so that this test depends on no other test's flashes.
+    with AvrSim(flash=firmware.hex, focus_start_steps=0) as sim:
+        with SerialController(str(sim.port), handshake_timeout_s=15.0) as board:
+            assert board.info.firmware_version == "1.0.0"
+            updater = FirmwareUpdater(
+                tmp_path / "firmware",
+                board,
+                None,
+                trust=bundles.load_trust_key(keys / "update.pub"),
+                accepted_hardware=("veriscope-pi",),
+                handshake_timeout_s=15.0,
+            )
+            await updater.install(updater.verify(bundle, allow_downgrade=False, is_admin=False))
+            await updater.wait()
+            installed = updater.result()
+            assert installed is not None and (installed.version, installed.outcome) == ("1.1.0", "committed")
+            assert board.info.firmware_version == "1.1.0"
+
+            undone = await updater.revert("checking the revert")
+            assert (undone.version, undone.outcome) == ("1.1.0", "rolled_back"), undone.message
+            assert "the previous firmware 1.0.0 runs again" in undone.message
+            assert updater.result() == undone
+            # The driver reconnected to the old image and talks to it.
+            assert board.info.firmware_version == "1.0.0"
+            board.set_leds({Lighting.UV: 30})
+            assert board.leds()[Lighting.UV] == 30
+            assert [(s.label, s.version) for s in updater.slots()] == [("board", "1.0.0"), ("previous", "1.1.0")]
+            state = updater.read_state()
+            assert state.current is not None and state.current.version == "1.0.0"
+            assert state.previous is not None and state.previous.version == "1.1.0"
+        # A driver opened afresh (which resets the chip, as a restarted daemon's does) hears 1.0.0 again.
+        with SerialController(str(sim.port), handshake_timeout_s=15.0, keepalive_s=None) as again:
+            assert again.info.firmware_version == "1.0.0"
+    # What the unit keeps as the running image is the original one, byte for byte.
+    kept = load_image(tmp_path / "firmware" / "current.hex")
+    original = load_image(firmware.hex)
+    assert kept.info is not None and kept.info.version == (1, 0, 0)
+    assert all(kept.pages[addr] == page for addr, page in original.pages.items())

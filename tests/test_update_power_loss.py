@@ -20,6 +20,11 @@ The runs are forked from a server process that has imported everything once (``p
 so each costs tenths of a second. :func:`test_the_daemon_killed_mid_update_restarts_consistent` does the
 same through the real daemon and gRPC, for a sample of steps. ``VERISCOPE_POWER_LOSS_FULL=1`` makes the
 uploads use small chunks (many more write steps) and runs the daemon at every step.
+
+:func:`test_every_step_of_a_combined_update_killed_restarts_with_every_part_old_or_every_part_new` does the
+same for a combined bundle of controller firmware, the model and device software, through the real updaters
+(the board is a file that a flash replaces whole, the software slot's venv a stand-in), including the restart
+into the new software and its trial; each restart must find every part old or every part new.
 """
 
 from __future__ import annotations
@@ -48,7 +53,11 @@ import pytest
 from veriscope.device.errors import FailedPrecondition
 from veriscope.device.scans.manager import ActiveModel, ScanManager
 from veriscope.device.updates import ModelUpdater, UploadStore
+from veriscope.device.updates.combined import CombinedUpdater
+from veriscope.device.updates.firmware import FirmwareUpdater, PreparedFirmware
 from veriscope.device.updates.slots import LABELS, Pointer, SlotStore
+from veriscope.device.updates.software import BASE as SOFTWARE_BASE
+from veriscope.device.updates.software import SoftwareSlots, SoftwareUpdater
 from veriscope.tools import bundles
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +68,8 @@ CHUNK_BYTES = 16 * 1024 if FULL else 128 * 1024
 HARDWARE = ("veriscope-pi",)
 V0, OLD, NEW = "0.3.0", "0.4.0", "0.5.0"
 """The versions: V0 and OLD are installed and committed before each run; NEW is the update killed midway."""
+TRACED = ("models", "updates", "software", "firmware")
+"""The directories under the data dir whose every step is counted (and killed at)."""
 
 
 # --- the tracer, armed in the process that is killed --------------------------------------------------------------
@@ -244,9 +255,15 @@ def _restart(data_dir: Path, pub: Path) -> dict[str, Any]:
 def _child(request: dict[str, Any]) -> None:
     data_dir, pub = Path(request["data_dir"]), Path(request["pub"])
     if request.get("trace"):
-        _arm([str(data_dir / "models"), str(data_dir / "updates")], request.get("kill_at", 0), request["trace"])
-    if request["op"] == "push":
+        roots = [str(data_dir / d) for d in TRACED]
+        _arm(roots, request.get("kill_at", 0), request["trace"])
+    op = request["op"]
+    if op == "push":
         result = asyncio.run(_push(data_dir, Path(request["bundle"]).read_bytes(), pub))
+    elif op == "combined-push":
+        result = asyncio.run(_combined_push(data_dir, Path(request["bundle"]).read_bytes(), pub))
+    elif op == "combined-restart":
+        result = asyncio.run(_combined_restart(data_dir, pub))
     else:
         result = _restart(data_dir, pub)
     Path(request["out"]).write_text(json.dumps(result))
@@ -276,6 +293,179 @@ def _serve() -> None:
         killed = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
         print(json.dumps({"signal": killed, "code": code}), flush=True)
+
+
+# --- a combined update (firmware, model, device software), as the UpdateService and a starting daemon run it -----
+
+FW_OLD, FW_NEW = "1.0.0", "1.1.0"
+SW_OLD, SW_NEW = "0.1.0", "0.2.0"
+"""The controller firmware and device software versions: the unit runs the old ones, the combined update brings the
+new ones (with the model NEW)."""
+BOARD_KIND = "atmega328p"
+
+
+def _firmware_hex(version: str) -> str:
+    """An ATmega328P application (a vector table of jumps) whose last byte tells the versions apart, as Intel HEX."""
+    from intelhex import IntelHex
+
+    ih = IntelHex()
+    for i in range(26):
+        ih.puts(4 * i, bytes((0x0C, 0x94, 0x34, 0x00)))  # jmp 0x0068
+    ih[0xFF] = int(version.split(".")[1])
+    text = io.StringIO()
+    ih.write_hex_file(text)
+    return text.getvalue()
+
+
+def _flash_bytes(hex_text: str) -> bytes:
+    """What a board flashed with ``hex_text`` holds, up to its last programmed byte."""
+    from intelhex import IntelHex
+
+    return IntelHex(io.StringIO(hex_text)).tobinstr().rstrip(b"\xff")
+
+
+class _Board:
+    """The controller board: its flash is a file outside the traced directories (it is no part of the data
+    volume), replaced whole by a flash. The flash through the bootloader verifies every page; a board cut off
+    mid-flash keeps its bootloader and is recovered by ``veriscope-tool flash-controller``, which this harness
+    does not play."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> dict[str, str]:
+        data: dict[str, str] = json.loads(self.path.read_text())
+        return data
+
+    def flash(self, version: str, hex_text: str) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps({"version": version, "hex": hex_text}))
+        os.replace(tmp, self.path)
+
+    @property
+    def port_path(self) -> str:
+        return str(self.path)
+
+    @property
+    def info(self) -> Any:
+        from veriscope.device.controller import ControllerInfo
+        from veriscope.device.controller import _protocol as proto
+
+        return ControllerInfo(BOARD_KIND, self.read()["version"], proto.PROTOCOL_VERSION, "")
+
+
+class _BoardFirmware(FirmwareUpdater):
+    """The real firmware updater (verify, fallback kept in ``previous.hex``, records, revert) over :class:`_Board`:
+    only the serial exchanges are replaced, reading the board's flash back and flashing it."""
+
+    def __init__(self, directory: Path, board: _Board, trust: Any) -> None:
+        super().__init__(directory, None, None, trust=trust, accepted_hardware=HARDWARE)
+        self.board = board
+        self._board = cast(Any, board)  # what verify asks: the board's port and handshake
+
+    def installed_version(self) -> str | None:
+        return self.board.read()["version"]
+
+    def _read_back(self, port: str) -> bytes:
+        return _flash_bytes(self.board.read()["hex"])
+
+    def _flash_blocking(self, prepared: PreparedFirmware) -> tuple[str, str]:
+        running = self.board.info
+        _, fallback = self._keep_fallback(self.board.port_path, running)
+        self.board.flash(prepared.version, prepared.hex_data.decode("ascii"))
+        self._record_success(prepared, fallback)
+        return "committed", ""
+
+
+def _build_slot(wheelhouse: Path, version: str, dest: Path) -> None:
+    """Builds a device software slot without pip: its interpreter stand-in and the wheels it was given."""
+    (dest / "bin").mkdir(parents=True)
+    (dest / "bin" / "python").write_text(f"python for {version}\n")
+    (dest / "wheels.txt").write_text("\n".join(sorted(p.name for p in wheelhouse.iterdir())))
+
+
+async def _healthy() -> None:
+    return None
+
+
+@dataclass
+class _Started:
+    """A unit started as the daemon starts: the launcher's start, the slots loaded, the start-up trials run."""
+
+    models: ModelUpdater
+    firmware: _BoardFirmware
+    software: SoftwareUpdater
+    combined: CombinedUpdater
+
+
+def _software_version(data_dir: Path, slot: str) -> str:
+    if slot == SOFTWARE_BASE:
+        return SW_OLD
+    mark = json.loads((data_dir / "software" / slot / "slot.json").read_text())
+    return str(mark["version"])
+
+
+async def _start(data_dir: Path, pub: Path) -> _Started:
+    """What the launcher and a starting daemon do: count the start (or roll back a trial), load the model, settle
+    the firmware record, run the software trial (healthy) and settle a combined update left on trial."""
+    start = SoftwareSlots(data_dir / "software").on_start()
+    trust = bundles.load_trust_key(pub)
+    models = _updater(data_dir, pub)
+    models.attach(cast(ScanManager, _Serving(models.load_at_start())))
+    firmware = _BoardFirmware(data_dir / "firmware", _Board(data_dir / "board" / "flash.json"), trust)
+    software = SoftwareUpdater(
+        data_dir / "software",
+        trust=trust,
+        accepted_hardware=HARDWARE,
+        builder=_build_slot,
+        running_version=_software_version(data_dir, start.slot),
+        running_slot=start.slot,
+    )
+    combined = CombinedUpdater(data_dir / "updates", models, firmware=firmware, software=software)
+    await combined.run_at_start(software.run_trial(_healthy))
+    return _Started(models, firmware, software, combined)
+
+
+async def _combined_push(data_dir: Path, data: bytes, pub: Path) -> dict[str, Any]:
+    """Start the unit, upload (resuming), verify and install a combined bundle; then, as the daemon exits to run
+    the new device software, start the unit again, whose healthy trial commits the update."""
+    unit = await _start(data_dir, pub)
+    uploads = UploadStore(data_dir / "updates" / "incoming")
+    sha256 = hashlib.sha256(data).hexdigest()
+    upload_id = sha256[:32]
+    state = await asyncio.to_thread(uploads.start, upload_id, len(data), sha256)
+    offset = state.committed_bytes
+    while offset < len(data):
+        state = await asyncio.to_thread(uploads.append, upload_id, offset, data[offset : offset + CHUNK_BYTES])
+        offset = state.committed_bytes
+    path = await asyncio.to_thread(uploads.bundle_path, upload_id)
+    prepared = await asyncio.to_thread(unit.combined.verify, path, allow_downgrade=False, is_admin=False)
+    await unit.combined.install(prepared)
+    await asyncio.to_thread(uploads.delete, upload_id)
+    await unit.combined.wait()
+    assert unit.software.restart.is_set(), unit.combined.read_state()
+    restarted = await _start(data_dir, pub)
+    result = restarted.combined.result()
+    assert result is not None
+    return {"outcome": result.outcome, "message": result.message}
+
+
+async def _combined_restart(data_dir: Path, pub: Path) -> dict[str, Any]:
+    """Start the unit until it runs (a software trial that rolls back restarts it once more); report what runs."""
+    for _ in range(3):
+        unit = await _start(data_dir, pub)
+        if not unit.software.restart.is_set():
+            break
+    else:
+        raise AssertionError("the unit restarts over and over")
+    combined = unit.combined.read_state()
+    return {
+        "model": unit.models.installed_version(),
+        "firmware": unit.firmware.installed_version(),
+        "software": unit.software.running_version,
+        "combined": combined.result.outcome if combined is not None else None,
+        "message": combined.result.message if combined is not None else "",
+    }
 
 
 # --- the test side ------------------------------------------------------------------------------------------------
@@ -388,8 +578,9 @@ def _tree(slot: Path) -> dict[str, str]:
     }
 
 
-def check_consistent(world: World, data_dir: Path) -> str:
-    """Check the slots and the upload a unit holds; return the active version (OLD or NEW)."""
+def check_consistent(world: World, data_dir: Path, uploaded: Path | None = None) -> str:
+    """Check the model slots and the upload a unit holds (of ``uploaded``, by default the model bundle NEW);
+    return the active model version (OLD or NEW)."""
     models = data_dir / "models"
     pointer: Pointer = SlotStore(models).read()
     assert (models / "current.json").is_file(), "the pointer is gone"
@@ -408,7 +599,7 @@ def check_consistent(world: World, data_dir: Path) -> str:
         if not claimed.failed:
             assert _tree(models / label) == world.payloads[claimed.version], f"slot {label}: {pointer}"
     # What the upload left is a prefix of the bundle, or the whole bundle.
-    data = world.bundles[NEW].read_bytes()
+    data = (uploaded or world.bundles[NEW]).read_bytes()
     incoming = data_dir / "updates" / "incoming"
     for part in incoming.glob("*.part"):
         held = part.read_bytes()
@@ -482,6 +673,170 @@ def test_every_step_of_an_update_killed_restarts_on_the_old_or_the_new_model(wor
     # The last steps (the commit's rename onwards) leave the new model; everything before leaves the old one.
     assert ended_on[OLD] and ended_on[NEW]
     assert max(ended_on[OLD]) < min(ended_on[NEW])
+
+
+# --- a combined update ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CombinedWorld:
+    """The combined bundle (firmware FW_NEW, model NEW, device software SW_NEW) and a unit that runs FW_OLD, the
+    model OLD (V0 before it) and the base install's software SW_OLD."""
+
+    bundle: Path
+    template: Path
+
+
+@pytest.fixture(scope="module")
+def combined_world(world: World) -> CombinedWorld:
+    root = world.workdir / "combined"
+    root.mkdir()
+    [key_path] = (world.workdir / "keys").glob("*.key")
+    key = bundles.load_signing_key(key_path)
+    firmware = root / "fw-src"
+    firmware.mkdir()
+    (firmware / "firmware.hex").write_text(_firmware_hex(FW_NEW))
+    (firmware / "firmware.json").write_text(json.dumps({"firmware_version": FW_NEW, "board": BOARD_KIND}))
+    software = root / "sw-src"
+    (software / "wheels").mkdir(parents=True)
+    (software / "wheels" / f"veriscope_device-{SW_NEW}-py3-none-any.whl").write_bytes(b"wheel " + SW_NEW.encode())
+    (software / "software.json").write_text(json.dumps({"version": SW_NEW}))
+    parts = [root / "fw.vsb", world.bundles[NEW], root / "sw.vsb"]
+    bundles.build_bundle(
+        firmware, parts[0], kind="controller-firmware", version=FW_NEW, name="veriscope-controller", signing_key=key
+    )
+    bundles.build_bundle(
+        software, parts[2], kind="device-software", version=SW_NEW, name="veriscope-device", signing_key=key
+    )
+    bundle = root / "release-1.0.0.vsb"
+    bundles.build_combined(parts, bundle, version="1.0.0", signing_key=key)
+    template = root / "template"
+    shutil.copytree(world.template, template)
+    (template / "board").mkdir()
+    _Board(template / "board" / "flash.json").flash(FW_OLD, _firmware_hex(FW_OLD))
+    return CombinedWorld(bundle, template)
+
+
+def check_combined(world: World, cw: CombinedWorld, data_dir: Path, started: dict[str, Any]) -> bool:
+    """Check that every part of a restarted unit is whole and that all are old or all new; return True for new."""
+    model = check_consistent(world, data_dir, cw.bundle)
+    # Device software: no trial left, and what runs is the base install or a complete slot of SW_NEW.
+    store = SoftwareSlots(data_dir / "software")
+    assert store.read_trial() is None, "a device software trial survived the restart"
+    current = store.current()
+    software = _software_version(data_dir, current)
+    assert software == (SW_OLD if current == SOFTWARE_BASE else SW_NEW), (current, software)
+    if current != SOFTWARE_BASE:
+        wheels = (store.slot_dir(current) / "wheels.txt").read_text()
+        assert wheels == f"veriscope_device-{SW_NEW}-py3-none-any.whl", wheels
+    result = store.read_state().result
+    assert result is None or result.outcome != "trial", result
+    # Controller firmware: the board holds exactly the image of the version it reports, and no flash is on trial.
+    board = _Board(data_dir / "board" / "flash.json").read()
+    firmware = board["version"]
+    assert firmware in (FW_OLD, FW_NEW), board
+    assert _flash_bytes(board["hex"]) == _flash_bytes(_firmware_hex(firmware)), f"the board's {firmware} is not whole"
+    with contextlib.suppress(FileNotFoundError):
+        record = json.loads((data_dir / "firmware" / "state.json").read_text())
+        assert (record.get("result") or {}).get("outcome") != "trial", record
+    # What the restarted unit reports is what its files and its board hold.
+    assert (started["model"], started["firmware"], started["software"]) == (model, firmware, software), started
+    new = (model == NEW, firmware == FW_NEW, software == SW_NEW)
+    assert new in ((False, False, False), (True, True, True)), f"a mix: {started}"
+    # The combined update is settled: committed when every part is new, rolled back (or never recorded) otherwise.
+    assert started["combined"] == ("committed" if new[0] else None) or (
+        not new[0] and started["combined"] == "rolled_back"
+    ), started
+    return new[0]
+
+
+def _combined_selected(steps: list[str]) -> list[int]:
+    """Every step with FULL. Else every rename, symlink, unlink and rmdir outside the work directories the unit
+    never runs from (a model slot being extracted, the combined bundle's parts, a firmware bundle being checked,
+    a software slot or its payload being built) and the step before each, so both sides of every change of what
+    the unit would run are killed at; of the other steps every sixth; and the last."""
+    if FULL:
+        return list(range(1, len(steps) + 1))
+    hidden_dirs = [f"{os.sep}models{os.sep}.{label}." for label in LABELS]
+    hidden_dirs += [f"{os.sep}software{os.sep}.{label}." for label in LABELS]
+    hidden_dirs += [f"{os.sep}updates{os.sep}.combined-", f"{os.sep}firmware{os.sep}incoming{os.sep}"]
+    hidden_dirs += [f"{os.sep}software{os.sep}.incoming-", f"{os.sep}software{os.sep}..incoming-"]
+    chosen: set[int] = set()
+    for k, line in enumerate(steps, start=1):
+        op = line.split("\t")[1].split()[0]
+        if op in ("rename", "symlink", "unlink", "rmdir") and not any(d in line for d in hidden_dirs):
+            chosen |= {k - 1, k} - {0}
+    others = [k for k in range(1, len(steps) + 1) if k not in chosen]
+    return sorted({*chosen, *others[::6], len(steps)})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_every_step_of_a_combined_update_killed_restarts_with_every_part_old_or_every_part_new(
+    world: World, combined_world: CombinedWorld
+) -> None:
+    cw = combined_world
+
+    def fresh(name: str) -> Path:
+        data_dir = world.workdir / name
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.copytree(cw.template, data_dir)
+        return data_dir
+
+    trace = world.workdir / "combined-count.trace"
+    ended = world.forker.run("combined-push", fresh("combined-count"), bundle=cw.bundle, trace=trace)
+    assert ended.code == 0 and ended.result is not None, world.forker.log.read_text()
+    assert ended.result["outcome"] == "committed", ended.result
+    steps = trace.read_text().splitlines()
+    touched = {line.split("\t")[2].split(os.sep)[len(str(world.workdir).split(os.sep)) + 1] for line in steps}
+    assert set(TRACED) <= touched, touched
+    ended_on: dict[bool, list[int]] = {False: [], True: []}
+    selected = _combined_selected(steps)
+    fields = [line.split("\t") for line in steps]
+    trial_json = f"{os.sep}software{os.sep}trial.json"
+    swap = next(k for k, f in enumerate(fields, 1) if f[1].startswith("rename") and f[2].endswith(f"{os.sep}current"))
+    # The start on the new software counts itself in trial.json; the commit removes it.
+    counted = [k for k, f in enumerate(fields, 1) if f[1].startswith("rename") and f[2].endswith(trial_json)][-1]
+    commit = next(k for k, f in enumerate(fields, 1) if f[1] == "unlink" and f[2].endswith(trial_json))
+    assert swap < counted < commit, (swap, counted, commit)
+    steps_before_swap = [k for k in selected if k < swap]
+    for k in selected:
+        data_dir = fresh("combined-case")
+        step = steps[k - 1]
+        ended = world.forker.run(
+            "combined-push", data_dir, bundle=cw.bundle, kill_at=k, trace=world.workdir / "k.trace"
+        )
+        assert ended.signal == signal.SIGKILL, f"step {step}: not killed ({ended})\n{world.forker.log.read_text()}"
+        started = world.forker.run("combined-restart", data_dir)
+        assert started.code == 0 and started.result is not None, (
+            f"killed at step {step}: the unit does not start\n{world.forker.log.read_text()}"
+        )
+        new = check_combined(world, cw, data_dir, started.result)
+        ended_on[new].append(k)
+        # Pushed again after every fourth kill that left the old parts (every one with FULL), and the last.
+        last_old = k == max(steps_before_swap)
+        if not new and (FULL or last_old or len(ended_on[False]) % 4 == 1):
+            again = world.forker.run("combined-push", data_dir, bundle=cw.bundle)
+            assert again.code == 0 and again.result is not None, (
+                f"killed at step {step}: the update does not install again\n{world.forker.log.read_text()}"
+            )
+            assert again.result["outcome"] == "committed", (step, again.result)
+            restarted = world.forker.run("combined-restart", data_dir)
+            assert restarted.result is not None and check_combined(world, cw, data_dir, restarted.result), step
+            assert list((data_dir / "updates" / "incoming").iterdir()) == [], step
+            leftovers = [
+                f"{d}/{p.name}"
+                for d in ("models", "updates", "software")
+                for p in (data_dir / d).iterdir()
+                if p.name.startswith((".a.", ".b.", ".combined-", ".incoming-"))
+            ]
+            assert leftovers == [], (step, leftovers)
+    print(f"\n{len(steps)} steps: restarted all old after {len(ended_on[False])}, all new after {len(ended_on[True])}")
+    # A kill before the device software is swapped in leaves every part old; after the swap, the next start runs
+    # the new software's trial, which commits every part. Once that start is counted on trial, a kill before the
+    # commit is a start that never passed its health check: the next one rolls every part back.
+    expected_old = [k for k in selected if k <= swap or counted < k <= commit]
+    assert ended_on[False] == expected_old, (ended_on, swap, counted, commit)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:

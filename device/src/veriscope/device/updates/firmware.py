@@ -9,7 +9,8 @@ The order of an install is what makes it safe:
    driver is paused: its port is closed and no call reaches the board until the update ends.
 3. The fallback is kept in ``previous.hex``: the image recorded as the board's last good one (``current.hex``,
    when its version and build id match the handshake), else the application area read back through the
-   bootloader, checked against the handshake's identity.
+   bootloader, checked against the handshake's identity; ``state.json`` names it as the previous image before
+   anything is flashed, so a unit stopped after the flash can still flash it back (:meth:`FirmwareUpdater.revert`).
 4. The new image is flashed through Optiboot with every page verified (:func:`veriscope.tools.flash.flash_image`),
    the driver reconnects, and the board's HELLO must report the bundle's firmware version (and build id when the
    image carries one) within the handshake timeout.
@@ -513,7 +514,10 @@ class FirmwareUpdater:
                 f"the image read back is {image.info.describe()}, but the board's handshake reported "
                 f"{running.firmware_version} build {running.build_id}"
             )
-        return image, dataclasses.replace(record, sha256=_sha256(data))
+        record = dataclasses.replace(record, sha256=_sha256(data))
+        # Recorded before anything is flashed: a unit stopped after the flash, before its record, can still revert.
+        self._write_state(dataclasses.replace(self.read_state(), previous=record))
+        return image, record
 
     def _read_back(self, port: str) -> bytes:
         """The application area (below the bootloader) as the board holds it, each page read twice to agree."""

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +133,23 @@ def test_the_shipped_unit_waits_for_ready_feeds_a_watchdog_and_restarts_after_pr
     assert service["ProtectSystem"] == "strict" and "/var/lib/veriscope" in service["ReadWritePaths"]
     assert "--data-dir /var/lib/veriscope" in service["ExecStart"] and "--first-boot" in service["ExecStart"]
     assert (service["User"], service["NoNewPrivileges"], service["PrivateTmp"]) == ("veriscope", "yes", "yes")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_accepts_every_line_of_the_shipped_unit(tmp_path: Path) -> None:
+    # systemd ignores a line it cannot parse with only a warning, so any output at all is a defect. The unit's
+    # interpreter lives in the Pi's install; an existing one stands in for it, as systemd checks ExecStart exists.
+    unit = Path(__file__).resolve().parents[1] / "packaging" / "systemd" / "veriscope-device.service"
+    text = unit.read_text().replace("/opt/veriscope/venv/bin/python", sys.executable)
+    assert _systemd_complaints(tmp_path, text) == ""
+    # The check itself can fail: one mistyped value is reported.
+    assert "Failed to parse sec value" in _systemd_complaints(tmp_path, text.replace("WatchdogSec=", "WatchdogSec=x"))
+
+
+def _systemd_complaints(directory: Path, text: str) -> str:
+    path = directory / "veriscope-device.service"
+    path.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    return (result.stdout + result.stderr).strip() + ("" if result.returncode == 0 else f" (exit {result.returncode})")

@@ -245,3 +245,13 @@ def test_sigterm_drains_in_flight_rpcs(tmp_path: Path) -> None:
         code = unit.stop()
     assert code == 0
     assert any("draining" in line for line in unit.output)
+
+
+def test_sigterm_the_moment_the_address_is_printed_still_exits_0(tmp_path: Path) -> None:
+    # Supervisors and scripts wait for "serving on" and may stop the daemon at once: by then SIGTERM must be
+    # handled (drain, exit 0), not fall to the default action that kills the process.
+    from veriscope.device.launch import spawn_daemon
+
+    for k in range(3):
+        unit = spawn_daemon(tmp_path / f"data{k}")
+        assert unit.stop() == 0, "".join(unit.output)

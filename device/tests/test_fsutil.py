@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,28 @@ def test_a_failed_rename_keeps_the_old_file_and_leaves_no_temporary(
         write_atomic(path, b"new", mode=0o600)
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+def test_a_crash_leftover_is_overwritten_by_the_next_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "current.json"
+    real_replace = os.replace
+
+    def power_cut(src: object, dst: object) -> None:
+        raise KeyboardInterrupt  # stands in for the process dying before the rename
+
+    monkeypatch.setattr(os, "replace", power_cut)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, b"first")
+    monkeypatch.setattr(os, "replace", real_replace)
+    write_atomic(path, b"second")
+    assert path.read_bytes() == b"second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current.json"]
+
+
+def test_unique_temporaries_let_threads_write_one_file_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "image.png"
+    payloads = [bytes([k]) * 200_000 for k in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda data: write_atomic(path, data, unique=True), payloads))
+    assert path.read_bytes() in payloads  # whole: one writer's bytes, never a mix
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.png"]

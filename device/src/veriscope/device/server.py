@@ -491,6 +491,10 @@ def build_first_boot_daemon(config: Config) -> FirstBootDaemon:
 async def serve_first_boot(config: Config, *, ready: asyncio.Event | None = None) -> int:
     """Run the first-boot daemon until the unit is provisioned (then return :data:`EXIT_PROVISIONED`) or until
     SIGTERM or SIGINT (then return 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     daemon = build_first_boot_daemon(config)
     address = await daemon.start()
     identity = daemon.identity
@@ -509,10 +513,6 @@ async def serve_first_boot(config: Config, *, ready: asyncio.Event | None = None
     else:
         print("veriscope-device: pairing code: the one on the unit's label (not shown again)", flush=True)
     print(f"veriscope-device: serving on {address}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
     stopping = asyncio.ensure_future(stop.wait())
@@ -548,6 +548,11 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, first_boo
     """
     if first_boot and not _provisioned(config):
         return await serve_first_boot(config, ready=ready)
+    # Signals are handled before the address is printed: whoever waits for that line may send SIGTERM at once.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     daemon = build_daemon(config)
     address = await daemon.start()
     transport = daemon.transport
@@ -558,10 +563,6 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, first_boo
         )
     print(f"veriscope-device: serving on {address}", flush=True)
     advertiser = start_advertising(daemon)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
     software = daemon.software

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import sqlite3
 import threading
@@ -39,6 +38,7 @@ from pathlib import Path
 from veriscope.device._serde import from_jsonable, to_jsonable
 from veriscope.device.codec import ImageFormat
 from veriscope.device.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from veriscope.device.fsutil import fsync_dir, write_atomic
 from veriscope.device.scans.records import ScanLabel, ScanRecord, ScanState
 
 _log = logging.getLogger("veriscope.device.scans.store")
@@ -330,24 +330,12 @@ class ScanStore:
 
     def _write_image(self, path: Path, data: bytes) -> None:
         """Write a file durably under its final name: temporary file, fsync, rename, fsync of the directory."""
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
         try:
             if not path.parent.is_dir():
                 path.parent.mkdir(exist_ok=True)
-                _fsync_dir(self._images)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
+                fsync_dir(self._images)
+            write_atomic(path, data, unique=True)  # threads may store the same image at once
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             if exc.errno in _FULL_ERRNOS:
                 raise ResourceExhausted(_full_message(self._dir, "the image was not stored")) from None
             raise
@@ -653,15 +641,6 @@ def _full_message(data_dir: Path, refused: str) -> str:
         f"{refused}: the data volume ({data_dir}) is full. Everything stored before is intact; free space on the "
         "volume (or prune old scans with [retention]) and retry"
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the entries of a directory (a file just renamed into it) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _ts(when: datetime) -> str:

@@ -38,7 +38,8 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from veriscope.device.errors import FailedPrecondition
-from veriscope.device.updates.firmware import FirmwareUpdater, _write_atomic
+from veriscope.device.fsutil import write_atomic
+from veriscope.device.updates.firmware import FirmwareUpdater
 from veriscope.device.updates.models import ModelUpdater
 from veriscope.device.updates.slots import Result, now_rfc3339
 from veriscope.device.updates.software import SoftwareUpdater
@@ -173,7 +174,7 @@ class CombinedUpdater:
 
     def _write(self, state: CombinedState) -> None:
         data = asdict(state)
-        _write_atomic(self.directory / STATE, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+        write_atomic(self.directory / STATE, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
     # --- verify ---
 

@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -46,6 +45,7 @@ from veriscope.device.controller import Controller, ControllerInfo
 from veriscope.device.controller import _protocol as proto
 from veriscope.device.controller.serial_board import SerialController
 from veriscope.device.errors import ControllerError, FailedPrecondition, PermissionDenied
+from veriscope.device.fsutil import write_atomic
 from veriscope.device.scans.manager import ScanManager
 from veriscope.device.updates.slots import Result, now_rfc3339, semver_key
 from veriscope.tools import bundles, flash
@@ -617,17 +617,6 @@ def _sha256(data: bytes) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write beside ``path``, fsync, rename over it, fsync the directory: a crash leaves the old or the new file."""
+    """Replace ``path`` crash-safely (:func:`~veriscope.device.fsutil.write_atomic`), creating its directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_atomic(path, data)

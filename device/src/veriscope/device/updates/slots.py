@@ -12,14 +12,14 @@ there. A unit without ``current.json`` runs the built-in bundle.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+
+from veriscope.device.fsutil import write_atomic
 
 BUILTIN: Final = "builtin"
 """The label of the built-in bundle."""
@@ -146,16 +146,4 @@ class SlotStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         data = asdict(pointer)
         target = self.directory / POINTER
-        tmp = target.with_name(f".{POINTER}.tmp")
-        with tmp.open("w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        with contextlib.suppress(OSError):
-            fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        write_atomic(target, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())

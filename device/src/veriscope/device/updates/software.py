@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from veriscope.device import __version__
 from veriscope.device.errors import FailedPrecondition, PermissionDenied
+from veriscope.device.fsutil import fsync_dir, write_atomic
 from veriscope.device.updates.slots import Result, SlotInfo, now_rfc3339, semver_key
 from veriscope.tools import bundles
 
@@ -151,25 +152,9 @@ class SoftwareSlotView:
     install_time: str
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_json(path: Path, data: Any) -> None:
-    """Replace ``path`` atomically: written beside it, fsynced, renamed, the directory fsynced."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """Replace ``path`` with ``data`` as JSON, crash-safely (:func:`~veriscope.device.fsutil.write_atomic`)."""
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 class SoftwareSlots:
@@ -219,7 +204,7 @@ class SoftwareSlots:
                 os.unlink(tmp)
             os.symlink(label, tmp)
             os.replace(tmp, link)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._step("swap")
 
     # --- trial.json ---
@@ -243,7 +228,7 @@ class SoftwareSlots:
         """Remove the trial marker: for the slot that runs, this is the commit."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.directory / TRIAL)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._step("clear-trial")
 
     # --- state.json ---
@@ -369,7 +354,7 @@ class SoftwareSlots:
         os.sync()
         self._step("mark")
         os.rename(building, dest)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._step("rename")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from veriscope.device.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from veriscope.device.fsutil import fsync_dir, write_atomic
 
 MAX_BUNDLE_BYTES: Final = 1024 * 1024 * 1024 + 16 * 1024 * 1024
 """Largest bundle file accepted, in bytes: 1 GiB of payloads and room for the tar's headers."""
@@ -123,13 +124,7 @@ class UploadStore:
             done.unlink()
         with part.open("wb") as f:
             os.fsync(f.fileno())
-        tmp = meta_path.with_suffix(".json.tmp")
-        with tmp.open("w") as f:
-            f.write(json.dumps({"size_bytes": size_bytes, "sha256": sha256}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, meta_path)
-        _fsync_dir(self.directory)
+        write_atomic(meta_path, json.dumps({"size_bytes": size_bytes, "sha256": sha256}).encode())
         return self.get(upload_id)
 
     def append(self, upload_id: str, offset: int, data: bytes) -> UploadState:
@@ -180,7 +175,7 @@ class UploadStore:
                 f"upload {upload_id!r} does not match the SHA-256 its header declared; it was deleted, upload again"
             )
         os.replace(part, done)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return UploadState(upload_id, state.size_bytes, state.sha256, state.size_bytes, True)
 
     def bundle_path(self, upload_id: str) -> Path:
@@ -199,12 +194,3 @@ class UploadStore:
         for path in (done, part, meta_path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

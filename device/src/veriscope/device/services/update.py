@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from veriscope.device import __version__
 from veriscope.device.auth.roles import Role
@@ -133,6 +133,10 @@ def _upload_id(name: str, field: str) -> str:
     if prefix != "uploads" or not upload_id:
         raise InvalidArgument(f"{field} must be 'uploads/{{upload_id}}', got {name!r:.80}")
     return upload_id
+
+
+_Verified = TypeVar("_Verified")
+"""What a component's ``verify`` returns for its ``install``."""
 
 
 class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
@@ -263,31 +267,34 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
             return await self._install_software(self._software, upload_id, path, request.allow_downgrade, is_admin)
         if self._updater.busy:
             raise FailedPrecondition("a model update is on trial; wait for it to commit or roll back")
-        try:
-            verified = await asyncio.to_thread(
-                self._updater.verify, path, allow_downgrade=request.allow_downgrade, is_admin=is_admin
-            )
-        except FailedPrecondition:
-            # A refused file would be refused again: it goes. (A downgrade refused for the role stays, for an admin.)
-            await asyncio.to_thread(self._uploads.delete, upload_id)
-            raise
+        verified = await self._verify_or_discard(
+            upload_id, self._updater.verify, path, request.allow_downgrade, is_admin
+        )
         result = await self._updater.install(verified)
         await asyncio.to_thread(self._uploads.delete, upload_id)
         view = next(v for v in await asyncio.to_thread(self._updater.slots) if v.label == result.label)
         return update_service_pb2.InstallBundleResponse(slot=slot_pb(view), result=result_pb(result))
+
+    async def _verify_or_discard(
+        self, upload_id: str, verify: Callable[..., _Verified], path: Path, allow_downgrade: bool, is_admin: bool
+    ) -> _Verified:
+        """Check an uploaded bundle with ``verify``; a bundle it refuses is deleted, as it would be refused again.
+
+        (A downgrade refused for the caller's role is PERMISSION_DENIED, not FAILED_PRECONDITION: it stays, so that
+        an admin can install it.)
+        """
+        try:
+            return await asyncio.to_thread(verify, path, allow_downgrade=allow_downgrade, is_admin=is_admin)
+        except FailedPrecondition:
+            await asyncio.to_thread(self._uploads.delete, upload_id)
+            raise
 
     async def _install_firmware(
         self, firmware: FirmwareUpdater, upload_id: str, path: Path, allow_downgrade: bool, is_admin: bool
     ) -> update_service_pb2.InstallBundleResponse:
         if firmware.busy:
             raise FailedPrecondition("a controller firmware update is running; wait for it to end")
-        try:
-            prepared = await asyncio.to_thread(
-                firmware.verify, path, allow_downgrade=allow_downgrade, is_admin=is_admin
-            )
-        except FailedPrecondition:
-            await asyncio.to_thread(self._uploads.delete, upload_id)
-            raise
+        prepared = await self._verify_or_discard(upload_id, firmware.verify, path, allow_downgrade, is_admin)
         result = await firmware.install(prepared)
         await asyncio.to_thread(self._uploads.delete, upload_id)
         view = next(iter(await asyncio.to_thread(firmware.slots)))
@@ -301,13 +308,7 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
     ) -> update_service_pb2.InstallBundleResponse:
         if software.busy:
             raise FailedPrecondition("a device software update is being installed; wait for it to end")
-        try:
-            verified = await asyncio.to_thread(
-                software.verify, path, allow_downgrade=allow_downgrade, is_admin=is_admin
-            )
-        except FailedPrecondition:
-            await asyncio.to_thread(self._uploads.delete, upload_id)
-            raise
+        verified = await self._verify_or_discard(upload_id, software.verify, path, allow_downgrade, is_admin)
         # The slot is built and swapped in; the daemon then exits (EXIT_RESTART) once this response is sent.
         result = await software.install_async(verified)
         await asyncio.to_thread(self._uploads.delete, upload_id)
@@ -319,13 +320,7 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
     async def _install_combined(
         self, combined: CombinedUpdater, upload_id: str, path: Path, allow_downgrade: bool, is_admin: bool
     ) -> update_service_pb2.InstallBundleResponse:
-        try:
-            prepared = await asyncio.to_thread(
-                combined.verify, path, allow_downgrade=allow_downgrade, is_admin=is_admin
-            )
-        except FailedPrecondition:
-            await asyncio.to_thread(self._uploads.delete, upload_id)
-            raise
+        prepared = await self._verify_or_discard(upload_id, combined.verify, path, allow_downgrade, is_admin)
         result = await combined.install(prepared)
         await asyncio.to_thread(self._uploads.delete, upload_id)
         return update_service_pb2.InstallBundleResponse(result=result_pb(result, update_service_pb2.COMPONENT_COMBINED))

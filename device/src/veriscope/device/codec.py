@@ -190,7 +190,8 @@ def decode(data: bytes, *, max_pixels: int) -> RGBImage:
             if width < 16 or height < 16:
                 raise InvalidArgument(f"image of {width}x{height} pixels is too small (at least 16x16)")
             image.load()
-            rgb = image.convert("RGB")
+            # An RGB image is used as decoded: converting would copy a whole frame for nothing.
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
     except InvalidArgument:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -11,6 +11,7 @@ import json
 import shutil
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,28 @@ def test_corrupt_model_file_is_a_model_error(tmp_path: Path) -> None:
     path.write_bytes(b"\x00" * 64)
     with pytest.raises(ModelError, match="cannot load"):
         _runtime.make_interpreter(path)
+
+
+def test_interpreters_are_pooled_not_one_per_thread(bundle: ModelBundle) -> None:
+    analyzer = Analyzer(bundle)
+    tiles = np.random.default_rng(3).integers(0, 256, (bundle.tiling.tile_count, 128, 128, 3), np.uint8)
+    expected = analyzer.run_tiles(tiles)
+    # One call at a time from six threads: the one interpreter is reused by each.
+    for _ in range(6):
+        worker = threading.Thread(target=analyzer.run_tiles, args=(tiles,))
+        worker.start()
+        worker.join()
+    assert len(analyzer._idle) == 1
+    # Calls at once get an interpreter each, and never share one: every result is the single-call one.
+    start = threading.Barrier(4)
+
+    def call() -> object:
+        start.wait(30)
+        return analyzer.run_tiles(tiles)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: call(), range(4)))
+    assert 1 < len(analyzer._idle) <= 4
+    for result in results:
+        np.testing.assert_array_equal(result.authenticity_logits, expected.authenticity_logits)
+        np.testing.assert_array_equal(result.embedding, expected.embedding)

@@ -7,7 +7,9 @@ calling thread (interpreters are not thread-safe), so the scan service may call
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,18 +64,29 @@ class Analyzer:
     def __init__(self, bundle: ModelBundle, *, num_threads: int | None = None) -> None:
         self.bundle = bundle
         self._num_threads = num_threads
-        self._local = threading.local()
+        # Idle interpreters, each with its signature runner. One interpreter serves one call at a time, so there
+        # are as many as calls ever ran at once (the scan manager bounds that), not one per thread that ever ran.
+        self._idle: list[tuple[Any, Any]] = []
+        self._idle_lock = threading.Lock()
         # Load once here so a broken model fails at start-up, not on the first scan.
-        self._runner()
+        self._idle.append(self._new_runner())
 
-    def _runner(self) -> Any:
-        runner = getattr(self._local, "runner", None)
-        if runner is None:
-            interpreter = _runtime.make_interpreter(self.bundle.model_path, num_threads=self._num_threads)
-            runner = self._checked_runner(interpreter)
-            self._local.interpreter = interpreter
-            self._local.runner = runner
-        return runner
+    def _new_runner(self) -> tuple[Any, Any]:
+        interpreter = _runtime.make_interpreter(self.bundle.model_path, num_threads=self._num_threads)
+        return interpreter, self._checked_runner(interpreter)
+
+    @contextlib.contextmanager
+    def _leased_runner(self) -> Iterator[Any]:
+        """An idle interpreter's signature runner for one call (a new interpreter when all are busy)."""
+        with self._idle_lock:
+            pair = self._idle.pop() if self._idle else None
+        if pair is None:
+            pair = self._new_runner()
+        try:
+            yield pair[1]
+        finally:
+            with self._idle_lock:
+                self._idle.append(pair)
 
     def _checked_runner(self, interpreter: Any) -> Any:
         bundle = self.bundle
@@ -130,13 +143,14 @@ class Analyzer:
             info = np.iinfo(spec.numpy_dtype)
             q = np.round(tiles.astype(np.float32) / spec.scale + spec.zero_point)
             quantised = np.clip(q, info.min, info.max).astype(spec.numpy_dtype)
-        runner = self._runner()
-        try:
-            result = runner(**{spec.name: quantised})
-            details = runner.get_output_details()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"inference failed on {self.bundle.model_path}: {exc}") from exc
-        arrays = {name: _dequantise(result[name], details[name]) for name in OUTPUT_NAMES}
+        with self._leased_runner() as runner:
+            try:
+                result = runner(**{spec.name: quantised})
+                details = runner.get_output_details()
+            except (ValueError, RuntimeError) as exc:
+                raise ModelError(f"inference failed on {self.bundle.model_path}: {exc}") from exc
+            # Copied out before the interpreter serves another call.
+            arrays = {name: _dequantise(result[name], details[name]) for name in OUTPUT_NAMES}
         return RawOutputs(**arrays)
 
     def analyze_image(self, pixels: RGBImage, material: str) -> ImageAnalysis:

@@ -187,7 +187,7 @@ def render_doc(r: dict[str, Any]) -> str:
         "Reproduce with:",
         "",
         "```sh",
-        f"{r['command']}                      # full run, about 5 minutes",
+        f"{r['command']}                      # full run, about 10 minutes (the first also builds two venvs)",
         "VERISCOPE_BENCH_QUICK=1 make bench   # quick mode: 5 s load runs, fewer repeats",
         "```",
         "",
@@ -219,15 +219,17 @@ def render_doc(r: dict[str, Any]) -> str:
         f"({_fmt(inf.get('tiles_per_invoke'))} tiles of {_fmt(inf.get('tile_px'))} px; all tiles of a frame "
         f"go in one batch, so {_fmt(inf.get('invokes_per_image'))} invoke per image) on "
         f"{_fmt(inf.get('runtime'))} with {_fmt(inf.get('threads'))} threads. The whole path is what the scan "
-        "service does per uploaded image: decode and quality gate at upload, decode again at completion, "
-        "tiling, the invoke, raw outputs to an analysis, and the item verdict divided by its images. Images: "
+        "service does per uploaded image: one decode, the quality gate, tiling, the invoke and raw outputs to an "
+        "analysis (all at upload), and the item verdict at completion divided by its images. Images: "
         "three regions x (PNG, JPEG) of a simulated item at 2028 x 1520. A ratio of 1 would mean the daemon adds "
         "nothing beyond the necessary invokes.",
         "- **analyze_scans_per_s**: whole `analyze` calls (create a scan, upload six images, complete) per second "
         "over gRPC with 4 concurrent SDK clients against a fresh `veriscope-device serve --simulate` "
         "(device/bench/bench_load.py `run_load`).",
         "- **upload_efficiency** = UploadImage MB/s of a 12 MP (4056 x 3040) q92 JPEG, timed client-side around "
-        "the whole call, / MB/s of one raw TCP stream over 127.0.0.1 (best of three 512 MiB transfers).",
+        "the whole call, / MB/s of one raw TCP stream over 127.0.0.1 (best of three 512 MiB transfers). The "
+        "gRPC ceiling beside it streams the same bytes in the same 1 MiB messages to a gRPC server (its own "
+        "process) that only counts them.",
         "- **rss_idle_mb**: daemon VmRSS when warm (one scan done) and idle, before the 16-client run; "
         "**rss_load_mb**: highest VmRSS sampled every 0.25 s during the 16-client run. MiB.",
         "- **cold_start_s**: median, over fresh daemons on fresh data directories, of the time from spawning "
@@ -404,8 +406,10 @@ def _cause(key: str, r: dict[str, Any]) -> str:
         return (
             f"the flash writes and then reads back every page over the same half-duplex exchange, so twice the "
             f"image crosses the line: the write phase alone runs at {_fmt(s['write_line_rate_ratio'])} x the line "
-            "rate, the verify pass adds as much again. Verifying by checksum instead of full read-back, or a "
-            "faster bootloader baud, would be needed to get within 1.5."
+            "rate, the verify pass adds as much again. The flasher must read every page back (the flashing "
+            "contract), and Optiboot answers one command at a time at a fixed 115200 baud with no checksum "
+            "command, so a verified flash cannot go below 2.0; within 1.5 would need a bootloader with a CRC "
+            "command or a faster baud."
         )
     if key == "rss_load_mb":
         peaks = ", ".join(

@@ -41,6 +41,7 @@ import flash_serial
 import inference_overhead
 import load
 import preview
+import profile_path
 import runtimes
 import startup
 import transfer
@@ -98,6 +99,7 @@ def collect(quick: bool, load_seconds: float) -> dict[str, Any]:
     details: dict[str, Any] = {}
     details["inference"] = _run("inference overhead", lambda: inference_overhead.measure(repeat))
     details["runtimes"] = _run("runtimes", lambda: runtimes.measure(repeat * 5))
+    details["profile"] = _run("profile of the per-image path", lambda: profile_path.measure(5 if quick else 20))
     details["load"] = _run("analyze load at 1, 4, 16 clients", lambda: load.measure((1, 4, 16), load_seconds))
     details["transfer"] = _run("upload transfer", lambda: transfer.measure(3 if quick else 10))
     details["preview"] = _run("preview", lambda: preview.measure((320, 640), 30 if quick else 90))
@@ -301,6 +303,7 @@ def render_doc(r: dict[str, Any]) -> str:
             f"p50 {_fmt(se['command_rtt_p50_ms'])} ms, p95 {_fmt(se['command_rtt_p95_ms'])} ms.",
         ]
     lines += _runtimes_section(d["runtimes"], inf)
+    lines += _profile_section(d.get("profile") or {})
     lines += ["", "## Where targets are missed", ""]
     missed = [key for key, ok in met.items() if ok is False]
     if not missed:
@@ -311,6 +314,30 @@ def render_doc(r: dict[str, Any]) -> str:
         lines += ["", "Not measured in this run:", ""]
         lines += [f"- {name}: {why}" for name, why in r["unmeasured"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _profile_section(profile: dict[str, Any]) -> list[str]:
+    """Where the per-image path spends its time, from the py-spy samples (bench/profile_path.py)."""
+    lines = ["", "## Profile of the per-image path (py-spy)", ""]
+    if profile.get("measured") is False or "steps_pct" not in profile:
+        return [*lines, f"Not measured: {profile.get('reason') or profile.get('error') or 'no data'}."]
+
+    def pct(shares: dict[str, float]) -> str:
+        return ", ".join(f"{name} {value:g} %" for name, value in shares.items())
+
+    return [
+        *lines,
+        f"{profile['samples']} samples (200 Hz, native frames included) of `bench/profile_path.py` looping over "
+        "the same images as the overhead figure; shares of the whole path:",
+        "",
+        f"- steps: {pct(profile['steps_pct'])};",
+        f"- inside the analysis: {pct(profile['analysis_pct'])} (run_tiles is the invoke and dequantising its "
+        "outputs; to_work_scale the resampling to the model's width);",
+        f"- inside the quality gate: {pct(profile['gate_pct'])}.",
+        "",
+        "Reproduce with `pip install py-spy`, then `py-spy record --native -f speedscope -o path.json -- "
+        ".venv/bin/python bench/profile_path.py 20`.",
+    ]
 
 
 def _runtimes_section(runtimes: dict[str, Any], inf: dict[str, Any]) -> list[str]:

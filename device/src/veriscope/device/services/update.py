@@ -49,40 +49,13 @@ def _time(text: str) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-def slot_pb(view: SlotView) -> update_service_pb2.Slot:
-    """A model slot on the wire."""
+def slot_pb(
+    view: SlotView | FirmwareSlotView | SoftwareSlotView,
+    component: update_service_pb2.Component.ValueType = update_service_pb2.COMPONENT_MODEL,
+) -> update_service_pb2.Slot:
+    """A slot of ``component`` (a model slot by default) on the wire."""
     slot = update_service_pb2.Slot(
-        component=update_service_pb2.COMPONENT_MODEL,
-        label=view.label,
-        version=view.version,
-        state=SLOT_STATE_TO_PB[view.state],
-        name=view.name,
-    )
-    installed = _time(view.install_time)
-    if installed is not None:
-        slot.install_time.CopyFrom(timestamp(installed))
-    return slot
-
-
-def firmware_slot_pb(view: FirmwareSlotView) -> update_service_pb2.Slot:
-    """A controller firmware slot on the wire."""
-    slot = update_service_pb2.Slot(
-        component=update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE,
-        label=view.label,
-        version=view.version,
-        state=SLOT_STATE_TO_PB[view.state],
-        name=view.name,
-    )
-    installed = _time(view.install_time)
-    if installed is not None:
-        slot.install_time.CopyFrom(timestamp(installed))
-    return slot
-
-
-def software_slot_pb(view: SoftwareSlotView) -> update_service_pb2.Slot:
-    """A device software slot on the wire."""
-    slot = update_service_pb2.Slot(
-        component=update_service_pb2.COMPONENT_DEVICE_SOFTWARE,
+        component=component,
         label=view.label,
         version=view.version,
         state=SLOT_STATE_TO_PB[view.state],
@@ -178,7 +151,10 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         ctx = self._ctx
         software = self._software
         if software is not None:
-            slots = [software_slot_pb(view) for view in await asyncio.to_thread(software.slots)]
+            slots = [
+                slot_pb(view, update_service_pb2.COMPONENT_DEVICE_SOFTWARE)
+                for view in await asyncio.to_thread(software.slots)
+            ]
         else:
             slots = [
                 update_service_pb2.Slot(
@@ -193,7 +169,10 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         slots += [slot_pb(view) for view in await asyncio.to_thread(self._updater.slots)]
         firmware = self._firmware
         if firmware is not None:
-            slots += [firmware_slot_pb(view) for view in await asyncio.to_thread(firmware.slots)]
+            slots += [
+                slot_pb(view, update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE)
+                for view in await asyncio.to_thread(firmware.slots)
+            ]
         elif ctx.controller is not None:
             slots.append(
                 update_service_pb2.Slot(
@@ -299,7 +278,7 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         await asyncio.to_thread(self._uploads.delete, upload_id)
         view = next(iter(await asyncio.to_thread(firmware.slots)))
         return update_service_pb2.InstallBundleResponse(
-            slot=firmware_slot_pb(view),
+            slot=slot_pb(view, update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE),
             result=result_pb(result, update_service_pb2.COMPONENT_CONTROLLER_FIRMWARE),
         )
 
@@ -314,7 +293,8 @@ class UpdateServicer(update_service_pb2_grpc.UpdateServiceServicer):
         await asyncio.to_thread(self._uploads.delete, upload_id)
         view = next(v for v in await asyncio.to_thread(software.slots) if v.label == result.label)
         return update_service_pb2.InstallBundleResponse(
-            slot=software_slot_pb(view), result=result_pb(result, update_service_pb2.COMPONENT_DEVICE_SOFTWARE)
+            slot=slot_pb(view, update_service_pb2.COMPONENT_DEVICE_SOFTWARE),
+            result=result_pb(result, update_service_pb2.COMPONENT_DEVICE_SOFTWARE),
         )
 
     async def _install_combined(

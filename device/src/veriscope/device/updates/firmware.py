@@ -44,10 +44,10 @@ from intelhex import IntelHex
 from veriscope.device.controller import Controller, ControllerInfo
 from veriscope.device.controller import _protocol as proto
 from veriscope.device.controller.serial_board import SerialController
-from veriscope.device.errors import ControllerError, FailedPrecondition, PermissionDenied
+from veriscope.device.errors import ControllerError, FailedPrecondition
 from veriscope.device.fsutil import write_atomic
 from veriscope.device.scans.manager import ScanManager
-from veriscope.device.updates.slots import Result, now_rfc3339, semver_key
+from veriscope.device.updates.slots import Result, check_acceptance, now_rfc3339, semver_key
 from veriscope.tools import bundles, flash
 from veriscope.tools._stk500 import Stk500Client, Stk500Error
 
@@ -270,11 +270,6 @@ class FirmwareUpdater:
         manifest = verified.manifest
         if manifest.kind != KIND:
             raise FailedPrecondition(f"bundle refused: kind {manifest.kind!r} is not {KIND!r}")
-        if not set(manifest.compatible_hardware) & set(self.accepted_hardware):
-            raise FailedPrecondition(
-                f"bundle refused: it is for {', '.join(manifest.compatible_hardware)}, this unit is "
-                f"{self.accepted_hardware[0]}"
-            )
         info = board.info
         extracted = self._extract(verified)
         try:
@@ -294,7 +289,19 @@ class FirmwareUpdater:
                 f"version {proto.PROTOCOL_VERSION}"
             )
         installed = info.firmware_version
-        _check_versions(manifest, installed, allow_downgrade=allow_downgrade, is_admin=is_admin)
+        known: str | None = installed
+        try:
+            semver_key(installed)
+        except ValueError:
+            known = None  # a board reporting no semantic version may take any signed firmware
+        check_acceptance(
+            manifest,
+            known,
+            self.accepted_hardware,
+            subject="firmware",
+            allow_downgrade=allow_downgrade,
+            is_admin=is_admin,
+        )
         if image.info is not None:
             version, build_id = ".".join(map(str, image.info.version)), image.info.build_id
         else:
@@ -580,28 +587,6 @@ class FirmwareUpdater:
     def _write_state(self, state: FirmwareState) -> None:
         payload: dict[str, Any] = dataclasses.asdict(state)
         _write_atomic(self.directory / STATE, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _check_versions(manifest: bundles.Manifest, installed: str, *, allow_downgrade: bool, is_admin: bool) -> None:
-    try:
-        installed_key = semver_key(installed)
-    except ValueError:
-        return  # a board reporting no semantic version may take any signed firmware
-    if manifest.min_installed_version is not None and installed_key < semver_key(manifest.min_installed_version):
-        raise FailedPrecondition(
-            f"bundle refused: it needs installed firmware {manifest.min_installed_version} or later, the board "
-            f"runs {installed}"
-        )
-    if semver_key(manifest.version) <= installed_key:
-        if not allow_downgrade:
-            raise FailedPrecondition(
-                f"bundle refused: firmware {manifest.version} is not newer than the running {installed} "
-                "(anti-rollback); an admin may pass allow_downgrade"
-            )
-        if not is_admin:
-            raise PermissionDenied(
-                f"flashing firmware {manifest.version} over {installed} is a downgrade, which needs the admin role"
-            )
 
 
 def _to_hex(data: bytes) -> bytes:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from veriscope.device.errors import FailedPrecondition, PermissionDenied, VeriscopeError
+from veriscope.device.errors import FailedPrecondition, VeriscopeError
 from veriscope.device.inference import ModelBundle, load_bundle
 from veriscope.device.pipeline.inference import Analyzer
 from veriscope.device.scans.manager import ActiveModel, ScanManager
@@ -40,8 +40,8 @@ from veriscope.device.updates.slots import (
     Result,
     SlotInfo,
     SlotStore,
+    check_acceptance,
     now_rfc3339,
-    semver_key,
 )
 from veriscope.tools import bundles
 
@@ -225,29 +225,14 @@ class ModelUpdater:
         manifest = verified.manifest
         if manifest.kind != "model":
             raise FailedPrecondition(_refusal(manifest.kind))
-        if not set(manifest.compatible_hardware) & set(self.accepted_hardware):
-            raise FailedPrecondition(
-                f"bundle refused: it is for {', '.join(manifest.compatible_hardware)}, this unit is "
-                f"{self.accepted_hardware[0]}"
-            )
-        installed = self._active_bundle().version
-        if manifest.min_installed_version is not None and semver_key(installed) < semver_key(
-            manifest.min_installed_version
-        ):
-            raise FailedPrecondition(
-                f"bundle refused: it needs installed version {manifest.min_installed_version} or later, "
-                f"this unit runs {installed}"
-            )
-        if semver_key(manifest.version) <= semver_key(installed):
-            if not allow_downgrade:
-                raise FailedPrecondition(
-                    f"bundle refused: version {manifest.version} is not newer than the installed {installed} "
-                    "(anti-rollback); an admin may pass allow_downgrade"
-                )
-            if not is_admin:
-                raise PermissionDenied(
-                    f"installing {manifest.version} over {installed} is a downgrade, which needs the admin role"
-                )
+        check_acceptance(
+            manifest,
+            self._active_bundle().version,
+            self.accepted_hardware,
+            subject="model",
+            allow_downgrade=allow_downgrade,
+            is_admin=is_admin,
+        )
         return verified
 
     async def install(self, verified: bundles.VerifiedBundle) -> Result:

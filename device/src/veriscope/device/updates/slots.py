@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from veriscope.device.errors import FailedPrecondition, PermissionDenied
 from veriscope.device.fsutil import write_atomic
+from veriscope.tools import bundles
 
 BUILTIN: Final = "builtin"
 """The label of the built-in bundle."""
@@ -106,6 +108,49 @@ class Pointer:
     def evolve(self, **changes: Any) -> Pointer:
         """A copy with ``changes`` applied."""
         return replace(self, **changes)
+
+
+def check_acceptance(
+    manifest: bundles.Manifest,
+    installed: str | None,
+    accepted_hardware: tuple[str, ...],
+    *,
+    subject: str,
+    allow_downgrade: bool,
+    is_admin: bool,
+) -> None:
+    """Refuse a verified bundle this unit must not install over ``installed`` (the version now running).
+
+    ``installed`` None (a version that is not semantic) skips the version checks: anything signed may replace it.
+    ``subject`` names what the bundle updates in the messages ("model", "device software", "firmware").
+
+    Raises:
+        FailedPrecondition: The bundle is for other hardware, needs a newer installed version, or is not newer
+            than ``installed`` without ``allow_downgrade`` (anti-rollback).
+        PermissionDenied: A downgrade is allowed but the caller is not an admin.
+    """
+    if not set(manifest.compatible_hardware) & set(accepted_hardware):
+        raise FailedPrecondition(
+            f"bundle refused: it is for {', '.join(manifest.compatible_hardware)}, this unit is {accepted_hardware[0]}"
+        )
+    if installed is None:
+        return
+    if manifest.min_installed_version is not None and semver_key(installed) < semver_key(
+        manifest.min_installed_version
+    ):
+        raise FailedPrecondition(
+            f"bundle refused: it needs {subject} {manifest.min_installed_version} or later, this unit runs {installed}"
+        )
+    if semver_key(manifest.version) <= semver_key(installed):
+        if not allow_downgrade:
+            raise FailedPrecondition(
+                f"bundle refused: {subject} {manifest.version} is not newer than the running {installed} "
+                "(anti-rollback); an admin may pass allow_downgrade"
+            )
+        if not is_admin:
+            raise PermissionDenied(
+                f"installing {subject} {manifest.version} over {installed} is a downgrade, which needs the admin role"
+            )
 
 
 def now_rfc3339() -> str:

@@ -45,9 +45,9 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from veriscope.device import __version__
-from veriscope.device.errors import FailedPrecondition, PermissionDenied
+from veriscope.device.errors import FailedPrecondition
 from veriscope.device.fsutil import fsync_dir, write_atomic
-from veriscope.device.updates.slots import Result, SlotInfo, now_rfc3339, semver_key
+from veriscope.device.updates.slots import Result, SlotInfo, check_acceptance, now_rfc3339
 from veriscope.tools import bundles
 
 _log = logging.getLogger("veriscope.device.updates")
@@ -501,30 +501,14 @@ class SoftwareUpdater:
             bundles.check_software_payloads([p.path for p in manifest.payloads], manifest.version)
         except bundles.BundleError as exc:
             raise FailedPrecondition(f"bundle refused: {exc.reason}") from None
-        if not set(manifest.compatible_hardware) & set(self.accepted_hardware):
-            raise FailedPrecondition(
-                f"bundle refused: it is for {', '.join(manifest.compatible_hardware)}, this unit is "
-                f"{self.accepted_hardware[0]}"
-            )
-        running = self.running_version
-        if manifest.min_installed_version is not None and semver_key(running) < semver_key(
-            manifest.min_installed_version
-        ):
-            raise FailedPrecondition(
-                f"bundle refused: it needs device software {manifest.min_installed_version} or later, this unit "
-                f"runs {running}"
-            )
-        if semver_key(manifest.version) <= semver_key(running):
-            if not allow_downgrade:
-                raise FailedPrecondition(
-                    f"bundle refused: device software {manifest.version} is not newer than the running {running} "
-                    "(anti-rollback); an admin may pass allow_downgrade"
-                )
-            if not is_admin:
-                raise PermissionDenied(
-                    f"installing device software {manifest.version} over {running} is a downgrade, which needs "
-                    "the admin role"
-                )
+        check_acceptance(
+            manifest,
+            self.running_version,
+            self.accepted_hardware,
+            subject="device software",
+            allow_downgrade=allow_downgrade,
+            is_admin=is_admin,
+        )
         if self.slots_store.read_trial() is not None:
             raise FailedPrecondition("a device software update is on trial; wait for it to commit or roll back")
         return verified

@@ -20,8 +20,18 @@ from veriscope.device.errors import InvalidArgument, ModelError, NotFound
 from veriscope.device.inference import ModelBundle, Tiling, frame_to_tiles, load_bundle
 from veriscope.device.inference.bundle import bundle_from_manifest, parse_manifest
 from veriscope.device.inference.tiling import tile_origins, to_work_scale
+from veriscope.device.pipeline.texture import FEATURE_SET, FEATURE_SIZE
 
 MATERIALS = ["coated-canvas", "grained-leather", "woven-fabric"]
+TEXTURE = {
+    "features": FEATURE_SET,
+    "mean": [0.0] * FEATURE_SIZE,
+    "std": [1.0] * FEATURE_SIZE,
+    "components": [[1.0] + [0.0] * (FEATURE_SIZE - 1)],
+    "variances": [2.0],
+    "shrinkage": 0.1,
+    "distance_ref": 1.5,
+}
 MODEL_BYTES = b"not really a tflite model, but the loader only checks size and digest"
 
 
@@ -48,7 +58,15 @@ def manifest() -> dict[str, Any]:
         "materials": MATERIALS,
         "lighting": ["white_ring"],
         "calibration": {m: {"slope": 1.5, "intercept": -0.2} for m in MATERIALS},
-        "open_set": {m: {"mean": [0.0, 1.0, 2.0, 3.0], "std": [1.0] * 4, "distance_ref": 2.0} for m in MATERIALS},
+        "open_set": {
+            m: {
+                "mean": [0.0, 1.0, 2.0, 3.0],
+                "std": [1.0] * 4,
+                "distance_ref": 2.0,
+                **({"texture": copy.deepcopy(TEXTURE)} if m == "coated-canvas" else {}),
+            }
+            for m in MATERIALS
+        },
         "thresholds": {"item": 0.6, "abstain_band": [0.6, 0.7], "familiarity": 0.5, "target_far": 0.01},
         "quality": {"min_sharpness": 0.03},
         "item_types": [
@@ -93,6 +111,10 @@ def test_valid_bundle_loads_with_every_field(tmp_path: Path) -> None:
     assert tote.display_name == "Classic tote"
     assert bundle.manifest["training"] == {"epochs": 1}
     np.testing.assert_array_equal(bundle.open_set["woven-fabric"].mean, [0, 1, 2, 3])
+    texture = bundle.open_set["coated-canvas"].texture
+    assert texture is not None and bundle.open_set["woven-fabric"].texture is None
+    assert (texture.features, texture.components.shape, texture.shrinkage) == (FEATURE_SET, (1, FEATURE_SIZE), 0.1)
+    assert (texture.variances.tolist(), texture.distance_ref) == ([2.0], 1.5)
 
 
 def test_unknown_item_type_and_region_are_reported(tmp_path: Path) -> None:
@@ -145,6 +167,13 @@ _DELETE = object()
         ("calibration.suede", {"slope": 1.0, "intercept": 0.0}, "calibration.suede"),
         ("open_set.woven-fabric.mean", [0.0, 1.0], "open_set.woven-fabric.mean"),
         ("open_set.woven-fabric.std", [1.0, 0.0, 1.0, 1.0], "open_set.woven-fabric.std"),
+        ("open_set.coated-canvas.texture.features", "spectrum-v0", "texture.features"),
+        ("open_set.coated-canvas.texture.mean", [0.0] * 3, "texture.mean"),
+        ("open_set.coated-canvas.texture.components.0", [1.0], "texture.components[0]"),
+        ("open_set.coated-canvas.texture.components", [], "texture.components"),
+        ("open_set.coated-canvas.texture.variances", [-1.0], "texture.variances"),
+        ("open_set.coated-canvas.texture.shrinkage", 0.0, "texture.shrinkage"),
+        ("open_set.coated-canvas.texture.distance_ref", _DELETE, "texture.distance_ref"),
         ("thresholds.item", 1.5, "thresholds.item"),
         ("thresholds.abstain_band", [0.7, 0.8], "thresholds.abstain_band"),
         ("thresholds.familiarity", "high", "thresholds.familiarity"),

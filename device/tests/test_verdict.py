@@ -262,3 +262,35 @@ def test_region_far_from_genuine_references_is_not_authentic(bundle: ModelBundle
     canvas = decision.regions[0]
     assert canvas.score is not None and canvas.score < THRESHOLD
     assert "outside every genuine reference (3.00 times" in canvas.explanations[1]
+
+
+def test_region_whose_whole_frame_texture_is_unlike_genuine_is_not_authentic(bundle: ModelBundle) -> None:
+    from dataclasses import replace
+
+    from veriscope.device.pipeline import texture
+
+    rng = np.random.default_rng(3)
+    references = rng.normal(0.0, 1.0, (64, texture.FEATURE_SIZE)).astype(np.float32)
+    stats = texture.fit_texture_stats(references)
+    limit = max(texture.raw_distance(references[i : i + 2], stats) for i in range(0, 64, 2))
+    stats = replace(stats, distance_ref=limit)
+    refs = replace(bundle, open_set={m: replace(s, texture=stats) for m, s in bundle.open_set.items()})
+
+    def shot(features: np.ndarray, image_id: str) -> ImageEntry:
+        return ImageEntry(image_id, True, replace(analysis("coated-canvas", 0.95), texture=features))
+
+    item = good_item()
+    item["canvas"] = [shot(references[0], "a"), shot(references[1], "b")]
+    assert decide(refs, "tote-classic", item).verdict == "AUTHENTIC"  # texture checked only where measured
+    # Same genuine-looking tiles, but the weave's spacing is off: every radial feature moves by 4 spreads.
+    off = references[:2].copy()
+    off[:, texture.GROUPS[0][1]] += 4.0 * stats.std[texture.GROUPS[0][1]]
+    item["canvas"] = [shot(off[0], "a"), shot(off[1], "b")]
+    decision = decide(refs, "tote-classic", item)
+    assert (decision.verdict, decision.reason) == ("UNVERIFIED", "COUNTERFEIT_INDICATORS")
+    canvas = decision.regions[0]
+    assert canvas.score is not None and canvas.score < THRESHOLD
+    assert any("outside every genuine reference" in e for e in canvas.explanations)
+    assert "differs from genuine coated-canvas most in the spacing of its repeating structures" in " ".join(
+        canvas.explanations
+    )

@@ -99,6 +99,18 @@ def test_embedding_stats_floor_constant_dimensions() -> None:
     assert std[0] == pytest.approx(1.0) and std[1] > 0
 
 
+def test_material_weights_set_each_materials_share_of_training_tiles() -> None:
+    from veriscope.training.data import material_shares
+
+    materials = ["coated-canvas", "grained-leather", "woven-fabric"]
+    assert material_shares(materials, [0, 1, 2], (("woven-fabric", 2.0),)) == {0: 0.25, 1: 0.25, 2: 0.5}
+    assert material_shares(materials, [0, 2], ()) == {0: 0.5, 2: 0.5}  # absent materials take no share
+    with pytest.raises(ValueError, match="'suede'"):
+        material_shares(materials, [0], (("suede", 1.0),))
+    with pytest.raises(ValueError, match="positive"):
+        material_shares(materials, [0], (("coated-canvas", 0.0),))
+
+
 def test_training_decodes_and_scales_exactly_as_the_device(tmp_path: Path) -> None:
     _need_tensorflow()
     from veriscope.training.data import decode_to_work_scale
@@ -133,6 +145,9 @@ def test_smoke_run_writes_a_bundle_the_device_loads_and_runs(tmp_path: Path) -> 
     assert set(manifest["metrics"]) >= {"float", "int8"}
     assert manifest["metrics"]["int8"]["test"]["items"]["held_out"] == 3 * 3
     assert manifest["training"]["split"]["held_out"]["items"] == 9
+    # Genuine whole-frame texture references, in the layout the device reads (load_bundle checked them).
+    assert bundle.open_set["coated-canvas"].texture is not None
+    assert manifest["open_set"]["coated-canvas"]["texture"]["features"] == "spectrum-v1"
     analysis = Analyzer(bundle).analyze_image(load_image(next(data.rglob("*.png"))), "coated-canvas")
     assert 0.0 <= analysis.score <= 1.0 and analysis.tile_scores.shape == (2, 2)
 

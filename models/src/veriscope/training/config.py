@@ -46,6 +46,10 @@ class TrainConfig:
     """Training crops are scaled by up to this fraction either way. Off by default: the captures already vary
     in scale as much as the unit does, and some counterfeits differ from genuine only by a few percent in
     weave or screen pitch, which extra scale jitter would hide."""
+    material_weights: tuple[tuple[str, float], ...] = (("woven-fabric", 2.0),)
+    """Relative share of training tiles per material (others 1.0), whatever its image count. Woven fabric gets
+    twice the share: trained at equal shares the network under-learns it, the hardest of the three (see
+    models/README.md). Materials absent from the data are ignored."""
     outlier_fraction: float = 0.1
     """Share of each batch drawn from synthetic outlier tiles."""
     learning_rate: float = 3e-3
@@ -71,6 +75,13 @@ class TrainConfig:
     genuine_distance_z: float = 3.09
     """A region farther from the genuine references than this quantile (in standard deviations of a log-normal
     fitted to genuine validation items; 3.09 is 99.9 %) scores below its threshold."""
+    texture_distance_z: float = 2.33
+    """The same for whole-frame texture (2.33 is 99 %): texture alone may cost 1 % of genuine regions, since it is
+    what catches counterfeits the network never saw."""
+    texture_min_images: int = 32
+    """Fewest genuine training images of a material its texture references are fitted from (fewer: none)."""
+    texture_components: int = 32
+    """Principal axes of the genuine whole-frame texture references kept in the manifest (each is 242 numbers)."""
     representative_images: int = 120
     """Training images whose tiles calibrate the int8 quantisation."""
     open_set_images: int = 240
@@ -99,6 +110,7 @@ class TrainConfig:
             representative_images=8,
             open_set_images=12,
             genuine_images=8,
+            texture_min_images=2,
             width_multiplier=0.5,
             tiling=Tiling(work_width_px=256, tile_px=64, grid_rows=2, grid_cols=2),
             smoke=True,

@@ -145,6 +145,24 @@ def decode_to_work_scale(path: Any, tiling: Tiling) -> Any:
     return tf.ensure_shape(pixels, [None, tiling.work_width_px, 3])
 
 
+def material_shares(
+    materials: Sequence[str], present: Sequence[int], weights: Sequence[tuple[str, float]]
+) -> dict[int, float]:
+    """Sampling share of each present material index, from ``(material, weight)`` pairs (others weigh 1.0).
+
+    Raises :class:`ValueError` for a weight that is not positive or names a material the run does not train.
+    """
+    by_name = dict(weights)
+    for name, weight in by_name.items():
+        if name not in materials:
+            raise ValueError(f"material weight for {name!r}: not one of the materials {', '.join(materials)}")
+        if not weight > 0.0:
+            raise ValueError(f"material weight for {name!r} must be positive, got {weight}")
+    raw = {k: float(by_name.get(materials[k], 1.0)) for k in present}
+    total = sum(raw.values())
+    return {k: w / total for k, w in raw.items()}
+
+
 def training_dataset(items: Sequence[Item], materials: Sequence[str], config: Any) -> Any:
     """An endless ``tf.data`` stream of (tiles, targets) batches for ``model.fit``.
 
@@ -173,14 +191,23 @@ def training_dataset(items: Sequence[Item], materials: Sequence[str], config: An
         k = config.crops_per_image
         return tiles, tf.fill([k], material), tf.tile(auth[None, :], [k, 1])
 
-    real = (
-        tf.data.Dataset.from_tensor_slices((paths, mat_idx, genuine))
-        .repeat()
-        .shuffle(len(paths), seed=config.seed, reshuffle_each_iteration=True)
-        .map(load, num_parallel_calls=config.threads, deterministic=False)
-        .map(crops, num_parallel_calls=config.threads, deterministic=False)
-        .unbatch()
-        .shuffle(1024, seed=config.seed)
+    def stream(selected: list[int]) -> Any:
+        return (
+            tf.data.Dataset.from_tensor_slices(
+                ([paths[i] for i in selected], [mat_idx[i] for i in selected], [genuine[i] for i in selected])
+            )
+            .repeat()
+            .shuffle(len(selected), seed=config.seed, reshuffle_each_iteration=True)
+            .map(load, num_parallel_calls=config.threads, deterministic=False)
+            .map(crops, num_parallel_calls=config.threads, deterministic=False)
+            .unbatch()
+        )
+
+    # One stream per material, mixed at the configured shares rather than in proportion to image counts.
+    weights = material_shares(materials, sorted(set(mat_idx)), config.material_weights)
+    per_material = [stream([i for i, m in enumerate(mat_idx) if m == k]) for k in weights]
+    real = tf.data.Dataset.sample_from_datasets(per_material, weights=list(weights.values()), seed=config.seed).shuffle(
+        1024, seed=config.seed
     )
     outliers = augment.outlier_dataset(
         tiling.tile_px, class_index=n_materials, n_materials=n_materials, seed=config.seed

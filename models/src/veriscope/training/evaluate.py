@@ -29,13 +29,18 @@ class ItemOutputs:
 
     item: Item
     raw: tuple[RawOutputs, ...]
+    texture: tuple[np.ndarray, ...] = ()
+    """Each image's whole-frame texture features, in ``raw``'s order; empty when not measured."""
 
 
 def judge(bundle: ModelBundle, entry: ItemOutputs) -> ItemDecision:
     """The device's decision on one item, as a one-region item needing all its images."""
     region = RegionSpec("surface", entry.item.material, len(entry.raw), "")
     spec = ItemTypeSpec(f"eval-{entry.item.material}", "evaluation item", (region,))
-    analyses = [analyze_outputs(bundle, raw, entry.item.material) for raw in entry.raw]
+    textures = entry.texture if len(entry.texture) == len(entry.raw) else (None,) * len(entry.raw)
+    analyses = [
+        analyze_outputs(bundle, raw, entry.item.material, t) for raw, t in zip(entry.raw, textures, strict=True)
+    ]
     images = [(f"{entry.item.item_id}/{i}", True, a) for i, a in enumerate(analyses)]
     return decide(bundle, spec, {"surface": images})
 
@@ -164,4 +169,8 @@ def familiarity_metrics(
 
 def analyses(bundle: ModelBundle, entries: Sequence[ItemOutputs]) -> list[list[ImageAnalysis]]:
     """Every image's analysis, per item."""
-    return [[analyze_outputs(bundle, raw, e.item.material) for raw in e.raw] for e in entries]
+    out = []
+    for e in entries:
+        textures = e.texture if len(e.texture) == len(e.raw) else (None,) * len(e.raw)
+        out.append([analyze_outputs(bundle, raw, e.item.material, t) for raw, t in zip(e.raw, textures, strict=True)])
+    return out

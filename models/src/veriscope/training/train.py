@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from veriscope.device.inference.bundle import ModelBundle
-from veriscope.device.inference.tiling import frame_to_tiles
-from veriscope.device.pipeline import scoring
+from veriscope.device.inference.tiling import frame_to_tiles, to_work_scale
+from veriscope.device.pipeline import scoring, texture
 from veriscope.device.pipeline.inference import Analyzer
 from veriscope.device.pipeline.scoring import RawOutputs
 from veriscope.training import calibrate, card, evaluate
@@ -35,6 +35,20 @@ from veriscope.training.manifest import (
 )
 
 Runner = Callable[[np.ndarray], RawOutputs]
+
+
+class TextureCache:
+    """Each image's whole-frame texture features (:mod:`veriscope.device.pipeline.texture`), measured once."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self._tiling = config.tiling
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def __call__(self, path: Path) -> np.ndarray:
+        """The features of the image at ``path``, at the bundle's working scale."""
+        if path not in self._cache:
+            self._cache[path] = texture.texture_features(to_work_scale(load_image(path), self._tiling))
+        return self._cache[path]
 
 
 MIN_REFERENCE_IMAGES = 32
@@ -113,15 +127,14 @@ def scan_images(config: TrainConfig) -> dict[str, int]:
     return {m: fewest.get(m, 2) for m in config.materials}
 
 
-def _outputs(items: Sequence[Item], runner: Runner, config: TrainConfig) -> list[ItemOutputs]:
+def _outputs(items: Sequence[Item], runner: Runner, config: TrainConfig, textures: TextureCache) -> list[ItemOutputs]:
     per_item = scan_images(config)
-    return [
-        ItemOutputs(
-            item,
-            tuple(runner(frame_to_tiles(load_image(p), config.tiling)) for p in item.images[: per_item[item.material]]),
-        )
-        for item in items
-    ]
+    entries = []
+    for item in items:
+        paths = item.images[: per_item[item.material]]
+        raw = tuple(runner(frame_to_tiles(load_image(p), config.tiling)) for p in paths)
+        entries.append(ItemOutputs(item, raw, tuple(textures(p) for p in paths)))
+    return entries
 
 
 def fit_sections(
@@ -131,11 +144,13 @@ def fit_sections(
     val: Sequence[ItemOutputs],
     open_set_raw: dict[str, list[RawOutputs]],
     genuine_raw: dict[str, list[RawOutputs]],
+    genuine_texture: Mapping[str, Sequence[np.ndarray]] | None = None,
 ) -> Sections:
     """Fit calibration, open-set statistics and thresholds from one model variant's outputs.
 
     ``open_set_raw`` holds training images of every source per material, ``genuine_raw`` genuine
-    training images only.
+    training images only, and ``genuine_texture`` the texture features of genuine training images
+    (none: the bundle gets no texture references).
     """
     materials = config.materials
     calibration: dict[str, dict[str, float]] = {}
@@ -189,6 +204,17 @@ def fit_sections(
             "std": g_std.tolist(),
             "distance_ref": calibrate.lognormal_quantile(region_d, config.genuine_distance_z),
         }
+    for m in materials:
+        own = [e for e in val if e.item.material == m]
+        features = (genuine_texture or {}).get(m, ())
+        genuine_val = [e for e in own if e.item.genuine and len(e.texture) == len(e.raw)]
+        if len(features) >= max(config.texture_min_images, 2) and genuine_val:
+            # Whole-frame texture: genuine training images' spectra; the limit from genuine validation regions.
+            fitted = texture.fit_texture_stats(np.stack(features), components=config.texture_components)
+            region_t = [texture.raw_distance(np.stack(e.texture), fitted) for e in genuine_val]
+            open_set[m]["texture"] = texture_section(
+                fitted, calibrate.lognormal_quantile(region_t, config.texture_distance_z)
+            )
     neutral = Sections.placeholder(materials, config.embedding_size).thresholds
     draft = provisional_bundle(
         bundle_dir, {**base_manifest, "calibration": calibration, "open_set": open_set, "thresholds": neutral}
@@ -216,6 +242,25 @@ def fit_sections(
         "target_far": config.target_far,
     }
     return Sections(calibration, open_set, thresholds)
+
+
+def texture_section(stats: texture.TextureStats, distance_ref: float) -> dict[str, Any]:
+    """The manifest's ``open_set.<material>.texture`` object for ``stats`` with the genuine limit ``distance_ref``."""
+
+    def rounded(values: np.ndarray) -> list[Any]:
+        # Six significant digits: far finer than the features' own noise, and a third of the manifest's size.
+        result: list[Any] = np.vectorize(lambda v: float(f"{v:.6g}"), otypes=[float])(values).tolist()
+        return result
+
+    return {
+        "features": stats.features,
+        "mean": rounded(stats.mean),
+        "std": rounded(stats.std),
+        "components": rounded(stats.components),
+        "variances": rounded(stats.variances),
+        "shrinkage": stats.shrinkage,
+        "distance_ref": distance_ref,
+    }
 
 
 def _stats(mean: np.ndarray, std: np.ndarray, ref: float) -> Any:
@@ -305,6 +350,10 @@ def run(config: TrainConfig) -> TrainResult:
         by_path = {p: item.material for item in split.train for p in item.images}
         genuine_paths = _spread([i for i in split.train if i.genuine], config.genuine_images, config.seed + 2)
         frames = outlier_frames(8 if config.smoke else 24, config.seed)
+        textures = TextureCache(config)
+        genuine_texture: dict[str, list[np.ndarray]] = {m: [] for m in materials}
+        for path in genuine_paths:
+            genuine_texture[by_path[path]].append(textures(path))
         variants: dict[str, dict[str, Any]] = {}
         sections: dict[str, Sections] = {}
         judged: dict[str, tuple[ModelBundle, list[ItemOutputs]]] = {}
@@ -313,13 +362,13 @@ def run(config: TrainConfig) -> TrainResult:
             open_raw: dict[str, list[RawOutputs]] = {m: [] for m in materials}
             for path in open_paths:
                 open_raw[by_path[path]].append(runner(frame_to_tiles(load_image(path), config.tiling)))
-            val = _outputs(split.val, runner, config)
-            test = _outputs(split.test, runner, config)
-            held = _outputs(split.held_out, runner, config)
+            val = _outputs(split.val, runner, config, textures)
+            test = _outputs(split.test, runner, config, textures)
+            held = _outputs(split.held_out, runner, config, textures)
             genuine_raw: dict[str, list[RawOutputs]] = {m: [] for m in materials}
             for path in genuine_paths:
                 genuine_raw[by_path[path]].append(runner(frame_to_tiles(load_image(path), config.tiling)))
-            fitted = fit_sections(config, work, base, val, open_raw, genuine_raw)
+            fitted = fit_sections(config, work, base, val, open_raw, genuine_raw, genuine_texture)
             bundle = provisional_bundle(work, {**base, **_section_fields(fitted)})
             outliers = [runner(frame_to_tiles(f, config.tiling)) for f in frames]
             variants[variant] = _evaluate_variant(config, bundle, val, test, held, outliers)

@@ -24,7 +24,10 @@ The manifest (``format_version`` 1) holds:
   distance ``distance_ref`` at which embedding familiarity falls to one half;
   optionally ``image`` (the same for images' mean tile embeddings) and
   ``genuine`` (genuine images' mean embeddings, with the farthest distance a
-  genuine region reaches).
+  genuine region reaches) and ``texture`` (genuine whole-frame texture
+  references, see :mod:`veriscope.device.pipeline.texture`: ``features``,
+  ``mean``, ``std``, ``components``, ``variances``, ``shrinkage`` and the
+  genuine limit ``distance_ref``).
 - ``thresholds``: ``item`` (calibrated score chosen for ``target_far``),
   ``abstain_band`` ``[low, high]`` around it (AUTHENTIC needs a score at or
   above ``high``), optional ``materials`` with an ``item`` and ``abstain_band``
@@ -57,9 +60,10 @@ import numpy as np
 import numpy.typing as npt
 
 from veriscope.device.errors import InvalidArgument, ModelError, NotFound
-from veriscope.device.inference._fields import Fields
+from veriscope.device.inference._fields import Fields, as_float
 from veriscope.device.inference.tiling import Tiling
 from veriscope.device.pipeline.quality import DEFAULT_THRESHOLDS
+from veriscope.device.pipeline.texture import FEATURE_SET, FEATURE_SIZE, TextureStats
 from veriscope.device.types import Lighting
 
 FORMAT_VERSION = 1
@@ -171,6 +175,8 @@ class OpenSetStats:
     genuine: OpenSetStats | None = None
     """Statistics of genuine images' mean tile embeddings; ``distance_ref`` is the genuine limit: the distance
     from them that genuine regions' mean embeddings stay within (a high quantile). None in bundles without them."""
+    texture: TextureStats | None = None
+    """Genuine whole-frame texture references; None in bundles without them."""
 
 
 @dataclass(frozen=True)
@@ -455,8 +461,46 @@ def _open_set(f: Fields, size: int) -> OpenSetStats:
         raise f.fail("std", "must hold positive numbers within float32 range")
     image = _open_set(f.obj("image"), size) if f.has("image") else None
     genuine = _open_set(f.obj("genuine"), size) if f.has("genuine") else None
+    texture = _texture(f.obj("texture")) if f.has("texture") else None
     ref = f.number("distance_ref", lo=1e-6, hi=1e6)
-    return OpenSetStats(mean=mean, std=std, distance_ref=ref, image=image, genuine=genuine)
+    return OpenSetStats(mean=mean, std=std, distance_ref=ref, image=image, genuine=genuine, texture=texture)
+
+
+def _texture(f: Fields) -> TextureStats:
+    name = f.text("features")
+    if name != FEATURE_SET:
+        raise f.fail("features", f"is {name!r}; this device measures texture as {FEATURE_SET!r}")
+    mean = np.asarray(f.numbers("mean", length=FEATURE_SIZE), dtype=np.float32)
+    std = np.asarray(f.numbers("std", length=FEATURE_SIZE), dtype=np.float32)
+    if not (np.all(std > 0) and np.all(np.isfinite(std)) and np.all(np.isfinite(mean))):
+        raise f.fail("std", "must hold positive numbers within float32 range")
+    rows = f.items("components", min_len=1, max_len=FEATURE_SIZE)
+    components = np.asarray(
+        [
+            [as_float(v, f"{f.where('components')}[{i}][{j}]", f.source) for j, v in enumerate(_row(f, i, row))]
+            for i, row in enumerate(rows)
+        ],
+        dtype=np.float32,
+    )
+    variances = np.asarray(f.numbers("variances", length=len(rows)), dtype=np.float32)
+    if not (np.all(np.isfinite(components)) and np.all(np.isfinite(variances)) and np.all(variances >= 0)):
+        raise f.fail("variances", "must hold non-negative numbers within float32 range")
+    return TextureStats(
+        features=name,
+        mean=mean,
+        std=std,
+        components=components,
+        variances=variances,
+        shrinkage=f.number("shrinkage", lo=1e-6, hi=1.0),
+        distance_ref=f.number("distance_ref", lo=1e-6, hi=1e6),
+    )
+
+
+def _row(f: Fields, index: int, row: object) -> list[Any]:
+    if not isinstance(row, list) or len(row) != FEATURE_SIZE:
+        got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
+        raise f.fail(f"components[{index}]", f"must be a list of {FEATURE_SIZE} numbers, got {got}")
+    return row
 
 
 def _score_threshold(f: Fields) -> ScoreThreshold:

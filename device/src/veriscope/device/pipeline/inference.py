@@ -19,9 +19,10 @@ import numpy.typing as npt
 from veriscope.device.errors import InvalidArgument, ModelError
 from veriscope.device.inference import _runtime
 from veriscope.device.inference.bundle import ModelBundle
-from veriscope.device.inference.tiling import TileBatch, frame_to_tiles
+from veriscope.device.inference.tiling import TileBatch, frame_to_tiles, to_work_scale
 from veriscope.device.pipeline import scoring
 from veriscope.device.pipeline.scoring import RawOutputs
+from veriscope.device.pipeline.texture import texture_features
 from veriscope.device.types import RGBImage
 
 OUTPUT_NAMES = ("material_logits", "authenticity_logits", "embedding")
@@ -52,6 +53,9 @@ class ImageAnalysis:
     """Short human-readable notes on the result."""
     embedding_mean: npt.NDArray[np.float32] | None = None
     """The image's mean tile embedding, which the verdict compares with genuine references; None if unknown."""
+    texture: npt.NDArray[np.float32] | None = None
+    """The frame's whole-frame texture features (:mod:`~veriscope.device.pipeline.texture`), which the verdict
+    compares with genuine texture references; None when the bundle has none for the material."""
 
 
 class Analyzer:
@@ -164,14 +168,20 @@ class Analyzer:
             raise InvalidArgument(
                 f"material {material!r} is not one the model knows: {', '.join(self.bundle.materials)}"
             )
-        return analyze_outputs(self.bundle, self.run_tiles(self.tiles(pixels)), material)
+        work = to_work_scale(pixels, self.bundle.tiling)
+        texture = texture_features(work) if self.bundle.open_set[material].texture is not None else None
+        return analyze_outputs(self.bundle, self.run_tiles(self.tiles(work)), material, texture)
 
 
-def analyze_outputs(bundle: ModelBundle, raw: RawOutputs, material: str) -> ImageAnalysis:
+def analyze_outputs(
+    bundle: ModelBundle, raw: RawOutputs, material: str, texture: npt.NDArray[np.float32] | None = None
+) -> ImageAnalysis:
     """Turn one frame's raw tile outputs into an :class:`ImageAnalysis` (pure; runs no model).
 
-    Raises :class:`InvalidArgument` when ``material`` is not one of the bundle's
-    materials or ``raw`` does not hold one frame's grid of tiles.
+    ``texture`` is the frame's :func:`~veriscope.device.pipeline.texture.texture_features`
+    at the working scale, if measured. Raises :class:`InvalidArgument` when
+    ``material`` is not one of the bundle's materials or ``raw`` does not hold
+    one frame's grid of tiles.
     """
     if material not in bundle.materials:
         raise InvalidArgument(f"material {material!r} is not one the model knows: {', '.join(bundle.materials)}")
@@ -198,6 +208,7 @@ def analyze_outputs(bundle: ModelBundle, raw: RawOutputs, material: str) -> Imag
         tile_familiarity=tile_fam.reshape(grid),
         reasons=tuple(_reasons(bundle, material, score, familiar, predicted, tile_scores)),
         embedding_mean=np.asarray(raw.embedding, dtype=np.float32).mean(axis=0),
+        texture=texture,
     )
 
 

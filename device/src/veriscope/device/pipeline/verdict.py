@@ -8,7 +8,8 @@ Rules, applied by :func:`decide` in this order:
 2. Scores combine image -> region -> item: a region's logit is the mean of its
    images' calibrated logits, judged against its own material's threshold; the
    item takes the region nearest to (or furthest below) its threshold, since
-   one counterfeit part makes a counterfeit item. A region whose mean embedding
+   one counterfeit part makes a counterfeit item. A region whose mean embedding,
+   or whose mean whole-frame texture measurement (:mod:`~veriscope.device.pipeline.texture`),
    lies beyond the bundle's genuine limit (the distance from genuine references
    that genuine regions stay within) has its logit capped below the threshold,
    however genuine its tiles score: an unseen kind of counterfeit may fool the
@@ -36,6 +37,7 @@ from veriscope.device.errors import InvalidArgument
 from veriscope.device.inference.bundle import ItemTypeSpec, ModelBundle, RegionSpec, ScoreThreshold
 from veriscope.device.pipeline.inference import ImageAnalysis
 from veriscope.device.pipeline.scoring import genuine_distance, sigmoid
+from veriscope.device.pipeline.texture import furthest_group, texture_distance
 
 
 class Verdict(enum.StrEnum):
@@ -242,11 +244,19 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
     score: float | None = None
     unfamiliar = False
     atypical: float | None = None
+    unlike: str | None = None  # what about the whole-frame texture is unlike genuine, when it is
     if analyses:
         logit = float(np.mean([a.logit for a in analyses]))
         embeddings = [a.embedding_mean for a in analyses if a.embedding_mean is not None]
         if len(embeddings) == len(analyses):
             atypical = genuine_distance(np.stack(embeddings), bundle.open_set[region.material])
+        textures = [a.texture for a in analyses if a.texture is not None]
+        texture_stats = bundle.open_set[region.material].texture
+        if texture_stats is not None and textures and len(textures) == len(analyses):
+            off_texture = texture_distance(np.stack(textures), texture_stats)
+            if off_texture > 1.0:
+                unlike = furthest_group(np.stack(textures), texture_stats)
+            atypical = off_texture if atypical is None else max(atypical, off_texture)
         if atypical is not None and atypical > 1.0:
             # Unlike every genuine reference: cap the logit below the threshold, further the further out.
             logit = min(logit, _logit(threshold.item) - _ATYPICAL_SLOPE * (atypical - 1.0))
@@ -268,6 +278,8 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
                     f"texture statistics lie outside every genuine reference ({atypical:.2f} times the "
                     "distance genuine regions stay within)"
                 )
+            if unlike is not None:
+                explanations.append(f"the surface differs from genuine {region.material} most in {unlike}")
             explanations.extend(_evidence(analyses, analysed_ids, threshold))
     if failed:
         explanations.append(f"{failed} image{'s' if failed != 1 else ''} failed the quality check")

@@ -1,0 +1,119 @@
+"""Whole-frame texture features: shape, rotation invariance, bad input, and separation on simulated specimens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from veriscope.device.errors import InvalidArgument
+from veriscope.device.pipeline import texture
+from veriscope.device.specimen.dataset import generate_dataset
+
+
+def _frames(root: Path, source: str) -> dict[str, list[np.ndarray]]:
+    items: dict[str, list[np.ndarray]] = {}
+    for path in sorted((root / "woven-fabric" / source).glob("*/*.png")):
+        items.setdefault(path.parent.name, []).append(np.asarray(Image.open(path).convert("RGB")))
+    return items
+
+
+@pytest.fixture(scope="module")
+def fabric(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, list[np.ndarray]]]:
+    """Two 512 px captures of 12 genuine and 4 items of each of three counterfeit woven fabrics."""
+    root = tmp_path_factory.mktemp("fabric")
+    generate_dataset(root, materials=["woven-fabric"], sources=["genuine"], items_per_source=12, images_per_item=2)
+    generate_dataset(
+        root,
+        materials=["woven-fabric"],
+        sources=["counterfeit-b", "counterfeit-e", "counterfeit-f"],
+        items_per_source=4,
+        images_per_item=2,
+        seed=1,
+    )
+    return {s: _frames(root, s) for s in ("genuine", "counterfeit-b", "counterfeit-e", "counterfeit-f")}
+
+
+def test_features_have_the_documented_size_and_are_finite(fabric: dict[str, dict[str, list[np.ndarray]]]) -> None:
+    frame = next(iter(fabric["genuine"].values()))[0]
+    features = texture.texture_features(frame)
+    assert features.shape == (texture.FEATURE_SIZE,)
+    assert features.dtype == np.float32
+    assert np.all(np.isfinite(features))
+
+
+def test_turning_the_item_barely_moves_the_features(fabric: dict[str, dict[str, list[np.ndarray]]]) -> None:
+    square = [frames[0][:, : frames[0].shape[0]] for frames in fabric["genuine"].values()]
+    features = np.stack([texture.texture_features(f) for f in square])
+    std = features.std(axis=0) + 1e-6
+    turned = texture.texture_features(np.ascontiguousarray(np.rot90(square[0])))
+    moved = float(np.sqrt(np.mean(((turned - features[0]) / std) ** 2)))
+    between = float(np.sqrt(np.mean(((features[1] - features[0]) / std) ** 2)))
+    # A quarter turn maps the spectrum onto itself (up to the window): far less change than another genuine item.
+    assert moved < 0.1 * between
+
+
+def test_unseen_counterfeit_weaves_lie_beyond_every_genuine_item(
+    fabric: dict[str, dict[str, list[np.ndarray]]],
+) -> None:
+    genuine = list(fabric["genuine"].values())
+    reference, held = genuine[:8], genuine[8:]
+    stats = texture.fit_texture_stats(np.stack([texture.texture_features(f) for frames in reference for f in frames]))
+
+    def distance(frames: list[np.ndarray]) -> float:
+        return texture.raw_distance(np.stack([texture.texture_features(f) for f in frames]), stats)
+
+    genuine_far = max(distance(frames) for frames in held)
+    for source in ("counterfeit-b", "counterfeit-e", "counterfeit-f"):
+        nearest = min(distance(frames) for frames in fabric[source].values())
+        assert nearest > genuine_far, f"{source}: {nearest:.2f} within genuine {genuine_far:.2f}"
+    # The verdict's unit: genuine items sit inside the limit fitted from them.
+    stats_ref = texture.TextureStats(**{**vars(stats), "distance_ref": genuine_far})
+    assert all(
+        texture.texture_distance(np.stack([texture.texture_features(f) for f in fr]), stats_ref) <= 1.0 for fr in held
+    )
+
+
+def test_the_furthest_group_names_what_differs() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.0, 1.0, (40, texture.FEATURE_SIZE)).astype(np.float32)
+    stats = texture.fit_texture_stats(base)
+    shifted = base[0].copy()
+    shifted[: 2 * 40] += 25.0  # the radial part: spacing of repeating structures
+    assert texture.furthest_group([shifted], stats) == texture.GROUPS[0][0]
+    assert texture.raw_distance([shifted], stats) > 3 * texture.raw_distance([base[1]], stats)
+
+
+def test_statistics_for_another_feature_layout_are_refused() -> None:
+    stats = texture.fit_texture_stats(np.random.default_rng(1).normal(size=(8, texture.FEATURE_SIZE)))
+    other = texture.TextureStats(**{**vars(stats), "features": "spectrum-v0"})
+    with pytest.raises(InvalidArgument, match="spectrum-v0"):
+        texture.raw_distance([np.zeros(texture.FEATURE_SIZE, np.float32)], other)
+
+
+def test_fitting_checks_its_input() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        texture.fit_texture_stats(np.zeros((1, texture.FEATURE_SIZE)))
+    with pytest.raises(ValueError, match="shrinkage"):
+        texture.fit_texture_stats(np.zeros((4, texture.FEATURE_SIZE)), shrinkage=0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(0, 80),
+    width=st.integers(0, 80),
+    channels=st.sampled_from([1, 3, 4]),
+    dtype=st.sampled_from([np.uint8, np.float32, np.int16]),
+)
+def test_any_array_is_measured_or_refused_clearly(height: int, width: int, channels: int, dtype: type) -> None:
+    frame: np.ndarray = np.zeros((height, width, channels), dtype=dtype)
+    good = channels == 3 and dtype is np.uint8 and min(height, width) >= texture.MIN_SIDE_PX
+    if good:
+        assert np.all(np.isfinite(texture.texture_features(frame)))  # a flat frame too: no division by zero
+    else:
+        with pytest.raises(InvalidArgument, match="texture needs"):
+            texture.texture_features(frame)

@@ -20,17 +20,23 @@ from veriscope.device.errors import InvalidArgument, ModelError, NotFound
 from veriscope.device.inference import ModelBundle, Tiling, frame_to_tiles, load_bundle
 from veriscope.device.inference.bundle import bundle_from_manifest, parse_manifest
 from veriscope.device.inference.tiling import tile_origins, to_work_scale
-from veriscope.device.pipeline.texture import FEATURE_SET, FEATURE_SIZE
+from veriscope.device.pipeline.texture import FAMILIES, FEATURE_SET, FEATURE_SIZE, head_logit
 
 MATERIALS = ["coated-canvas", "grained-leather", "woven-fabric"]
 TEXTURE = {
     "features": FEATURE_SET,
-    "mean": [0.0] * FEATURE_SIZE,
-    "std": [1.0] * FEATURE_SIZE,
-    "components": [[1.0] + [0.0] * (FEATURE_SIZE - 1)],
-    "variances": [2.0],
-    "shrinkage": 0.1,
-    "distance_ref": 1.5,
+    "blocks": {
+        name: {
+            "mean": [0.0] * (part.stop - part.start),
+            "std": [1.0] * (part.stop - part.start),
+            "components": [[1.0] + [0.0] * (part.stop - part.start - 1)],
+            "variances": [2.0],
+            "shrinkage": 0.1,
+            "distance_ref": 1.5,
+        }
+        for name, part in FAMILIES
+    },
+    "head": {"mean": [0.0] * FEATURE_SIZE, "std": [1.0] * FEATURE_SIZE, "weights": [0.01] * FEATURE_SIZE, "bias": 0.5},
 }
 MODEL_BYTES = b"not really a tflite model, but the loader only checks size and digest"
 
@@ -57,7 +63,10 @@ def manifest() -> dict[str, Any]:
         },
         "materials": MATERIALS,
         "lighting": ["white_ring"],
-        "calibration": {m: {"slope": 1.5, "intercept": -0.2} for m in MATERIALS},
+        "calibration": {
+            m: {"slope": 1.5, "intercept": -0.2, **({"texture_slope": 0.8} if m == "coated-canvas" else {})}
+            for m in MATERIALS
+        },
         "open_set": {
             m: {
                 "mean": [0.0, 1.0, 2.0, 3.0],
@@ -113,8 +122,17 @@ def test_valid_bundle_loads_with_every_field(tmp_path: Path) -> None:
     np.testing.assert_array_equal(bundle.open_set["woven-fabric"].mean, [0, 1, 2, 3])
     texture = bundle.open_set["coated-canvas"].texture
     assert texture is not None and bundle.open_set["woven-fabric"].texture is None
-    assert (texture.features, texture.components.shape, texture.shrinkage) == (FEATURE_SET, (1, FEATURE_SIZE), 0.1)
-    assert (texture.variances.tolist(), texture.distance_ref) == ([2.0], 1.5)
+    assert texture.features == FEATURE_SET and [b.name for b in texture.blocks] == [n for n, _ in FAMILIES]
+    spectrum = texture.blocks[0]
+    assert (spectrum.components.shape, spectrum.shrinkage) == ((1, FAMILIES[0][1].stop), 0.1)
+    assert (spectrum.variances.tolist(), spectrum.distance_ref) == ([2.0], 1.5)
+    assert texture.head is not None and head_logit(np.ones(FEATURE_SIZE), texture.head) == pytest.approx(
+        0.5 + 0.01 * FEATURE_SIZE, rel=1e-5
+    )
+    assert (bundle.calibration["coated-canvas"].texture_slope, bundle.calibration["woven-fabric"].texture_slope) == (
+        0.8,
+        0.0,
+    )
 
 
 def test_unknown_item_type_and_region_are_reported(tmp_path: Path) -> None:
@@ -168,12 +186,16 @@ _DELETE = object()
         ("open_set.woven-fabric.mean", [0.0, 1.0], "open_set.woven-fabric.mean"),
         ("open_set.woven-fabric.std", [1.0, 0.0, 1.0, 1.0], "open_set.woven-fabric.std"),
         ("open_set.coated-canvas.texture.features", "spectrum-v0", "texture.features"),
-        ("open_set.coated-canvas.texture.mean", [0.0] * 3, "texture.mean"),
-        ("open_set.coated-canvas.texture.components.0", [1.0], "texture.components[0]"),
-        ("open_set.coated-canvas.texture.components", [], "texture.components"),
-        ("open_set.coated-canvas.texture.variances", [-1.0], "texture.variances"),
-        ("open_set.coated-canvas.texture.shrinkage", 0.0, "texture.shrinkage"),
-        ("open_set.coated-canvas.texture.distance_ref", _DELETE, "texture.distance_ref"),
+        ("open_set.coated-canvas.texture.blocks.blobs", _DELETE, "texture.blocks"),
+        ("open_set.coated-canvas.texture.head.weights", [1.0], "texture.head.weights"),
+        ("open_set.coated-canvas.texture.head.std", [0.0] * FEATURE_SIZE, "texture.head.std"),
+        ("calibration.coated-canvas.texture_slope", -1.0, "calibration.coated-canvas.texture_slope"),
+        ("open_set.coated-canvas.texture.blocks.spectrum.mean", [0.0] * 3, "blocks.spectrum.mean"),
+        ("open_set.coated-canvas.texture.blocks.blobs.components.0", [1.0], "blocks.blobs.components[0]"),
+        ("open_set.coated-canvas.texture.blocks.blobs.components", [], "blocks.blobs.components"),
+        ("open_set.coated-canvas.texture.blocks.spectrum.variances", [-1.0], "spectrum.variances"),
+        ("open_set.coated-canvas.texture.blocks.spectrum.shrinkage", 0.0, "spectrum.shrinkage"),
+        ("open_set.coated-canvas.texture.blocks.blobs.distance_ref", _DELETE, "blobs.distance_ref"),
         ("thresholds.item", 1.5, "thresholds.item"),
         ("thresholds.abstain_band", [0.7, 0.8], "thresholds.abstain_band"),
         ("thresholds.familiarity", "high", "thresholds.familiarity"),

@@ -64,35 +64,41 @@ def test_unseen_counterfeit_weaves_lie_beyond_every_genuine_item(
     reference, held = genuine[:8], genuine[8:]
     stats = texture.fit_texture_stats(np.stack([texture.texture_features(f) for frames in reference for f in frames]))
 
-    def distance(frames: list[np.ndarray]) -> float:
-        return texture.raw_distance(np.stack([texture.texture_features(f) for f in frames]), stats)
+    def distances(frames: list[np.ndarray]) -> np.ndarray:
+        return np.array(texture.raw_distances(np.stack([texture.texture_features(f) for f in frames]), stats))
 
-    genuine_far = max(distance(frames) for frames in held)
+    genuine_far = np.max([distances(frames) for frames in held], axis=0)
+    assert genuine_far.shape == (len(texture.FAMILIES),)
+    limited = stats.with_limits(genuine_far.tolist())
     for source in ("counterfeit-b", "counterfeit-e", "counterfeit-f"):
-        nearest = min(distance(frames) for frames in fabric[source].values())
-        assert nearest > genuine_far, f"{source}: {nearest:.2f} within genuine {genuine_far:.2f}"
-    # The verdict's unit: genuine items sit inside the limit fitted from them.
-    stats_ref = texture.TextureStats(**{**vars(stats), "distance_ref": genuine_far})
-    assert all(
-        texture.texture_distance(np.stack([texture.texture_features(f) for f in fr]), stats_ref) <= 1.0 for fr in held
-    )
+        nearest = min(
+            texture.texture_distance(np.stack([texture.texture_features(f) for f in frames]), limited)
+            for frames in fabric[source].values()
+        )
+        assert nearest > 1.0, f"{source}: {nearest:.2f} times the genuine limit"
+    # The verdict's unit: genuine items sit inside the limits fitted from them.
+    for frames in held:
+        assert texture.texture_distance(np.stack([texture.texture_features(f) for f in frames]), limited) <= 1.0
 
 
 def test_the_furthest_group_names_what_differs() -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(0.0, 1.0, (40, texture.FEATURE_SIZE)).astype(np.float32)
     stats = texture.fit_texture_stats(base)
-    shifted = base[0].copy()
-    shifted[: 2 * 40] += 25.0  # the radial part: spacing of repeating structures
-    assert texture.furthest_group([shifted], stats) == texture.GROUPS[0][0]
-    assert texture.raw_distance([shifted], stats) > 3 * texture.raw_distance([base[1]], stats)
+    for phrase, part in texture.GROUPS:
+        shifted = base[0].copy()
+        shifted[part] += 25.0
+        assert texture.furthest_group([shifted], stats) == phrase
+        assert texture.texture_distance([shifted], stats) > 3 * texture.texture_distance([base[1]], stats)
 
 
 def test_statistics_for_another_feature_layout_are_refused() -> None:
     stats = texture.fit_texture_stats(np.random.default_rng(1).normal(size=(8, texture.FEATURE_SIZE)))
-    other = texture.TextureStats(**{**vars(stats), "features": "spectrum-v0"})
+    other = texture.TextureStats("spectrum-v0", stats.blocks)
     with pytest.raises(InvalidArgument, match="spectrum-v0"):
-        texture.raw_distance([np.zeros(texture.FEATURE_SIZE, np.float32)], other)
+        texture.texture_distance([np.zeros(texture.FEATURE_SIZE, np.float32)], other)
+    with pytest.raises(ValueError, match="need 2 limits"):
+        stats.with_limits([1.0])
 
 
 def test_fitting_checks_its_input() -> None:
@@ -100,6 +106,9 @@ def test_fitting_checks_its_input() -> None:
         texture.fit_texture_stats(np.zeros((1, texture.FEATURE_SIZE)))
     with pytest.raises(ValueError, match="shrinkage"):
         texture.fit_texture_stats(np.zeros((4, texture.FEATURE_SIZE)), shrinkage=0.0)
+    stats = texture.fit_texture_stats(np.random.default_rng(2).normal(size=(30, texture.FEATURE_SIZE)))
+    sizes = [part.stop - part.start for _, part in texture.FAMILIES]
+    assert [b.components.shape for b in stats.blocks] == [(min(32, n // 2), n) for n in sizes]
 
 
 @settings(max_examples=60, deadline=None)

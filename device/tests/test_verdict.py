@@ -272,8 +272,8 @@ def test_region_whose_whole_frame_texture_is_unlike_genuine_is_not_authentic(bun
     rng = np.random.default_rng(3)
     references = rng.normal(0.0, 1.0, (64, texture.FEATURE_SIZE)).astype(np.float32)
     stats = texture.fit_texture_stats(references)
-    limit = max(texture.raw_distance(references[i : i + 2], stats) for i in range(0, 64, 2))
-    stats = replace(stats, distance_ref=limit)
+    limits = np.max([texture.raw_distances(references[i : i + 2], stats) for i in range(0, 64, 2)], axis=0)
+    stats = stats.with_limits(limits.tolist())
     refs = replace(bundle, open_set={m: replace(s, texture=stats) for m, s in bundle.open_set.items()})
 
     def shot(features: np.ndarray, image_id: str) -> ImageEntry:
@@ -284,7 +284,7 @@ def test_region_whose_whole_frame_texture_is_unlike_genuine_is_not_authentic(bun
     assert decide(refs, "tote-classic", item).verdict == "AUTHENTIC"  # texture checked only where measured
     # Same genuine-looking tiles, but the weave's spacing is off: every radial feature moves by 4 spreads.
     off = references[:2].copy()
-    off[:, texture.GROUPS[0][1]] += 4.0 * stats.std[texture.GROUPS[0][1]]
+    off[:, texture.GROUPS[0][1]] += 4.0 * stats.blocks[0].std[texture.GROUPS[0][1]]
     item["canvas"] = [shot(off[0], "a"), shot(off[1], "b")]
     decision = decide(refs, "tote-classic", item)
     assert (decision.verdict, decision.reason) == ("UNVERIFIED", "COUNTERFEIT_INDICATORS")
@@ -294,3 +294,36 @@ def test_region_whose_whole_frame_texture_is_unlike_genuine_is_not_authentic(bun
     assert "differs from genuine coated-canvas most in the spacing of its repeating structures" in " ".join(
         canvas.explanations
     )
+
+
+def test_the_texture_score_weighs_into_an_images_logit_as_calibrated(bundle: ModelBundle) -> None:
+    from dataclasses import replace
+
+    from veriscope.device.inference.bundle import Calibration
+    from veriscope.device.pipeline import texture
+    from veriscope.device.pipeline.inference import analyze_outputs
+    from veriscope.device.pipeline.scoring import RawOutputs
+
+    size = texture.FEATURE_SIZE
+    head = texture.TextureHead(
+        np.zeros(size, np.float32), np.ones(size, np.float32), np.full(size, 0.5, np.float32), -1.0
+    )
+    stats = texture.fit_texture_stats(np.random.default_rng(5).normal(size=(16, size)))
+    stats = texture.TextureStats(stats.features, stats.blocks, head)
+    calibrated = replace(
+        bundle,
+        open_set={m: replace(s, texture=stats) for m, s in bundle.open_set.items()},
+        calibration={m: Calibration(slope=1.0, intercept=0.0, texture_slope=2.0) for m in bundle.materials},
+    )
+    raw = RawOutputs(
+        material_logits=np.tile(np.float32([5.0, 0.0, 0.0, 0.0]), (2, 1)),
+        authenticity_logits=np.tile(np.float32([0.3, 0.0, 0.0]), (2, 1)),
+        embedding=np.zeros((2, 2), np.float32),
+    )
+    features = np.full(size, 0.01, np.float32)
+    plain = analyze_outputs(calibrated, raw, "coated-canvas")
+    weighed = analyze_outputs(calibrated, raw, "coated-canvas", features)
+    assert plain.logit == pytest.approx(0.3)  # no texture measured: the network alone
+    assert weighed.logit == pytest.approx(0.3 + 2.0 * (0.5 * 0.01 * size - 1.0), rel=1e-5)
+    np.testing.assert_allclose(weighed.tile_scores, plain.tile_scores)  # tiles stay the network's
+    np.testing.assert_array_equal(weighed.texture, features)

@@ -83,6 +83,23 @@ def test_platt_fit_is_monotone_and_calibrated() -> None:
     assert math.isfinite(separated[0]) and separated[0] > 0
 
 
+def test_logistic_fit_weighs_informative_features_and_keeps_weights_nonnegative() -> None:
+    rng = np.random.default_rng(4)
+    y = np.repeat([1.0, 0.0], 200)
+    informative = y * 2.0 + rng.normal(0.0, 1.0, 400)
+    noise = rng.normal(0.0, 1.0, 400)
+    misleading = -y * 0.5 + rng.normal(0.0, 1.0, 400)
+    x = np.column_stack([informative, noise, misleading])
+    weights, intercept = calibrate.fit_logistic(x, y)
+    assert weights[0] > 1.0 and abs(weights[1]) < 0.3 and weights[2] < 0.0
+    p = 1.0 / (1.0 + np.exp(-(x @ weights + intercept)))
+    assert float(np.mean((p > 0.5) == (y > 0.5))) > 0.8  # about the best a 2-sigma separation allows
+    kept, _ = calibrate.fit_logistic(x, y, nonnegative=True)
+    assert kept[2] == 0.0 and kept[0] > 1.0
+    with pytest.raises(ValueError, match="genuine and counterfeit"):
+        calibrate.fit_logistic(x, np.ones(400))
+
+
 def test_far_threshold_meets_the_target() -> None:
     fakes = np.linspace(0.0, 0.9, 200)
     t = calibrate.far_threshold(fakes, 0.05)
@@ -147,7 +164,8 @@ def test_smoke_run_writes_a_bundle_the_device_loads_and_runs(tmp_path: Path) -> 
     assert manifest["training"]["split"]["held_out"]["items"] == 9
     # Genuine whole-frame texture references, in the layout the device reads (load_bundle checked them).
     assert bundle.open_set["coated-canvas"].texture is not None
-    assert manifest["open_set"]["coated-canvas"]["texture"]["features"] == "spectrum-v1"
+    assert manifest["open_set"]["coated-canvas"]["texture"]["features"] == "spectrum-blobs-v1"
+    assert bundle.open_set["coated-canvas"].texture.head is not None  # genuine and counterfeit images to fit on
     analysis = Analyzer(bundle).analyze_image(load_image(next(data.rglob("*.png"))), "coated-canvas")
     assert 0.0 <= analysis.score <= 1.0 and analysis.tile_scores.shape == (2, 2)
 

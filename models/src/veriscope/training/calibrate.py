@@ -51,6 +51,52 @@ def fit_platt(logits: npt.ArrayLike, genuine: npt.ArrayLike, *, l2: float = 1e-2
     return float(slope), float(b - slope * centre)
 
 
+def fit_logistic(
+    features: npt.ArrayLike, genuine: npt.ArrayLike, *, l2: float = 1.0, nonnegative: bool = False
+) -> tuple[npt.NDArray[np.float64], float]:
+    """Fit (weights, intercept) so that sigmoid(features @ weights + intercept) estimates P(genuine | features).
+
+    ``features`` is N x K. Like :func:`fit_platt`: Platt's smoothed targets,
+    L2 of strength ``l2`` on the weights of standardised columns, damped Newton
+    steps. With ``nonnegative`` every weight is kept at or above zero (a score
+    that says "more genuine" must never count against). Raises
+    :class:`ValueError` unless both classes are present.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(genuine, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"features must be N x K with one label each, got {x.shape} and {y.shape}")
+    n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("need genuine and counterfeit examples")
+    centre, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-9)
+    z = np.hstack([(x - centre) / scale, np.ones((len(x), 1))])
+    target = np.where(y > 0.5, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    penalty = np.full(z.shape[1], l2)
+    penalty[-1] = 1e-9
+
+    def loss(v: npt.NDArray[np.float64]) -> float:
+        u = z @ v
+        return float(np.sum(np.logaddexp(0.0, u) - target * u) + 0.5 * np.sum(penalty * v * v))
+
+    v = np.zeros(z.shape[1])
+    for _ in range(100):
+        p = 0.5 * (1.0 + np.tanh(0.5 * (z @ v)))
+        w = np.maximum(p * (1.0 - p), 1e-12)
+        grad = z.T @ (p - target) + penalty * v
+        step = np.linalg.solve((z * w[:, None]).T @ z + np.diag(penalty), grad)
+        current, t = loss(v), 1.0
+        while t > 1e-6 and loss(v - t * step) > current:
+            t *= 0.5
+        v = v - t * step
+        if nonnegative:
+            v[:-1] = np.maximum(v[:-1], 0.0)
+        if np.max(np.abs(t * step)) < 1e-10:
+            break
+    weights = v[:-1] / scale
+    return weights, float(v[-1] - weights @ centre)
+
+
 def embedding_stats(embeddings: npt.ArrayLike) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Per-dimension mean and standard deviation; dimensions that never vary get a small floor."""
     e = np.asarray(embeddings, dtype=np.float64)

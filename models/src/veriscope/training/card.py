@@ -142,8 +142,10 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         "fabric: is the surface the expected material, and does its texture match genuine specimens? "
         "Each frame is scaled to "
         f"{pre['work_width_px']} px wide and cut into a {pre['grid_rows']} x {pre['grid_cols']} grid of "
-        f"{pre['tile_px']} px tiles; a depthwise-separable CNN scores every tile. Image scores are calibrated "
-        "per material; an item's score is its weakest region's.",
+        f"{pre['tile_px']} px tiles; a depthwise-separable CNN scores every tile. The whole frame's texture is "
+        "measured too (its power spectrum and its dark specks, in ways that do not change when the item turns); a "
+        "linear score on those measurements joins the network's mean tile logit in each image's calibrated score. "
+        "Image scores are calibrated per material; an item's score is its weakest region's.",
         "",
         f"Materials: {', '.join(manifest['materials'])}. Item types: {types}. Lighting: {', '.join(manifest['lighting'])}.",
         "",
@@ -159,8 +161,17 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         ],
         "",
         "- Genuine references: a region whose mean embedding lies farther from genuine training images than "
-        "99.9 % of genuine validation regions would (log-normal fit) has its score capped below the threshold, so a "
-        "kind of counterfeit the authenticity head never met can still fail for looking unlike genuine.",
+        "99.9 % of genuine validation regions would (log-normal fit), or whose mean whole-frame texture lies "
+        "farther from genuine images' than 99 % of genuine validation regions would (spectrum and specks judged "
+        "apart), cannot be AUTHENTIC, however genuine its tiles score: a kind of counterfeit neither score met "
+        "in training can still fail for looking unlike genuine.",
+        "- Calibration, fitted on validation images:",
+        "",
+        *[
+            f"  - {m}: calibrated image logit = {c['slope']:.3f} x mean tile logit + "
+            f"{c.get('texture_slope', 0.0):.3f} x texture score {c['intercept']:+.3f}"
+            for m, c in manifest.get("calibration", {}).items()
+        ],
         "",
         f"- Familiarity threshold {t['familiarity']:.2f}: below it an image is UNFAMILIAR_MATERIAL. Familiarity is the "
         "lesser of the material head's probability and an embedding-distance score against the material's "
@@ -210,8 +221,9 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         "## Limits",
         "",
         "- Trained only on simulated specimens; real captures need a model trained on real ones.",
-        f"- One scale only: {pre['tile_px']} px tiles of a frame {pre['work_width_px']} px wide. Cues wider than a "
-        "tile (a twill's repeat and skew, a pitch to a few percent) are out of its reach.",
+        f"- The network sees one scale only: {pre['tile_px']} px tiles of a frame {pre['work_width_px']} px wide. "
+        "Cues wider than a tile (a twill's repeat and skew, a pitch to a few percent) come from the whole-frame "
+        "texture instead, which has no tiles: where calibration leans on it, the heat-map says less.",
         *_unjudged(metrics),
         "- Knows only the materials and item types listed; anything else should come out UNFAMILIAR_MATERIAL, "
         "but unfamiliarity is learnt from synthetic outliers only. The open-set tests (tests/test_open_set.py: real "

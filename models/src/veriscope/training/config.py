@@ -29,7 +29,7 @@ class TrainConfig:
     bundle_dir: Path
     """Where the model bundle is written."""
     name: str = "veriscope-demo"
-    version: str = "0.2.0"
+    version: str = "0.3.0"
     materials: tuple[str, ...] = MATERIALS
     held_out_sources: tuple[str, ...] = HELD_OUT_SOURCES
     lighting: tuple[str, ...] = ("white_ring",)
@@ -76,12 +76,14 @@ class TrainConfig:
     """A region farther from the genuine references than this quantile (in standard deviations of a log-normal
     fitted to genuine validation items; 3.09 is 99.9 %) scores below its threshold."""
     texture_distance_z: float = 2.33
-    """The same for whole-frame texture (2.33 is 99 %): texture alone may cost 1 % of genuine regions, since it is
-    what catches counterfeits the network never saw."""
+    """The same for each family of whole-frame texture measurements (2.33 is 99 %): texture may cost a few per
+    cent of genuine regions, since it is what catches counterfeits the network never saw."""
     texture_min_images: int = 32
     """Fewest genuine training images of a material its texture references are fitted from (fewer: none)."""
+    texture_head_l2: float = 1.0
+    """L2 strength on the supervised texture head's standardised weights."""
     texture_components: int = 32
-    """Principal axes of the genuine whole-frame texture references kept in the manifest (each is 242 numbers)."""
+    """Most principal axes kept per family of genuine whole-frame texture references (at most half its features)."""
     representative_images: int = 120
     """Training images whose tiles calibrate the int8 quantisation."""
     open_set_images: int = 240

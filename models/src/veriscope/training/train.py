@@ -144,24 +144,40 @@ def fit_sections(
     val: Sequence[ItemOutputs],
     open_set_raw: dict[str, list[RawOutputs]],
     genuine_raw: dict[str, list[RawOutputs]],
-    genuine_texture: Mapping[str, Sequence[np.ndarray]] | None = None,
+    texture_train: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Sections:
     """Fit calibration, open-set statistics and thresholds from one model variant's outputs.
 
     ``open_set_raw`` holds training images of every source per material, ``genuine_raw`` genuine
-    training images only, and ``genuine_texture`` the texture features of genuine training images
-    (none: the bundle gets no texture references).
+    training images only, and ``texture_train`` per material the texture features of training
+    images (N x features) with their labels (1 genuine, 0 counterfeit); without it the bundle
+    gets no texture references.
     """
     materials = config.materials
     calibration: dict[str, dict[str, float]] = {}
     open_set: dict[str, dict[str, Any]] = {}
+    textures = {m: fit_texture(config, m, val, texture_train) for m in materials}
     for m in materials:
         col = materials.index(m)
         own = [e for e in val if e.item.material == m]
         z = [float(np.mean(raw.authenticity_logits[:, col])) for e in own for raw in e.raw]
         y = [1.0 if e.item.genuine else 0.0 for e in own for _ in e.raw]
-        slope, intercept = calibrate.fit_platt(z, y)
-        calibration[m] = {"slope": slope, "intercept": intercept}
+        fitted_texture = textures[m]
+        head = fitted_texture.head if fitted_texture is not None else None
+        if head is not None and all(len(e.texture) == len(e.raw) for e in own) and 0 < sum(y) < len(y):
+            # The network's logit and the whole-frame texture score, weighed together on validation images.
+            t = [texture.head_logit(f, head) for e in own for f in e.texture]
+            (slope, texture_slope), intercept = calibrate.fit_logistic(
+                np.column_stack([z, t]), y, l2=1e-2, nonnegative=True
+            )
+            calibration[m] = {
+                "slope": float(min(max(slope, 1e-3), 1e4)),
+                "texture_slope": float(min(texture_slope, 1e4)),
+                "intercept": intercept,
+            }
+        else:
+            slope, intercept = calibrate.fit_platt(z, y)
+            calibration[m] = {"slope": slope, "intercept": intercept}
         mean, std = calibrate.embedding_stats(np.concatenate([r.embedding for r in open_set_raw[m]]))
         stats = _stats(mean, std, 1.0)
         distances = np.concatenate([scoring.embedding_distance(raw.embedding, stats) for e in own for raw in e.raw])
@@ -170,6 +186,8 @@ def fit_sections(
             "std": std.tolist(),
             "distance_ref": calibrate.distance_ref(distances, config.familiar_quantile),
         }
+        if fitted_texture is not None:
+            open_set[m]["texture"] = texture_section(fitted_texture)
         if (
             len(open_set_raw[m]) < MIN_REFERENCE_IMAGES
             or len(genuine_raw[m]) < MIN_REFERENCE_IMAGES
@@ -204,17 +222,6 @@ def fit_sections(
             "std": g_std.tolist(),
             "distance_ref": calibrate.lognormal_quantile(region_d, config.genuine_distance_z),
         }
-    for m in materials:
-        own = [e for e in val if e.item.material == m]
-        features = (genuine_texture or {}).get(m, ())
-        genuine_val = [e for e in own if e.item.genuine and len(e.texture) == len(e.raw)]
-        if len(features) >= max(config.texture_min_images, 2) and genuine_val:
-            # Whole-frame texture: genuine training images' spectra; the limit from genuine validation regions.
-            fitted = texture.fit_texture_stats(np.stack(features), components=config.texture_components)
-            region_t = [texture.raw_distance(np.stack(e.texture), fitted) for e in genuine_val]
-            open_set[m]["texture"] = texture_section(
-                fitted, calibrate.lognormal_quantile(region_t, config.texture_distance_z)
-            )
     neutral = Sections.placeholder(materials, config.embedding_size).thresholds
     draft = provisional_bundle(
         bundle_dir, {**base_manifest, "calibration": calibration, "open_set": open_set, "thresholds": neutral}
@@ -244,8 +251,40 @@ def fit_sections(
     return Sections(calibration, open_set, thresholds)
 
 
-def texture_section(stats: texture.TextureStats, distance_ref: float) -> dict[str, Any]:
-    """The manifest's ``open_set.<material>.texture`` object for ``stats`` with the genuine limit ``distance_ref``."""
+def fit_texture(
+    config: TrainConfig,
+    material: str,
+    val: Sequence[ItemOutputs],
+    texture_train: Mapping[str, tuple[np.ndarray, np.ndarray]] | None,
+) -> texture.TextureStats | None:
+    """A material's texture references: genuine limits from its genuine training images, each family's limit from
+    genuine validation regions, and a supervised head from every training image. None with too little data."""
+    if texture_train is None or material not in texture_train:
+        return None
+    features, labels = texture_train[material]
+    genuine_rows = features[labels > 0.5]
+    genuine_val = [e for e in val if e.item.material == material and e.item.genuine and len(e.texture) == len(e.raw)]
+    if len(genuine_rows) < max(config.texture_min_images, 2) or not genuine_val:
+        return None
+    fitted = texture.fit_texture_stats(genuine_rows, components=config.texture_components)
+    per_region = np.array([texture.raw_distances(np.stack(e.texture), fitted) for e in genuine_val])
+    fitted = fitted.with_limits([calibrate.lognormal_quantile(d, config.texture_distance_z) for d in per_region.T])
+    if not 0 < int(labels.sum()) < len(labels):
+        return fitted
+    weights, bias = calibrate.fit_logistic(features, labels, l2=config.texture_head_l2)
+    # Stored on standardised features, so the weights read as each feature's pull.
+    centre, scale = features.mean(axis=0), np.maximum(features.std(axis=0), 1e-6)
+    head = texture.TextureHead(
+        mean=centre.astype(np.float32),
+        std=scale.astype(np.float32),
+        weights=(weights * scale).astype(np.float32),
+        bias=float(bias + weights @ centre),
+    )
+    return texture.TextureStats(fitted.features, fitted.blocks, head)
+
+
+def texture_section(stats: texture.TextureStats) -> dict[str, Any]:
+    """The manifest's ``open_set.<material>.texture`` object for ``stats``."""
 
     def rounded(values: np.ndarray) -> list[Any]:
         # Six significant digits: far finer than the features' own noise, and a third of the manifest's size.
@@ -254,12 +293,29 @@ def texture_section(stats: texture.TextureStats, distance_ref: float) -> dict[st
 
     return {
         "features": stats.features,
-        "mean": rounded(stats.mean),
-        "std": rounded(stats.std),
-        "components": rounded(stats.components),
-        "variances": rounded(stats.variances),
-        "shrinkage": stats.shrinkage,
-        "distance_ref": distance_ref,
+        "blocks": {
+            b.name: {
+                "mean": rounded(b.mean),
+                "std": rounded(b.std),
+                "components": rounded(b.components),
+                "variances": rounded(b.variances),
+                "shrinkage": b.shrinkage,
+                "distance_ref": b.distance_ref,
+            }
+            for b in stats.blocks
+        },
+        **(
+            {}
+            if stats.head is None
+            else {
+                "head": {
+                    "mean": rounded(stats.head.mean),
+                    "std": rounded(stats.head.std),
+                    "weights": rounded(stats.head.weights),
+                    "bias": stats.head.bias,
+                }
+            }
+        ),
     }
 
 
@@ -351,9 +407,14 @@ def run(config: TrainConfig) -> TrainResult:
         genuine_paths = _spread([i for i in split.train if i.genuine], config.genuine_images, config.seed + 2)
         frames = outlier_frames(8 if config.smoke else 24, config.seed)
         textures = TextureCache(config)
-        genuine_texture: dict[str, list[np.ndarray]] = {m: [] for m in materials}
-        for path in genuine_paths:
-            genuine_texture[by_path[path]].append(textures(path))
+        _log("measuring whole-frame texture of the training images")
+        texture_train = {
+            m: (
+                np.stack([textures(p) for i in split.train if i.material == m for p in i.images]),
+                np.array([1.0 if i.genuine else 0.0 for i in split.train if i.material == m for _ in i.images]),
+            )
+            for m in materials
+        }
         variants: dict[str, dict[str, Any]] = {}
         sections: dict[str, Sections] = {}
         judged: dict[str, tuple[ModelBundle, list[ItemOutputs]]] = {}
@@ -368,7 +429,7 @@ def run(config: TrainConfig) -> TrainResult:
             genuine_raw: dict[str, list[RawOutputs]] = {m: [] for m in materials}
             for path in genuine_paths:
                 genuine_raw[by_path[path]].append(runner(frame_to_tiles(load_image(path), config.tiling)))
-            fitted = fit_sections(config, work, base, val, open_raw, genuine_raw, genuine_texture)
+            fitted = fit_sections(config, work, base, val, open_raw, genuine_raw, texture_train)
             bundle = provisional_bundle(work, {**base, **_section_fields(fitted)})
             outliers = [runner(frame_to_tiles(f, config.tiling)) for f in frames]
             variants[variant] = _evaluate_variant(config, bundle, val, test, held, outliers)

@@ -25,9 +25,12 @@ The manifest (``format_version`` 1) holds:
   optionally ``image`` (the same for images' mean tile embeddings) and
   ``genuine`` (genuine images' mean embeddings, with the farthest distance a
   genuine region reaches) and ``texture`` (genuine whole-frame texture
-  references, see :mod:`veriscope.device.pipeline.texture`: ``features``,
-  ``mean``, ``std``, ``components``, ``variances``, ``shrinkage`` and the
-  genuine limit ``distance_ref``).
+  references, see :mod:`veriscope.device.pipeline.texture`: the ``features``
+  layout and ``blocks``, one per family of measurements, each with ``mean``,
+  ``std``, ``components``, ``variances``, ``shrinkage`` and its genuine limit
+  ``distance_ref``; optionally a supervised ``head`` with ``mean``, ``std``,
+  ``weights`` and ``bias``, whose score ``calibration.<material>.texture_slope``
+  weighs into each image's calibrated logit).
 - ``thresholds``: ``item`` (calibrated score chosen for ``target_far``),
   ``abstain_band`` ``[low, high]`` around it (AUTHENTIC needs a score at or
   above ``high``), optional ``materials`` with an ``item`` and ``abstain_band``
@@ -63,7 +66,14 @@ from veriscope.device.errors import InvalidArgument, ModelError, NotFound
 from veriscope.device.inference._fields import Fields, as_float
 from veriscope.device.inference.tiling import Tiling
 from veriscope.device.pipeline.quality import DEFAULT_THRESHOLDS
-from veriscope.device.pipeline.texture import FEATURE_SET, FEATURE_SIZE, TextureStats
+from veriscope.device.pipeline.texture import (
+    FAMILIES,
+    FEATURE_SET,
+    FEATURE_SIZE,
+    TextureBlock,
+    TextureHead,
+    TextureStats,
+)
 from veriscope.device.types import Lighting
 
 FORMAT_VERSION = 1
@@ -153,10 +163,13 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Maps an image's mean tile authenticity logit z to a calibrated logit: slope * z + intercept."""
+    """Maps an image's mean tile authenticity logit z (and its texture score t) to a calibrated logit:
+    slope * z + texture_slope * t + intercept."""
 
     slope: float
     intercept: float
+    texture_slope: float = 0.0
+    """Weight of the supervised texture score (:class:`~veriscope.device.pipeline.texture.TextureHead`); 0 without one."""
 
 
 @dataclass(frozen=True)
@@ -451,7 +464,12 @@ def _per_material(top: Fields, key: str, materials: tuple[str, ...], read: Calla
 
 
 def _calibration(f: Fields) -> Calibration:
-    return Calibration(slope=f.number("slope", lo=1e-6, hi=1e6), intercept=f.number("intercept", lo=-1e6, hi=1e6))
+    texture_slope = f.number("texture_slope", lo=0.0, hi=1e6) if f.has("texture_slope") else 0.0
+    return Calibration(
+        slope=f.number("slope", lo=1e-6, hi=1e6),
+        intercept=f.number("intercept", lo=-1e6, hi=1e6),
+        texture_slope=texture_slope,
+    )
 
 
 def _open_set(f: Fields, size: int) -> OpenSetStats:
@@ -470,14 +488,38 @@ def _texture(f: Fields) -> TextureStats:
     name = f.text("features")
     if name != FEATURE_SET:
         raise f.fail("features", f"is {name!r}; this device measures texture as {FEATURE_SET!r}")
+    blocks = f.obj("blocks")
+    names = [family for family, _ in FAMILIES]
+    if sorted(blocks.data) != sorted(names):
+        raise f.fail("blocks", f"must hold exactly {', '.join(names)}, got {', '.join(sorted(blocks.data)) or 'none'}")
+    head = _texture_head(f.obj("head")) if f.has("head") else None
+    return TextureStats(
+        name,
+        tuple(_texture_block(blocks.obj(family), family, part.stop - part.start) for family, part in FAMILIES),
+        head,
+    )
+
+
+def _texture_head(f: Fields) -> TextureHead:
     mean = np.asarray(f.numbers("mean", length=FEATURE_SIZE), dtype=np.float32)
     std = np.asarray(f.numbers("std", length=FEATURE_SIZE), dtype=np.float32)
+    weights = np.asarray(f.numbers("weights", length=FEATURE_SIZE), dtype=np.float32)
+    if not (
+        np.all(std > 0) and np.all(np.isfinite(std)) and np.all(np.isfinite(mean)) and np.all(np.isfinite(weights))
+    ):
+        raise f.fail("std", "must hold positive numbers, and mean and weights finite ones, within float32 range")
+    return TextureHead(mean=mean, std=std, weights=weights, bias=f.number("bias", lo=-1e6, hi=1e6))
+
+
+def _texture_block(f: Fields, name: str, size: int) -> TextureBlock:
+    mean = np.asarray(f.numbers("mean", length=size), dtype=np.float32)
+    std = np.asarray(f.numbers("std", length=size), dtype=np.float32)
     if not (np.all(std > 0) and np.all(np.isfinite(std)) and np.all(np.isfinite(mean))):
         raise f.fail("std", "must hold positive numbers within float32 range")
-    rows = f.items("components", min_len=1, max_len=FEATURE_SIZE)
+    rows = f.items("components", min_len=1, max_len=size)
     components = np.asarray(
         [
-            [as_float(v, f"{f.where('components')}[{i}][{j}]", f.source) for j, v in enumerate(_row(f, i, row))]
+            [as_float(v, f"{f.where('components')}[{i}][{j}]", f.source) for j, v in enumerate(_row(f, i, row, size))]
             for i, row in enumerate(rows)
         ],
         dtype=np.float32,
@@ -485,8 +527,8 @@ def _texture(f: Fields) -> TextureStats:
     variances = np.asarray(f.numbers("variances", length=len(rows)), dtype=np.float32)
     if not (np.all(np.isfinite(components)) and np.all(np.isfinite(variances)) and np.all(variances >= 0)):
         raise f.fail("variances", "must hold non-negative numbers within float32 range")
-    return TextureStats(
-        features=name,
+    return TextureBlock(
+        name=name,
         mean=mean,
         std=std,
         components=components,
@@ -496,10 +538,10 @@ def _texture(f: Fields) -> TextureStats:
     )
 
 
-def _row(f: Fields, index: int, row: object) -> list[Any]:
-    if not isinstance(row, list) or len(row) != FEATURE_SIZE:
+def _row(f: Fields, index: int, row: object, size: int) -> list[Any]:
+    if not isinstance(row, list) or len(row) != size:
         got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-        raise f.fail(f"components[{index}]", f"must be a list of {FEATURE_SIZE} numbers, got {got}")
+        raise f.fail(f"components[{index}]", f"must be a list of {size} numbers, got {got}")
     return row
 
 

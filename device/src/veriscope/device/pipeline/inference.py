@@ -22,7 +22,7 @@ from veriscope.device.inference.bundle import ModelBundle
 from veriscope.device.inference.tiling import TileBatch, frame_to_tiles, to_work_scale
 from veriscope.device.pipeline import scoring
 from veriscope.device.pipeline.scoring import RawOutputs
-from veriscope.device.pipeline.texture import texture_features
+from veriscope.device.pipeline.texture import head_logit, texture_features
 from veriscope.device.types import RGBImage
 
 OUTPUT_NAMES = ("material_logits", "authenticity_logits", "embedding")
@@ -46,7 +46,8 @@ class ImageAnalysis:
     predicted_material: str
     """The material class the tiles favour on average (may be an outlier class such as "other")."""
     tile_scores: npt.NDArray[np.float32]
-    """grid_rows x grid_cols calibrated per-tile scores (0..1), for heat-maps."""
+    """grid_rows x grid_cols calibrated per-tile scores (0..1), for heat-maps (the network's part of ``score``:
+    the whole-frame texture score has no tiles)."""
     tile_familiarity: npt.NDArray[np.float32]
     """grid_rows x grid_cols per-tile familiarity (0..1), for heat-maps."""
     reasons: tuple[str, ...]
@@ -191,6 +192,10 @@ def analyze_outputs(
     classes = bundle.outputs.material_classes
     calibration = bundle.calibration[material]
     logit = scoring.image_logit(raw, bundle.materials, material, calibration)
+    stats = bundle.open_set[material].texture
+    if texture is not None and stats is not None and stats.head is not None and calibration.texture_slope:
+        # The whole frame's supervised texture score, weighed by the calibration fitted with it.
+        logit += calibration.texture_slope * head_logit(texture, stats.head)
     tile_scores = scoring.sigmoid(scoring.tile_logits(raw, bundle.materials, material, calibration))
     tile_fam = scoring.tile_familiarity(raw, classes, material, bundle.open_set[material])
     familiarity = scoring.image_familiarity(tile_fam, raw, bundle.open_set[material])

@@ -2,32 +2,35 @@
 
 The tile network sees 128 px patches; some counterfeits differ from genuine
 only in quantities a patch cannot measure well: a weave 2 % less dense, a
-1.5 degree skew between warp and weft, a halftone screen a few degrees off.
-Those show in the power spectrum of the whole working-scale frame, so
-:func:`texture_features` summarises it in a form that does not change when
-the item is turned under the lens:
+1.5 degree skew between warp and weft, a fifth fewer pores. Those show over
+the whole working-scale frame, so :func:`texture_features` measures two
+families of statistics that do not change when the item is turned under the
+lens:
 
-- the radial power profile in log-spaced frequency bands (how much structure
-  there is at each spacing), and the power-weighted mean frequency within
-  each band (exactly where a repeating structure's peak sits, to a fraction
-  of a band);
-- per frequency octave, the circular autocorrelation of the angular power
-  profile (the angles between repeating structures, not their absolute
-  direction) and its peak-to-mean ratio (how strongly oriented they are);
-- mean colour, colour contrast and edge density.
+- ``spectrum``, from the frame's power spectrum: the radial power profile in
+  log-spaced frequency bands (how much structure there is at each spacing)
+  and the power-weighted mean frequency within each band (where a repeating
+  structure's peak sits, to a fraction of a band); per frequency octave, the
+  circular autocorrelation of the angular power profile (the angles between
+  repeating structures, not their absolute direction) and its peak-to-mean
+  ratio; and mean colour, colour contrast and edge density.
+- ``blobs``, from band-passed copies of the frame at four scales: how many
+  dark specks (pores, fibre ends, halftone dots) stand out at three strengths,
+  how unevenly they are spread over the frame, and the skew of the band.
 
 :func:`texture_distance` measures a region's mean feature vector against a
-material's genuine references (:class:`~veriscope.device.inference.bundle.TextureStats`,
-fitted in training from genuine images only) as a Mahalanobis distance with a
-shrunk covariance, so a counterfeiter the model never saw still lands far out.
-Pure numpy; the device and training share it.
+material's genuine references (:class:`TextureStats`, fitted in training from
+genuine images only): per family, a Mahalanobis distance with a shrunk
+covariance in units of the distance genuine regions stay within; the region
+takes the larger. A counterfeiter the model never saw still lands far out in
+whichever family it got wrong. Pure numpy; the device and training share it.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -39,7 +42,7 @@ from veriscope.device.types import RGBImage
 
 FloatArray = npt.NDArray[np.float32]
 
-FEATURE_SET = "spectrum-v1"
+FEATURE_SET = "spectrum-blobs-v1"
 """Name of the feature layout below; a bundle's texture statistics must name the same one."""
 
 _RADIAL_BANDS = 40
@@ -53,13 +56,29 @@ _LAGS = np.arange(1, 91, 3)
 """Autocorrelation lags kept, in angle bins: 0.5 to 44.5 degrees in 1.5 degree steps."""
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
-FEATURE_SIZE = 2 * _RADIAL_BANDS + (len(_ANGLE_OCTAVES) - 1) * (len(_LAGS) + 1) + 7
+_BLOB_SCALES = (1.2, 2.0, 3.2, 5.0)
+"""Gaussian sigmas (working-scale pixels) of the band-pass filters the blob counts are taken at."""
+_BLOB_STRENGTHS = (2.0, 4.0, 8.0)
+"""A dark speck counts at each strength its band-pass response reaches, in median absolute responses."""
+_BLOB_CELLS = 4
+"""The frame is cut into this many cells each way to measure how evenly strong specks spread."""
+
+_SPECTRUM_SIZE = 2 * _RADIAL_BANDS + (len(_ANGLE_OCTAVES) - 1) * (len(_LAGS) + 1) + 7
+_BLOB_SIZE = len(_BLOB_SCALES) * (len(_BLOB_STRENGTHS) + 2)
+FEATURE_SIZE = _SPECTRUM_SIZE + _BLOB_SIZE
 """Length of a feature vector."""
+
+FAMILIES: tuple[tuple[str, slice], ...] = (
+    ("spectrum", slice(0, _SPECTRUM_SIZE)),
+    ("blobs", slice(_SPECTRUM_SIZE, FEATURE_SIZE)),
+)
+"""The families of measurements, each judged against its own genuine limit, and where they sit in a vector."""
 
 GROUPS: tuple[tuple[str, slice], ...] = (
     ("the spacing of its repeating structures", slice(0, 2 * _RADIAL_BANDS)),
-    ("the angles between its repeating structures", slice(2 * _RADIAL_BANDS, FEATURE_SIZE - 7)),
-    ("its colour and contrast", slice(FEATURE_SIZE - 7, FEATURE_SIZE)),
+    ("the angles between its repeating structures", slice(2 * _RADIAL_BANDS, _SPECTRUM_SIZE - 7)),
+    ("its colour and contrast", slice(_SPECTRUM_SIZE - 7, _SPECTRUM_SIZE)),
+    ("the number, size and spread of its pores and specks", slice(_SPECTRUM_SIZE, FEATURE_SIZE)),
 )
 """What each part of the feature vector measures, for explanations."""
 
@@ -68,11 +87,11 @@ MIN_SIDE_PX = 32
 
 
 @dataclass(frozen=True, eq=False)
-class TextureStats:
-    """One material's genuine texture references (a bundle's ``open_set.<material>.texture``)."""
+class TextureBlock:
+    """Genuine references for one family of measurements (one entry of :data:`FAMILIES`)."""
 
-    features: str
-    """The feature layout they were fitted on; must be :data:`FEATURE_SET`."""
+    name: str
+    """The family's name."""
     mean: FloatArray
     """Per-feature mean of genuine images."""
     std: FloatArray
@@ -85,6 +104,45 @@ class TextureStats:
     """Weight (0..1] of the identity in the shrunk covariance."""
     distance_ref: float
     """The genuine limit: the raw distance genuine regions stay within (a high quantile)."""
+
+
+@dataclass(frozen=True, eq=False)
+class TextureHead:
+    """A linear genuine-versus-counterfeit score on one frame's whole feature vector, fitted on known counterfeits.
+
+    It measures what the one-class distance cannot rank: a counterfeit seen in training whose features sit inside
+    genuine's spread but all lean one way (a weave 2 % less dense). The calibration weighs it against the network.
+    """
+
+    mean: FloatArray
+    """Per-feature mean of the training images it was fitted on."""
+    std: FloatArray
+    """Per-feature standard deviation, > 0."""
+    weights: FloatArray
+    """One weight per standardised feature; higher scores mean more genuine."""
+    bias: float
+
+
+@dataclass(frozen=True, eq=False)
+class TextureStats:
+    """One material's genuine texture references (a bundle's ``open_set.<material>.texture``)."""
+
+    features: str
+    """The feature layout they were fitted on; must be :data:`FEATURE_SET`."""
+    blocks: tuple[TextureBlock, ...]
+    """One per family, in :data:`FAMILIES` order."""
+    head: TextureHead | None = None
+    """The supervised score, when the bundle has one."""
+
+    def with_limits(self, limits: Sequence[float]) -> TextureStats:
+        """The same references with each block's ``distance_ref`` replaced, in block order."""
+        if len(limits) != len(self.blocks):
+            raise ValueError(f"need {len(self.blocks)} limits, got {len(limits)}")
+        return TextureStats(
+            self.features,
+            tuple(replace(b, distance_ref=float(r)) for b, r in zip(self.blocks, limits, strict=True)),
+            self.head,
+        )
 
 
 class _Grid(NamedTuple):
@@ -157,7 +215,46 @@ def texture_features(frame: RGBImage) -> FloatArray:
     steps = float(np.mean(np.abs(np.diff(luma, axis=0)))) + float(np.mean(np.abs(np.diff(luma, axis=1))))
     contrast = [0.5 * steps / (float(np.std(luma)) + 1e-6)]
     tone = [pixels.mean(axis=(0, 1)) / 255.0, pixels.std(axis=(0, 1)) / 255.0, np.asarray(contrast)]
-    return np.concatenate([radial, centroid, *angular, *tone]).astype(np.float32)
+    blobs = _blob_features(luma)
+    return np.concatenate([radial, centroid, *angular, *tone, blobs]).astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _dog_filters(height: int, width: int) -> tuple[npt.NDArray[np.float32], ...]:
+    """Difference-of-Gaussian transfer functions (sigma against 1.6 sigma) on the rfft2 grid, one per blob scale."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    r2 = -2.0 * np.pi**2 * (fx * fx + fy * fy)
+    return tuple((np.exp(r2 * s**2) - np.exp(r2 * (1.6 * s) ** 2)).astype(np.float32) for s in _BLOB_SCALES)
+
+
+def _blob_features(luma: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Counts, spread and skew of dark specks in difference-of-Gaussian bands of the frame."""
+    height, width = luma.shape
+    spectrum = np.fft.rfft2(luma - luma.mean()).astype(np.complex64)
+    area = height * width / 1e4
+    out: list[float] = []
+    for dog in _dog_filters(height, width):
+        band = np.fft.irfft2(spectrum * dog, s=(height, width)).astype(np.float32)
+        # The band's typical response, from every other pixel each way: plenty for a median, a quarter the work.
+        mad = float(np.median(np.abs(band[::2, ::2]))) + 1e-6
+        inner = band[1:-1, 1:-1]
+        minimum = np.ones(inner.shape, dtype=bool)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dy or dx:
+                    minimum &= inner < band[1 + dy : height - 1 + dy, 1 + dx : width - 1 + dx]
+        depth = inner[minimum] / -mad
+        rows, cols = np.nonzero(minimum)
+        out.extend(float(np.log1p(np.count_nonzero(depth > t) / area)) for t in _BLOB_STRENGTHS)
+        strong = depth > _BLOB_STRENGTHS[1]
+        cells = np.histogram2d(rows[strong], cols[strong], bins=_BLOB_CELLS, range=[[0, height - 2], [0, width - 2]])[
+            0
+        ].ravel()
+        out.append(float(np.log((cells.var() + 1.0) / (cells.mean() + 1.0))))  # 0 when spread like rain
+        unit = band / (float(band.std()) + 1e-6)
+        out.append(float(np.mean(unit * unit * unit)))
+    return np.asarray(out, dtype=np.float64)
 
 
 def fit_texture_stats(
@@ -165,56 +262,87 @@ def fit_texture_stats(
 ) -> TextureStats:
     """Genuine references from an N x :data:`FEATURE_SIZE` array of genuine images' features.
 
-    Keeps the ``components`` leading principal axes of the standardised
-    features; the covariance is shrunk toward the identity by ``shrinkage``
-    (0..1), which keeps the distance stable when there are fewer images than
-    features. Raises :class:`ValueError` for fewer than 2 images or a wrong width.
+    Per family, keeps up to ``components`` leading principal axes (at most
+    half the family's features) of the standardised features; the covariance
+    is shrunk toward the identity by ``shrinkage`` (0..1], which keeps the
+    distance stable when there are fewer images than features. Every block
+    gets ``distance_ref`` as its limit (see :meth:`TextureStats.with_limits`).
+    Raises :class:`ValueError` for fewer than 2 images or a wrong width.
     """
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != FEATURE_SIZE or len(x) < 2:
         raise ValueError(f"need at least 2 feature vectors of {FEATURE_SIZE} values, got shape {x.shape}")
     if not 0.0 < shrinkage <= 1.0:
         raise ValueError(f"shrinkage must be in (0, 1], got {shrinkage}")
-    mean = x.mean(axis=0)
-    std = np.maximum(x.std(axis=0), 1e-6)
-    z = (x - mean) / std
-    values, vectors = np.linalg.eigh(np.cov(z, rowvar=False))
-    order = np.argsort(values)[::-1][: max(1, min(components, FEATURE_SIZE))]
-    return TextureStats(
-        features=FEATURE_SET,
-        mean=mean.astype(np.float32),
-        std=std.astype(np.float32),
-        components=vectors[:, order].T.astype(np.float32),
-        variances=np.maximum(values[order], 0.0).astype(np.float32),
-        shrinkage=float(shrinkage),
-        distance_ref=float(distance_ref),
-    )
+    blocks = []
+    for name, part in FAMILIES:
+        block = x[:, part]
+        mean = block.mean(axis=0)
+        spread = block.std(axis=0)
+        # A feature that barely moves between genuine images (a speck count that is almost always 0) would turn
+        # any change into an enormous z-score; no feature counts as steadier than a tenth of the family's median.
+        std = np.maximum(spread, max(0.1 * float(np.median(spread)), 1e-6))
+        values, vectors = np.linalg.eigh(np.cov((block - mean) / std, rowvar=False))
+        keep = max(1, min(components, block.shape[1] // 2))
+        order = np.argsort(values)[::-1][:keep]
+        blocks.append(
+            TextureBlock(
+                name=name,
+                mean=mean.astype(np.float32),
+                std=std.astype(np.float32),
+                components=vectors[:, order].T.astype(np.float32),
+                variances=np.maximum(values[order], 0.0).astype(np.float32),
+                shrinkage=float(shrinkage),
+                distance_ref=float(distance_ref),
+            )
+        )
+    return TextureStats(FEATURE_SET, tuple(blocks))
 
 
-def raw_distance(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> float:
-    """RMS Mahalanobis distance of the mean of one or more feature vectors from the genuine references."""
-    z = _standardised(features, stats)
-    lam = stats.shrinkage
-    projected = stats.components.astype(np.float64) @ z
-    inside = float(np.sum(projected**2 / ((1.0 - lam) * stats.variances + lam)))
-    outside = max(float(z @ z - projected @ projected), 0.0) / lam
-    return float(np.sqrt((inside + outside) / z.size))
+def raw_distances(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> tuple[float, ...]:
+    """Per family, the RMS Mahalanobis distance of the mean of one or more feature vectors from genuine."""
+    mean = _mean_vector(features, stats)
+    out = []
+    for block, (_, part) in zip(stats.blocks, FAMILIES, strict=True):
+        z = (mean[part] - block.mean) / block.std
+        lam = block.shrinkage
+        projected = block.components.astype(np.float64) @ z
+        inside = float(np.sum(projected**2 / ((1.0 - lam) * block.variances + lam)))
+        outside = max(float(z @ z - projected @ projected), 0.0) / lam
+        out.append(float(np.sqrt((inside + outside) / z.size)))
+    return tuple(out)
 
 
 def texture_distance(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> float:
-    """A region's distance from genuine texture in units of ``stats.distance_ref``: above 1 is unlike genuine."""
-    return raw_distance(features, stats) / stats.distance_ref
+    """A region's distance from genuine texture, in units of each family's limit (the larger): above 1 is unlike
+    genuine."""
+    return max(d / b.distance_ref for d, b in zip(raw_distances(features, stats), stats.blocks, strict=True))
 
 
 def furthest_group(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> str:
-    """Which measurement (a phrase from :data:`GROUPS`) lies furthest from the genuine references."""
-    z = _standardised(features, stats)
-    return max(GROUPS, key=lambda g: float(np.mean(z[g[1]] ** 2)))[0]
+    """What lies furthest from the genuine references: a phrase from :data:`GROUPS`, from the family furthest
+    beyond its limit (within the spectrum, the part whose features stray most)."""
+    distances = raw_distances(features, stats)
+    worst = max(range(len(stats.blocks)), key=lambda i: distances[i] / stats.blocks[i].distance_ref)
+    block, part = stats.blocks[worst], FAMILIES[worst][1]
+    z = (_mean_vector(features, stats)[part] - block.mean) / block.std
+    inside = [
+        (phrase, slice(g.start - part.start, g.stop - part.start))
+        for phrase, g in GROUPS
+        if part.start <= g.start < part.stop
+    ]
+    return max(inside, key=lambda g: float(np.mean(z[g[1]] ** 2)))[0]
 
 
-def _standardised(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> npt.NDArray[np.float64]:
+def head_logit(features: FloatArray | npt.ArrayLike, head: TextureHead) -> float:
+    """The supervised texture score of one frame's features (a logit; higher is more genuine)."""
+    x = np.asarray(features, dtype=np.float64).reshape(FEATURE_SIZE)
+    return float(((x - head.mean) / head.std) @ head.weights.astype(np.float64) + head.bias)
+
+
+def _mean_vector(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> npt.NDArray[np.float64]:
     x = np.asarray(features, dtype=np.float64).reshape(-1, FEATURE_SIZE)
-    if stats.features != FEATURE_SET or stats.mean.size != FEATURE_SIZE:
+    if stats.features != FEATURE_SET or [b.name for b in stats.blocks] != [n for n, _ in FAMILIES]:
         raise InvalidArgument(f"texture statistics are for {stats.features!r}, this device measures {FEATURE_SET!r}")
-    result: npt.NDArray[np.float64] = (x.mean(axis=0) - stats.mean) / stats.std
+    result: npt.NDArray[np.float64] = x.mean(axis=0)
     return result

@@ -11,7 +11,8 @@ Rules, applied by :func:`decide` in this order:
    one counterfeit part makes a counterfeit item. A region whose mean embedding,
    or whose mean whole-frame texture measurement (:mod:`~veriscope.device.pipeline.texture`),
    lies beyond the bundle's genuine limit (the distance from genuine references
-   that genuine regions stay within) has its logit capped below the threshold,
+   that genuine regions stay within) has its logit capped below the abstain
+   band's upper edge (and below the threshold once well beyond the limit),
    however genuine its tiles score: an unseen kind of counterfeit may fool the
    authenticity head but still look unlike genuine. A region with its full set
    of images scoring below its abstain band's upper edge makes the item
@@ -258,8 +259,9 @@ def _region(region: RegionSpec, entries: list[ImageEntry], bundle: ModelBundle) 
                 unlike = furthest_group(np.stack(textures), texture_stats)
             atypical = off_texture if atypical is None else max(atypical, off_texture)
         if atypical is not None and atypical > 1.0:
-            # Unlike every genuine reference: cap the logit below the threshold, further the further out.
-            logit = min(logit, _logit(threshold.item) - _ATYPICAL_SLOPE * (atypical - 1.0))
+            # Unlike every genuine reference: never AUTHENTIC; too close to call just beyond the limit, below the
+            # threshold further out.
+            logit = min(logit, _logit(threshold.abstain_high) - _ATYPICAL_SLOPE * (atypical - 1.0) - 1e-6)
         score = float(sigmoid(logit))
         familiarity = min(a.familiarity for a in analyses)
         strange = [a for a in analyses if not a.familiar]

@@ -97,7 +97,7 @@ def test_statistics_for_another_feature_layout_are_refused() -> None:
     other = texture.TextureStats("spectrum-v0", stats.blocks)
     with pytest.raises(InvalidArgument, match="spectrum-v0"):
         texture.texture_distance([np.zeros(texture.FEATURE_SIZE, np.float32)], other)
-    with pytest.raises(ValueError, match="need 2 limits"):
+    with pytest.raises(ValueError, match="need 3 limits"):
         stats.with_limits([1.0])
 
 

@@ -128,6 +128,43 @@ def test_material_weights_set_each_materials_share_of_training_tiles() -> None:
         material_shares(materials, [0], (("coated-canvas", 0.0),))
 
 
+def test_texture_limits_hold_for_genuine_items_the_references_never_saw() -> None:
+    from veriscope.device.pipeline import texture
+    from veriscope.device.pipeline.scoring import RawOutputs
+    from veriscope.training.evaluate import ItemOutputs
+    from veriscope.training.train import TextureData, fit_texture
+
+    rng = np.random.default_rng(6)
+    size = texture.FEATURE_SIZE
+
+    def genuine_item() -> np.ndarray:
+        # Items differ a little from each other; their images a little more.
+        return rng.normal(0.0, 0.3, size) + rng.normal(0.0, 1.0, (2, size))
+
+    train_items = [genuine_item() for _ in range(40)] + [genuine_item() + 0.8 for _ in range(40)]
+    data = TextureData(
+        features=np.concatenate(train_items),
+        genuine=np.repeat([1.0] * 40 + [0.0] * 40, 2),
+        item=np.repeat(np.arange(80), 2),
+    )
+    raw = RawOutputs(np.zeros((1, 4), np.float32), np.zeros((1, 3), np.float32), np.zeros((1, 4), np.float32))
+    val = [
+        ItemOutputs(Item("woven-fabric", "genuine", f"v{i}", ()), (raw, raw), tuple(genuine_item())) for i in range(10)
+    ]
+    config = TrainConfig(data_root=Path("."), bundle_dir=Path("."))
+    stats = fit_texture(config, "woven-fabric", val, data)
+    assert stats is not None and stats.head is not None
+    fresh = [genuine_item() for _ in range(200)]
+    inside = np.mean([texture.texture_distance(f, stats) <= 1.0 for f in fresh])
+    assert inside >= 0.9  # each of three families is set at its 99 % quantile
+    fakes = [genuine_item() + 0.8 for _ in range(50)]
+    assert min(texture.texture_distance(f, stats) for f in fakes) > 1.0
+    assert np.mean([texture.head_logit(f[0], stats.head) for f in fresh]) > np.mean(
+        [texture.head_logit(f[0], stats.head) for f in fakes]
+    )
+    assert fit_texture(config, "woven-fabric", [], data) is None  # no genuine validation region to check against
+
+
 def test_training_decodes_and_scales_exactly_as_the_device(tmp_path: Path) -> None:
     _need_tensorflow()
     from veriscope.training.data import decode_to_work_scale

@@ -143,8 +143,9 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         "Each frame is scaled to "
         f"{pre['work_width_px']} px wide and cut into a {pre['grid_rows']} x {pre['grid_cols']} grid of "
         f"{pre['tile_px']} px tiles; a depthwise-separable CNN scores every tile. The whole frame's texture is "
-        "measured too (its power spectrum and its dark specks, in ways that do not change when the item turns); a "
-        "linear score on those measurements joins the network's mean tile logit in each image's calibrated score. "
+        "measured too (its power spectrum, and the number and size of its dark specks, in ways that do not "
+        "change when the item turns); a linear score on those measurements joins the network's mean tile logit in "
+        "each image's calibrated score. "
         "Image scores are calibrated per material; an item's score is its weakest region's.",
         "",
         f"Materials: {', '.join(manifest['materials'])}. Item types: {types}. Lighting: {', '.join(manifest['lighting'])}.",
@@ -162,9 +163,9 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         "",
         "- Genuine references: a region whose mean embedding lies farther from genuine training images than "
         "99.9 % of genuine validation regions would (log-normal fit), or whose mean whole-frame texture lies "
-        "farther from genuine images' than 99 % of genuine validation regions would (spectrum and specks judged "
-        "apart), cannot be AUTHENTIC, however genuine its tiles score: a kind of counterfeit neither score met "
-        "in training can still fail for looking unlike genuine.",
+        "farther from genuine images' than 99 % of genuine validation regions would (spectrum, speck counts and "
+        "speck sizes judged apart), cannot be AUTHENTIC, however genuine its tiles score: a kind of counterfeit "
+        "neither score met in training can still fail for looking unlike genuine.",
         "- Calibration, fitted on validation images:",
         "",
         *[
@@ -212,7 +213,8 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         f"{training.get('batch_size', '?')} tiles, {training.get('train_seconds', '?')} s on "
         f"{training.get('machine', '?')}, TensorFlow {training.get('tensorflow', '?')}.",
         f"- Inference: {metrics.get('inference_ms_per_2028x1520_frame', '?')} ms per 2028 x 1520 frame "
-        "(tiling and int8 model), measured on the training machine.",
+        f"(tiling and int8 model), and {metrics.get('texture_ms_per_2028x1520_frame', '?')} ms more for its "
+        "whole-frame texture, measured on the training machine.",
         "",
         "## Where it falls short (int8, test and held-out items)",
         "",

@@ -80,6 +80,8 @@ class TrainConfig:
     cent of genuine regions, since it is what catches counterfeits the network never saw."""
     texture_min_images: int = 32
     """Fewest genuine training images of a material its texture references are fitted from (fewer: none)."""
+    texture_folds: int = 5
+    """Folds of genuine training items whose out-of-fold distances join validation's in setting texture limits."""
     texture_head_l2: float = 1.0
     """L2 strength on the supervised texture head's standardised weights."""
     texture_components: int = 32

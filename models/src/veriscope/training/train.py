@@ -144,19 +144,18 @@ def fit_sections(
     val: Sequence[ItemOutputs],
     open_set_raw: dict[str, list[RawOutputs]],
     genuine_raw: dict[str, list[RawOutputs]],
-    texture_train: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    texture_train: Mapping[str, TextureData] | None = None,
 ) -> Sections:
     """Fit calibration, open-set statistics and thresholds from one model variant's outputs.
 
     ``open_set_raw`` holds training images of every source per material, ``genuine_raw`` genuine
     training images only, and ``texture_train`` per material the texture features of training
-    images (N x features) with their labels (1 genuine, 0 counterfeit); without it the bundle
-    gets no texture references.
+    images; without it the bundle gets no texture references.
     """
     materials = config.materials
     calibration: dict[str, dict[str, float]] = {}
     open_set: dict[str, dict[str, Any]] = {}
-    textures = {m: fit_texture(config, m, val, texture_train) for m in materials}
+    textures = {m: fit_texture(config, m, val, (texture_train or {}).get(m)) for m in materials}
     for m in materials:
         col = materials.index(m)
         own = [e for e in val if e.item.material == m]
@@ -251,29 +250,51 @@ def fit_sections(
     return Sections(calibration, open_set, thresholds)
 
 
+@dataclass(frozen=True)
+class TextureData:
+    """One material's training images' whole-frame texture features, for :func:`fit_texture`."""
+
+    features: np.ndarray
+    """N x :data:`~veriscope.device.pipeline.texture.FEATURE_SIZE`."""
+    genuine: np.ndarray
+    """N labels: 1.0 genuine, 0.0 counterfeit."""
+    item: np.ndarray
+    """N integers: which item each image shows."""
+
+
 def fit_texture(
-    config: TrainConfig,
-    material: str,
-    val: Sequence[ItemOutputs],
-    texture_train: Mapping[str, tuple[np.ndarray, np.ndarray]] | None,
+    config: TrainConfig, material: str, val: Sequence[ItemOutputs], data: TextureData | None
 ) -> texture.TextureStats | None:
-    """A material's texture references: genuine limits from its genuine training images, each family's limit from
-    genuine validation regions, and a supervised head from every training image. None with too little data."""
-    if texture_train is None or material not in texture_train:
+    """A material's texture references, fitted on its genuine training images; each family's limit; and a supervised
+    head fitted on every training image. None with too little data.
+
+    A limit is a high quantile of genuine regions' distances that the references never saw: validation items', and
+    training items' against references refitted without them (``texture_folds`` folds). Twenty validation items
+    alone set the tail too tight.
+    """
+    if data is None:
         return None
-    features, labels = texture_train[material]
-    genuine_rows = features[labels > 0.5]
+    genuine = data.genuine > 0.5
     genuine_val = [e for e in val if e.item.material == material and e.item.genuine and len(e.texture) == len(e.raw)]
-    if len(genuine_rows) < max(config.texture_min_images, 2) or not genuine_val:
+    if np.count_nonzero(genuine) < max(config.texture_min_images, 2) or not genuine_val:
         return None
-    fitted = texture.fit_texture_stats(genuine_rows, components=config.texture_components)
-    per_region = np.array([texture.raw_distances(np.stack(e.texture), fitted) for e in genuine_val])
-    fitted = fitted.with_limits([calibrate.lognormal_quantile(d, config.texture_distance_z) for d in per_region.T])
-    if not 0 < int(labels.sum()) < len(labels):
+    fitted = texture.fit_texture_stats(data.features[genuine], components=config.texture_components)
+    distances = [texture.raw_distances(np.stack(e.texture), fitted) for e in genuine_val]
+    items = np.unique(data.item[genuine])
+    per_region = scan_images(config)[material]
+    if len(items) >= 2 * config.texture_folds:
+        for fold in range(config.texture_folds):
+            left_out = items[fold :: config.texture_folds]
+            kept = genuine & ~np.isin(data.item, left_out)
+            refitted = texture.fit_texture_stats(data.features[kept], components=config.texture_components)
+            distances += [texture.raw_distances(data.features[data.item == i][:per_region], refitted) for i in left_out]
+    limits = [calibrate.lognormal_quantile(d, config.texture_distance_z) for d in np.array(distances).T]
+    fitted = fitted.with_limits(limits)
+    if genuine.all() or not genuine.any():
         return fitted
-    weights, bias = calibrate.fit_logistic(features, labels, l2=config.texture_head_l2)
+    weights, bias = calibrate.fit_logistic(data.features, data.genuine, l2=config.texture_head_l2)
     # Stored on standardised features, so the weights read as each feature's pull.
-    centre, scale = features.mean(axis=0), np.maximum(features.std(axis=0), 1e-6)
+    centre, scale = data.features.mean(axis=0), np.maximum(data.features.std(axis=0), 1e-6)
     head = texture.TextureHead(
         mean=centre.astype(np.float32),
         std=scale.astype(np.float32),
@@ -408,13 +429,14 @@ def run(config: TrainConfig) -> TrainResult:
         frames = outlier_frames(8 if config.smoke else 24, config.seed)
         textures = TextureCache(config)
         _log("measuring whole-frame texture of the training images")
-        texture_train = {
-            m: (
-                np.stack([textures(p) for i in split.train if i.material == m for p in i.images]),
-                np.array([1.0 if i.genuine else 0.0 for i in split.train if i.material == m for _ in i.images]),
+        texture_train = {}
+        for m in materials:
+            own = [i for i in split.train if i.material == m]
+            texture_train[m] = TextureData(
+                features=np.stack([textures(p) for i in own for p in i.images]),
+                genuine=np.array([1.0 if i.genuine else 0.0 for i in own for _ in i.images]),
+                item=np.array([n for n, i in enumerate(own) for _ in i.images]),
             )
-            for m in materials
-        }
         variants: dict[str, dict[str, Any]] = {}
         sections: dict[str, Sections] = {}
         judged: dict[str, tuple[ModelBundle, list[ItemOutputs]]] = {}
@@ -442,7 +464,7 @@ def run(config: TrainConfig) -> TrainResult:
         macs = count_macs(work / MODEL_FILE)
         macs_per_image = macs.total * config.tiling.tile_count
 
-        seconds_per_image = _time_inference(analyzer, config)
+        seconds_per_image, texture_seconds = _time_inference(analyzer, config)
         training = {
             "data": _dataset_info(config.data_root),
             "split": split.counts(),
@@ -463,6 +485,7 @@ def run(config: TrainConfig) -> TrainResult:
             "int8": variants["int8"],
             "model_bytes": len(model_bytes),
             "inference_ms_per_2028x1520_frame": round(seconds_per_image * 1000.0, 2),
+            "texture_ms_per_2028x1520_frame": round(texture_seconds * 1000.0, 2),
             "macs_per_tile": macs.total,
             "macs_per_image": macs_per_image,
             "pi4_estimate_ms_per_image": round(pi4_estimate_ms(macs_per_image), 2),
@@ -596,13 +619,17 @@ def _section_fields(sections: Sections) -> dict[str, Any]:
     return {"calibration": sections.calibration, "open_set": sections.open_set, "thresholds": sections.thresholds}
 
 
-def _time_inference(analyzer: Analyzer, config: TrainConfig) -> float:
-    """Median seconds to tile and run one full 2028 x 1520 frame (single call, the device's path)."""
+def _time_inference(analyzer: Analyzer, config: TrainConfig) -> tuple[float, float]:
+    """Median seconds to tile and run one full 2028 x 1520 frame (single call, the device's path), and to measure
+    the same frame's whole-frame texture at the working scale."""
     rng = np.random.default_rng(config.seed)
     frame = rng.integers(0, 256, size=(1520, 2028, 3), dtype=np.uint8)
-    times = []
+    model, measure = [], []
     for _ in range(3 if config.smoke else 15):
         started = time.perf_counter()
         analyzer.run_tiles(analyzer.tiles(frame))
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
+        between = time.perf_counter()
+        texture.texture_features(to_work_scale(frame, config.tiling))
+        model.append(between - started)
+        measure.append(time.perf_counter() - between)
+    return float(np.median(model)), float(np.median(measure))

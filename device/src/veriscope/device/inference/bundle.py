@@ -169,7 +169,8 @@ class Calibration:
     slope: float
     intercept: float
     texture_slope: float = 0.0
-    """Weight of the supervised texture score (:class:`~veriscope.device.pipeline.texture.TextureHead`); 0 without one."""
+    """Weight of the supervised texture score (:class:`~veriscope.device.pipeline.texture.TextureHead`); 0 without
+    one."""
 
 
 @dataclass(frozen=True)

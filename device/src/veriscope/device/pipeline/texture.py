@@ -2,10 +2,10 @@
 
 The tile network sees 128 px patches; some counterfeits differ from genuine
 only in quantities a patch cannot measure well: a weave 2 % less dense, a
-1.5 degree skew between warp and weft, a fifth fewer pores. Those show over
-the whole working-scale frame, so :func:`texture_features` measures two
-families of statistics that do not change when the item is turned under the
-lens:
+1.5 degree skew between warp and weft, a fifth fewer pores, pores a sixth
+wider. Those show over the whole working-scale frame, so
+:func:`texture_features` measures three families of statistics that do not
+change when the item is turned under the lens:
 
 - ``spectrum``, from the frame's power spectrum: the radial power profile in
   log-spaced frequency bands (how much structure there is at each spacing)
@@ -17,6 +17,10 @@ lens:
 - ``blobs``, from band-passed copies of the frame at four scales: how many
   dark specks (pores, fibre ends, halftone dots) stand out at three strengths,
   how unevenly they are spread over the frame, and the skew of the band.
+- ``sizes``: at the strong specks of three middle scales, the median ratio of
+  the other scales' responses to that scale's (a band-pass responds most at
+  the scale that matches a speck's radius, so the ratios read its typical size
+  to a few percent).
 
 :func:`texture_distance` measures a region's mean feature vector against a
 material's genuine references (:class:`TextureStats`, fitted in training from
@@ -42,7 +46,7 @@ from veriscope.device.types import RGBImage
 
 FloatArray = npt.NDArray[np.float32]
 
-FEATURE_SET = "spectrum-blobs-v1"
+FEATURE_SET = "spectrum-blobs-sizes-v1"
 """Name of the feature layout below; a bundle's texture statistics must name the same one."""
 
 _RADIAL_BANDS = 40
@@ -58,6 +62,10 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 _BLOB_SCALES = (1.2, 2.0, 3.2, 5.0)
 """Gaussian sigmas (working-scale pixels) of the band-pass filters the blob counts are taken at."""
+_SIZE_SCALES = (1.2, 1.6, 2.0, 2.5, 3.2, 5.0)
+"""Every band-pass scale measured; speck sizes compare responses across all of them."""
+_SIZE_REFERENCES = (1.6, 2.0, 2.5)
+"""Scales whose strong specks have their size read."""
 _BLOB_STRENGTHS = (2.0, 4.0, 8.0)
 """A dark speck counts at each strength its band-pass response reaches, in median absolute responses."""
 _BLOB_CELLS = 4
@@ -65,12 +73,14 @@ _BLOB_CELLS = 4
 
 _SPECTRUM_SIZE = 2 * _RADIAL_BANDS + (len(_ANGLE_OCTAVES) - 1) * (len(_LAGS) + 1) + 7
 _BLOB_SIZE = len(_BLOB_SCALES) * (len(_BLOB_STRENGTHS) + 2)
-FEATURE_SIZE = _SPECTRUM_SIZE + _BLOB_SIZE
+_SIZES_SIZE = len(_SIZE_REFERENCES) * (len(_SIZE_SCALES) - 1)
+FEATURE_SIZE = _SPECTRUM_SIZE + _BLOB_SIZE + _SIZES_SIZE
 """Length of a feature vector."""
 
 FAMILIES: tuple[tuple[str, slice], ...] = (
     ("spectrum", slice(0, _SPECTRUM_SIZE)),
-    ("blobs", slice(_SPECTRUM_SIZE, FEATURE_SIZE)),
+    ("blobs", slice(_SPECTRUM_SIZE, _SPECTRUM_SIZE + _BLOB_SIZE)),
+    ("sizes", slice(_SPECTRUM_SIZE + _BLOB_SIZE, FEATURE_SIZE)),
 )
 """The families of measurements, each judged against its own genuine limit, and where they sit in a vector."""
 
@@ -78,7 +88,8 @@ GROUPS: tuple[tuple[str, slice], ...] = (
     ("the spacing of its repeating structures", slice(0, 2 * _RADIAL_BANDS)),
     ("the angles between its repeating structures", slice(2 * _RADIAL_BANDS, _SPECTRUM_SIZE - 7)),
     ("its colour and contrast", slice(_SPECTRUM_SIZE - 7, _SPECTRUM_SIZE)),
-    ("the number, size and spread of its pores and specks", slice(_SPECTRUM_SIZE, FEATURE_SIZE)),
+    ("the number and spread of its pores and specks", slice(_SPECTRUM_SIZE, _SPECTRUM_SIZE + _BLOB_SIZE)),
+    ("the size of its pores and specks", slice(_SPECTRUM_SIZE + _BLOB_SIZE, FEATURE_SIZE)),
 )
 """What each part of the feature vector measures, for explanations."""
 
@@ -221,40 +232,57 @@ def texture_features(frame: RGBImage) -> FloatArray:
 
 @lru_cache(maxsize=4)
 def _dog_filters(height: int, width: int) -> tuple[npt.NDArray[np.float32], ...]:
-    """Difference-of-Gaussian transfer functions (sigma against 1.6 sigma) on the rfft2 grid, one per blob scale."""
+    """Difference-of-Gaussian transfer functions (sigma against 1.6 sigma) on the rfft2 grid, one per size scale."""
     fy = np.fft.fftfreq(height)[:, None]
     fx = np.fft.rfftfreq(width)[None, :]
     r2 = -2.0 * np.pi**2 * (fx * fx + fy * fy)
-    return tuple((np.exp(r2 * s**2) - np.exp(r2 * (1.6 * s) ** 2)).astype(np.float32) for s in _BLOB_SCALES)
+    return tuple((np.exp(r2 * s**2) - np.exp(r2 * (1.6 * s) ** 2)).astype(np.float32) for s in _SIZE_SCALES)
+
+
+def _dark_minima(band: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], FloatArray]:
+    """Rows, columns and depths (in median absolute responses) of the band's strict local minima."""
+    height, width = band.shape
+    # The band's typical response, from every other pixel each way: plenty for a median, a quarter the work.
+    mad = float(np.median(np.abs(band[::2, ::2]))) + 1e-6
+    inner = band[1:-1, 1:-1]
+    minimum = np.ones(inner.shape, dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                minimum &= inner < band[1 + dy : height - 1 + dy, 1 + dx : width - 1 + dx]
+    rows, cols = np.nonzero(minimum)
+    return rows + 1, cols + 1, (inner[minimum] / -mad).astype(np.float32)
 
 
 def _blob_features(luma: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    """Counts, spread and skew of dark specks in difference-of-Gaussian bands of the frame."""
+    """The ``blobs`` and ``sizes`` families: counts, spread and skew of dark specks, and their typical size."""
     height, width = luma.shape
     spectrum = np.fft.rfft2(luma - luma.mean()).astype(np.complex64)
+    bands = [np.fft.irfft2(spectrum * dog, s=(height, width)).astype(np.float32) for dog in _dog_filters(height, width)]
+    minima = {scale: _dark_minima(band) for scale, band in zip(_SIZE_SCALES, bands, strict=True)}
     area = height * width / 1e4
-    out: list[float] = []
-    for dog in _dog_filters(height, width):
-        band = np.fft.irfft2(spectrum * dog, s=(height, width)).astype(np.float32)
-        # The band's typical response, from every other pixel each way: plenty for a median, a quarter the work.
-        mad = float(np.median(np.abs(band[::2, ::2]))) + 1e-6
-        inner = band[1:-1, 1:-1]
-        minimum = np.ones(inner.shape, dtype=bool)
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                if dy or dx:
-                    minimum &= inner < band[1 + dy : height - 1 + dy, 1 + dx : width - 1 + dx]
-        depth = inner[minimum] / -mad
-        rows, cols = np.nonzero(minimum)
-        out.extend(float(np.log1p(np.count_nonzero(depth > t) / area)) for t in _BLOB_STRENGTHS)
+    counts: list[float] = []
+    for scale in _BLOB_SCALES:
+        rows, cols, depth = minima[scale]
+        counts.extend(float(np.log1p(np.count_nonzero(depth > t) / area)) for t in _BLOB_STRENGTHS)
         strong = depth > _BLOB_STRENGTHS[1]
-        cells = np.histogram2d(rows[strong], cols[strong], bins=_BLOB_CELLS, range=[[0, height - 2], [0, width - 2]])[
-            0
-        ].ravel()
-        out.append(float(np.log((cells.var() + 1.0) / (cells.mean() + 1.0))))  # 0 when spread like rain
+        cells = np.histogram2d(rows[strong], cols[strong], bins=_BLOB_CELLS, range=[[0, height], [0, width]])[0]
+        counts.append(float(np.log((cells.var() + 1.0) / (cells.mean() + 1.0))))  # 0 when spread like rain
+        band = bands[_SIZE_SCALES.index(scale)]
         unit = band / (float(band.std()) + 1e-6)
-        out.append(float(np.mean(unit * unit * unit)))
-    return np.asarray(out, dtype=np.float64)
+        counts.append(float(np.mean(unit * unit * unit)))
+    sizes: list[float] = []
+    for scale in _SIZE_REFERENCES:
+        rows, cols, depth = minima[scale]
+        strong = depth > _BLOB_STRENGTHS[1]
+        ref = _SIZE_SCALES.index(scale)
+        if np.count_nonzero(strong) < 3:
+            sizes.extend([0.0] * (len(_SIZE_SCALES) - 1))
+            continue
+        responses = np.maximum(np.stack([-b[rows[strong], cols[strong]] for b in bands], axis=1), 1e-3)
+        ratios = np.log(responses / responses[:, ref : ref + 1])
+        sizes.extend(float(np.median(ratios[:, k])) for k in range(len(_SIZE_SCALES)) if k != ref)
+    return np.asarray(counts + sizes, dtype=np.float64)
 
 
 def fit_texture_stats(

@@ -316,8 +316,8 @@ def test_the_texture_score_weighs_into_an_images_logit_as_calibrated(bundle: Mod
         calibration={m: Calibration(slope=1.0, intercept=0.0, texture_slope=2.0) for m in bundle.materials},
     )
     raw = RawOutputs(
-        material_logits=np.tile(np.float32([5.0, 0.0, 0.0, 0.0]), (2, 1)),
-        authenticity_logits=np.tile(np.float32([0.3, 0.0, 0.0]), (2, 1)),
+        material_logits=np.tile(np.array([5.0, 0.0, 0.0, 0.0], np.float32), (2, 1)),
+        authenticity_logits=np.tile(np.array([0.3, 0.0, 0.0], np.float32), (2, 1)),
         embedding=np.zeros((2, 2), np.float32),
     )
     features = np.full(size, 0.01, np.float32)

@@ -376,7 +376,6 @@ def test_other_modelled_material_in_region_is_unfamiliar(
 
 
 IMAGE_LEVEL_MISSES = {
-    "chelsea": "one crop of the cat's fur reaches familiarity 0.59 as grained leather (its scans are still UNFAMILIAR)",
     "text": "the printed page reaches familiarity 0.63 as woven fabric (its scans are still UNFAMILIAR)",
 }
 """Single images the demo model still finds familiar; strict, so a model that fixes one fails until it is removed."""

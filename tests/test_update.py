@@ -56,21 +56,21 @@ def models(unit: DaemonProcess) -> list[dict]:
 
 
 def test_push_installs_a_model_and_scans_name_it(unit: DaemonProcess, keys: Path, tmp_path: Path) -> None:
-    bundle = build(keys, tmp_path / "demo-0.3.0.vsb", "0.3.0")
+    bundle = build(keys, tmp_path / "demo-0.4.0.vsb", "0.4.0")
     done = run(TOOL, "update", "push", "--device", unit.address, str(bundle))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "0.3.0 is installed and active" in done.stdout
+    assert "0.4.0 is installed and active" in done.stdout
     listed = models(unit)
     active = [m for m in listed if m["active"]]
-    assert [(m["version"], m["slot"], m["state"]) for m in active] == [("0.3.0", "a", "ACTIVE")]
+    assert [(m["version"], m["slot"], m["state"]) for m in active] == [("0.4.0", "a", "ACTIVE")]
     assert {(m["version"], m["slot"], m["state"]) for m in listed if not m["active"]} == {
-        ("0.2.0", "builtin", "PREVIOUS")
+        ("0.3.0", "builtin", "PREVIOUS")
     }
     placed = run(CLI, "--device", unit.address, "sim", "place", "--item-type", ITEM, "--source", "genuine")
     assert placed.returncode == 0, placed.stderr
     scan = run(CLI, "--device", unit.address, "scan", "--item-type", ITEM, "--json")
     assert scan.returncode == 0, scan.stderr
-    assert json.loads(scan.stdout)["model"]["version"] == "0.3.0"
+    assert json.loads(scan.stdout)["model"]["version"] == "0.4.0"
     status = run(TOOL, "update", "status", "--device", unit.address, "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["results"][0]["outcome"] == "committed"
@@ -91,6 +91,6 @@ def test_a_tampered_bundle_exits_non_zero_and_changes_nothing(unit: DaemonProces
 
 
 def test_an_unreachable_unit_exits_3(keys: Path, tmp_path: Path) -> None:
-    bundle = build(keys, tmp_path / "demo-0.3.0.vsb", "0.3.0")
+    bundle = build(keys, tmp_path / "demo-0.4.0.vsb", "0.4.0")
     done = run(TOOL, "update", "push", "--device", "127.0.0.1:9", "--retries", "1", str(bundle))
     assert done.returncode == 3, done.stdout + done.stderr

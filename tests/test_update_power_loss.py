@@ -66,7 +66,7 @@ FULL = os.environ.get("VERISCOPE_POWER_LOSS_FULL") == "1"
 CHUNK_BYTES = 16 * 1024 if FULL else 128 * 1024
 """Upload chunk size: each chunk is one write and one fsync."""
 HARDWARE = ("veriscope-pi",)
-V0, OLD, NEW = "0.3.0", "0.4.0", "0.5.0"
+V0, OLD, NEW = "0.4.0", "0.5.0", "0.6.0"
 """The versions: V0 and OLD are installed and committed before each run; NEW is the update killed midway."""
 TRACED = ("models", "updates", "software", "firmware")
 """The directories under the data dir whose every step is counted (and killed at)."""

@@ -178,7 +178,7 @@ def test_model_and_software_install_as_one_and_commit_after_the_restart(
     bundle = combine(
         keys,
         tmp_path / "release-1.0.0.vsb",
-        build(keys, tmp_path / "m.vsb", "0.3.0"),
+        build(keys, tmp_path / "m.vsb", "0.4.0"),
         software_bundle(keys, tmp_path / "sw.vsb", "0.2.0"),
     )
     unit.upload(bundle)
@@ -186,8 +186,8 @@ def test_model_and_software_install_as_one_and_commit_after_the_restart(
     assert (response.result.component, response.result.outcome) == (pb.COMPONENT_COMBINED, pb.UPDATE_OUTCOME_TRIAL)
     state = wait_for(unit, lambda s: s.part("device-software").outcome == "trial", "software swapped in")
     # The model committed first (it serves already), then the software slot was built and swapped in.
-    assert outcomes(state) == {"model": ("0.3.0", "committed"), "device-software": ("0.2.0", "trial")}
-    assert unit.active_version() == "0.3.0"
+    assert outcomes(state) == {"model": ("0.4.0", "committed"), "device-software": ("0.2.0", "trial")}
+    assert unit.active_version() == "0.4.0"
     assert [version for version, _ in builder.calls] == ["0.2.0"]
     assert daemon_of(unit).software.restart.is_set()  # type: ignore[union-attr]
     assert combined_result(unit).outcome == pb.UPDATE_OUTCOME_TRIAL
@@ -197,10 +197,10 @@ def test_model_and_software_install_as_one_and_commit_after_the_restart(
 
     result = combined_result(unit)
     assert (result.version, result.label, result.outcome) == ("1.0.0", "veriscope", pb.UPDATE_OUTCOME_COMMITTED)
-    assert "model veriscope-demo 0.3.0 committed" in result.message
+    assert "model veriscope-demo 0.4.0 committed" in result.message
     assert "device-software veriscope-device 0.2.0 committed" in result.message
     assert software_slots(unit)["a"] == ("0.2.0", pb.SLOT_STATE_ACTIVE)
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == "0.4.0"
     assert [p.name for p in (unit.data_dir / "updates").iterdir() if p.name.startswith(".combined-")] == []
 
 
@@ -211,7 +211,7 @@ def test_a_software_trial_that_fails_undoes_the_model_at_the_next_start(
     bundle = combine(
         keys,
         tmp_path / "release-1.0.0.vsb",
-        build(keys, tmp_path / "m.vsb", "0.3.0"),
+        build(keys, tmp_path / "m.vsb", "0.4.0"),
         software_bundle(keys, tmp_path / "sw.vsb", "0.2.0"),
     )
     unit.upload(bundle)
@@ -228,14 +228,14 @@ def test_a_software_trial_that_fails_undoes_the_model_at_the_next_start(
     assert result.outcome == pb.UPDATE_OUTCOME_ROLLED_BACK
     assert "device-software part 0.2.0 rolled back" in result.message and "self-test" in result.message
     # Every part is back on its old version: the model that ran before, the base software.
-    assert unit.active_version() == "0.2.0"
+    assert unit.active_version() == "0.3.0"
     model = next(r for r in unit.settled().results if r.component == pb.COMPONENT_MODEL)
-    assert (model.version, model.outcome) == ("0.3.0", pb.UPDATE_OUTCOME_ROLLED_BACK)
+    assert (model.version, model.outcome) == ("0.4.0", pb.UPDATE_OUTCOME_ROLLED_BACK)
     assert software_slots(unit)[BASE][1] == pb.SLOT_STATE_ACTIVE
     assert software_slots(unit)["a"] == ("0.2.0", pb.SLOT_STATE_FAILED)
     state = daemon_of(unit).combined.read_state()  # type: ignore[union-attr]
     assert state is not None
-    assert outcomes(state) == {"model": ("0.3.0", "rolled_back"), "device-software": ("0.2.0", "rolled_back")}
+    assert outcomes(state) == {"model": ("0.4.0", "rolled_back"), "device-software": ("0.2.0", "rolled_back")}
 
 
 def test_a_model_that_fails_its_trial_undoes_the_firmware_and_stops_before_the_software(
@@ -251,7 +251,7 @@ def test_a_model_that_fails_its_trial_undoes_the_firmware_and_stops_before_the_s
         keys,
         tmp_path / "release-1.0.0.vsb",
         firmware_bundle(keys, tmp_path / "fw.vsb", "1.1.0"),
-        build(keys, tmp_path / "m.vsb", "0.3.0", source=broken_model(tmp_path)),
+        build(keys, tmp_path / "m.vsb", "0.4.0", source=broken_model(tmp_path)),
         software_bundle(keys, tmp_path / "sw.vsb", "0.2.0"),
     )
     unit.upload(bundle)
@@ -261,14 +261,14 @@ def test_a_model_that_fails_its_trial_undoes_the_firmware_and_stops_before_the_s
     assert state.result.outcome == "rolled_back"
     assert outcomes(state) == {
         "controller-firmware": ("1.1.0", "rolled_back"),
-        "model": ("0.3.0", "rolled_back"),
+        "model": ("0.4.0", "rolled_back"),
         "device-software": ("0.2.0", "rolled_back"),
     }
-    assert "the model part 0.3.0 rolled back" in state.result.message
+    assert "the model part 0.4.0 rolled back" in state.result.message
     assert firmware.calls == ["flash 1.1.0", "revert to 1.0.0"]
     assert firmware.version == "1.0.0"
     assert builder.calls == []
-    assert unit.active_version() == "0.2.0"
+    assert unit.active_version() == "0.3.0"
     assert combined_result(unit).outcome == pb.UPDATE_OUTCOME_ROLLED_BACK
 
 
@@ -279,16 +279,16 @@ def test_a_software_part_that_does_not_build_undoes_the_model(
     bundle = combine(
         keys,
         tmp_path / "release-1.0.0.vsb",
-        build(keys, tmp_path / "m.vsb", "0.3.0"),
+        build(keys, tmp_path / "m.vsb", "0.4.0"),
         software_bundle(keys, tmp_path / "sw.vsb", "0.2.0"),
     )
     unit.upload(bundle)
     unit.install()
     state = wait_for(unit, lambda s: s.result.outcome != "trial", "the update ended")
     assert state.result.outcome == "rolled_back"
-    assert outcomes(state) == {"model": ("0.3.0", "rolled_back"), "device-software": ("0.2.0", "failed")}
+    assert outcomes(state) == {"model": ("0.4.0", "rolled_back"), "device-software": ("0.2.0", "failed")}
     assert "no matching distribution" in state.result.message
-    assert unit.active_version() == "0.2.0"
+    assert unit.active_version() == "0.3.0"
     assert daemon_of(unit).software.slots_store.current() == BASE  # type: ignore[union-attr]
 
 
@@ -301,7 +301,7 @@ def test_a_part_the_unit_refuses_refuses_the_whole_bundle_before_anything_is_ins
         keys,
         tmp_path / "release-1.0.0.vsb",
         firmware_bundle(keys, tmp_path / "fw.vsb", "1.1.0"),
-        build(keys, tmp_path / "m.vsb", "0.3.0"),
+        build(keys, tmp_path / "m.vsb", "0.4.0"),
         software_bundle(keys, tmp_path / "sw.vsb", "0.2.0"),
     )
     unit.upload(bundle)
@@ -311,14 +311,14 @@ def test_a_part_the_unit_refuses_refuses_the_whole_bundle_before_anything_is_ins
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     said = err.value.details() or ""
     assert "controller-firmware part" in said and "simulated" in said
-    assert unit.active_version() == "0.2.0"
+    assert unit.active_version() == "0.3.0"
     assert builder.calls == []
     assert not (unit.data_dir / "updates" / "combined.json").exists()
     assert [p.name for p in (unit.data_dir / "updates").iterdir() if p.name.startswith(".combined-")] == []
 
 
 def test_a_part_at_the_installed_version_is_skipped(unit: Unit, keys: tuple[Path, Path], tmp_path: Path) -> None:
-    unit.upload(build(keys, tmp_path / "m.vsb", "0.3.0"), "m")
+    unit.upload(build(keys, tmp_path / "m.vsb", "0.4.0"), "m")
     unit.install("m")
     unit.settled()
     daemon_of(unit).software.builder = FakeBuilder(fail=True)  # type: ignore[union-attr]
@@ -333,7 +333,7 @@ def test_a_unit_restarted_midway_undoes_the_parts_it_committed(
     unit: Unit, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
     # The state a unit leaves when it stops after the model part committed, before its software part started.
-    unit.upload(build(keys, tmp_path / "m.vsb", "0.3.0"))
+    unit.upload(build(keys, tmp_path / "m.vsb", "0.4.0"))
     unit.install()
     unit.settled()
     d = daemon_of(unit)
@@ -343,7 +343,7 @@ def test_a_unit_restarted_midway_undoes_the_parts_it_committed(
         CombinedState(
             Result("veriscope", "1.0.0", "trial", "", started),
             (
-                PartState("model", "veriscope-demo", "0.3.0", "committed"),
+                PartState("model", "veriscope-demo", "0.4.0", "committed"),
                 PartState("device-software", "veriscope-device", "0.2.0", "pending"),
             ),
         )
@@ -356,4 +356,4 @@ def test_a_unit_restarted_midway_undoes_the_parts_it_committed(
     result = combined_result(unit)
     assert result.outcome == pb.UPDATE_OUTCOME_ROLLED_BACK
     assert "restarted before the combined update completed" in result.message
-    assert unit.active_version() == "0.2.0"
+    assert unit.active_version() == "0.3.0"

@@ -125,7 +125,7 @@ def _models_tree(data_dir: Path) -> list[str]:
 def test_an_upload_resumes_at_the_committed_offset_after_a_cut_stream(
     unit: Unit, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    path = build(keys, tmp_path / "b.vsb", "0.3.0")
+    path = build(keys, tmp_path / "b.vsb", "0.4.0")
     size = path.stat().st_size
     cut = 3 * CHUNK
     partial = unit.upload(path, "resume-me", stop=cut)
@@ -139,7 +139,7 @@ def test_an_upload_resumes_at_the_committed_offset_after_a_cut_stream(
         unit.upload(path, "resume-me", start=cut + CHUNK)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and str(cut) in (err.value.details() or "")
     # The same id with another file is refused rather than mixed.
-    other = build(keys, tmp_path / "c.vsb", "0.4.0")
+    other = build(keys, tmp_path / "c.vsb", "0.5.0")
     with pytest.raises(grpc.RpcError) as err:
         unit.upload(other, "resume-me", start=cut)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -147,14 +147,14 @@ def test_an_upload_resumes_at_the_committed_offset_after_a_cut_stream(
     assert (done.committed_bytes, done.complete) == (size, True)
     unit.install("resume-me")
     assert unit.settled().results[0].outcome == update_service_pb2.UPDATE_OUTCOME_COMMITTED
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == "0.4.0"
 
 
 def test_without_an_update_key_uploads_are_refused_naming_the_flag(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     u = Unit(tmp_path / "data", None)
     try:
         with pytest.raises(grpc.RpcError) as err:
-            u.upload(build(keys, tmp_path / "b.vsb", "0.3.0"))
+            u.upload(build(keys, tmp_path / "b.vsb", "0.4.0"))
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "--update-trust" in (err.value.details() or "")
     finally:
@@ -170,18 +170,18 @@ def test_install_hot_swaps_while_a_scan_is_in_flight(unit: Unit, keys: tuple[Pat
         unit.scans.UploadImage(
             iter([scan_pb.UploadImageRequest(header=header), scan_pb.UploadImageRequest(chunk=data)])
         )
-    assert unit.active_version() == "0.2.0"
-    unit.upload(build(keys, tmp_path / "b.vsb", "0.3.0"))
+    assert unit.active_version() == "0.3.0"
+    unit.upload(build(keys, tmp_path / "b.vsb", "0.4.0"))
     response = unit.install()
     assert response.slot.label == "a" and response.slot.state == update_service_pb2.SLOT_STATE_TRIAL
     status = unit.settled()
     assert status.results[0].outcome == update_service_pb2.UPDATE_OUTCOME_COMMITTED, status
     slots = unit.model_slots()
-    assert slots["a"] == ("0.3.0", update_service_pb2.SLOT_STATE_ACTIVE)
-    assert slots["builtin"] == ("0.2.0", update_service_pb2.SLOT_STATE_PREVIOUS)
+    assert slots["a"] == ("0.4.0", update_service_pb2.SLOT_STATE_ACTIVE)
+    assert slots["builtin"] == ("0.3.0", update_service_pb2.SLOT_STATE_PREVIOUS)
     done = unit.scans.CompleteScan(scan_pb.CompleteScanRequest(name=scan.name), timeout=120).scan
     assert done.state == scan_pb.SCAN_STATE_COMPLETED
-    assert done.result.model.version == "0.3.0"
+    assert done.result.model.version == "0.4.0"
     pointer = json.loads((unit.data_dir / "models" / "current.json").read_text())
     assert (pointer["active"], pointer["previous"], pointer["trial"]) == ("a", "builtin", None)
     # The upload is gone once installed.
@@ -201,10 +201,10 @@ def test_tampered_and_wrong_key_bundles_are_refused_and_nothing_changes(
     unit: Unit, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
     before = _models_tree(unit.data_dir)
-    tampered = build(keys, tmp_path / "t.vsb", "0.3.0")
+    tampered = build(keys, tmp_path / "t.vsb", "0.4.0")
     _tampered(tampered)
     stranger = bundles.generate_keys(tmp_path / "other")
-    wrong_key = build(stranger, tmp_path / "w.vsb", "0.3.0")
+    wrong_key = build(stranger, tmp_path / "w.vsb", "0.4.0")
     for n, path in enumerate((tampered, wrong_key)):
         unit.upload(path, f"bad-{n}")
         with pytest.raises(grpc.RpcError) as err:
@@ -212,7 +212,7 @@ def test_tampered_and_wrong_key_bundles_are_refused_and_nothing_changes(
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "refused" in (err.value.details() or "")
     assert _models_tree(unit.data_dir) == before
-    assert unit.active_version() == "0.2.0"
+    assert unit.active_version() == "0.3.0"
 
 
 def test_path_traversal_inside_a_signed_bundle_is_refused(unit: Unit, keys: tuple[Path, Path], tmp_path: Path) -> None:
@@ -286,26 +286,26 @@ def test_a_model_that_fails_to_load_rolls_back_automatically(
     manifest["model"]["sha256"] = hashlib.sha256(junk).hexdigest()
     manifest["model"]["size_bytes"] = len(junk)
     (source / "manifest.json").write_text(json.dumps(manifest))
-    unit.upload(build(keys, tmp_path / "broken.vsb", "0.3.0", source=source))
+    unit.upload(build(keys, tmp_path / "broken.vsb", "0.4.0", source=source))
     unit.install()
     result = unit.settled().results[0]
     assert result.outcome == update_service_pb2.UPDATE_OUTCOME_ROLLED_BACK and result.message
     slots = unit.model_slots()
-    assert slots["a"] == ("0.3.0", update_service_pb2.SLOT_STATE_FAILED)
-    assert slots["builtin"] == ("0.2.0", update_service_pb2.SLOT_STATE_ACTIVE)
-    assert unit.active_version() == "0.2.0"
+    assert slots["a"] == ("0.4.0", update_service_pb2.SLOT_STATE_FAILED)
+    assert slots["builtin"] == ("0.3.0", update_service_pb2.SLOT_STATE_ACTIVE)
+    assert unit.active_version() == "0.3.0"
 
 
 def test_rollback_returns_to_the_previous_model(unit: Unit, keys: tuple[Path, Path], tmp_path: Path) -> None:
-    unit.upload(build(keys, tmp_path / "b.vsb", "0.3.0"))
+    unit.upload(build(keys, tmp_path / "b.vsb", "0.4.0"))
     unit.install()
     unit.settled()
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == "0.4.0"
     slot = unit.updates.RollbackUpdate(
         update_service_pb2.RollbackUpdateRequest(component=update_service_pb2.COMPONENT_MODEL)
     ).slot
     assert (slot.label, slot.state) == ("builtin", update_service_pb2.SLOT_STATE_ACTIVE)
-    assert unit.active_version() == "0.2.0"
+    assert unit.active_version() == "0.3.0"
     with pytest.raises(grpc.RpcError) as err:
         unit.updates.RollbackUpdate(
             update_service_pb2.RollbackUpdateRequest(component=update_service_pb2.COMPONENT_MODEL)
@@ -316,15 +316,15 @@ def test_rollback_returns_to_the_previous_model(unit: Unit, keys: tuple[Path, Pa
 def test_a_restart_during_the_trial_rolls_back(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     # The state a unit leaves when it stops mid-trial: the slot extracted and the pointer naming it on trial.
     data_dir = tmp_path / "data"
-    verified = bundles.read_bundle(build(keys, tmp_path / "b.vsb", "0.3.0"), bundles.load_trust_key(keys[1]))
+    verified = bundles.read_bundle(build(keys, tmp_path / "b.vsb", "0.4.0"), bundles.load_trust_key(keys[1]))
     slots = SlotStore(data_dir / "models")
     bundles.extract_verified(verified, slots.slot_dir("a"))
     started = now_rfc3339()
     slots.write(
         Pointer(
             trial="a",
-            slots={"a": SlotInfo("veriscope-demo", "0.3.0", started)},
-            result=Result("a", "0.3.0", "trial", "", started),
+            slots={"a": SlotInfo("veriscope-demo", "0.4.0", started)},
+            result=Result("a", "0.4.0", "trial", "", started),
         )
     )
     u = Unit(data_dir, keys[1])
@@ -332,7 +332,7 @@ def test_a_restart_during_the_trial_rolls_back(tmp_path: Path, keys: tuple[Path,
         status = u.updates.GetUpdateStatus(update_service_pb2.GetUpdateStatusRequest())
         assert status.results[0].outcome == update_service_pb2.UPDATE_OUTCOME_ROLLED_BACK
         assert "restarted" in status.results[0].message
-        assert u.model_slots()["a"] == ("0.3.0", update_service_pb2.SLOT_STATE_FAILED)
-        assert u.active_version() == "0.2.0"
+        assert u.model_slots()["a"] == ("0.4.0", update_service_pb2.SLOT_STATE_FAILED)
+        assert u.active_version() == "0.3.0"
     finally:
         u.close()

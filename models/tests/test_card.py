@@ -1,0 +1,35 @@
+"""MODEL_CARD.md: the targets table claims a rate only when its 95 % upper bound is within the limit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from veriscope.training import card
+
+DEMO = Path(__file__).resolve().parents[1] / "bundles" / "veriscope-demo"
+
+
+def _row(text: str, label: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {label}"))
+
+
+def test_a_low_rate_on_few_items_is_not_claimed() -> None:
+    manifest = json.loads((DEMO / "manifest.json").read_text())
+    test = manifest["metrics"]["int8"]["test"]
+    test.update(far_held_out_sources=0.0, far_held_out_sources_upper95=0.0157)  # 0 of 180
+    test.update(far_all_counterfeits=0.0, far_all_counterfeits_upper95=0.0009)  # 0 of about 3,300
+    text = card.render(manifest)
+    assert "**not shown**: too few items" in _row(text, "False accepts, held-out sources")
+    assert _row(text, "False accepts, all counterfeits").endswith("| met |")
+    test.update(far_held_out_sources=0.02)
+    assert _row(card.render(manifest), "False accepts, held-out sources").endswith("| **not met** |")
+
+
+def test_the_shipped_card_is_the_render_of_its_manifest() -> None:
+    manifest = json.loads((DEMO / "manifest.json").read_text())
+    shipped = (DEMO / "MODEL_CARD.md").read_text()
+    plots = {name: "" for name in ("roc.png",)}
+    rendered = card.render(manifest, plots=plots)
+    # Everything above the plots is generated from the manifest alone.
+    assert shipped.split("## Plots")[0] == rendered.split("## Plots")[0]

@@ -46,8 +46,8 @@ class ImageAnalysis:
     predicted_material: str
     """The material class the tiles favour on average (may be an outlier class such as "other")."""
     tile_scores: npt.NDArray[np.float32]
-    """grid_rows x grid_cols calibrated per-tile scores (0..1), for heat-maps (the network's part of ``score``:
-    the whole-frame texture score has no tiles)."""
+    """grid_rows x grid_cols calibrated per-tile scores (0..1), for heat-maps: each tile's network logit plus the
+    frame's texture term, so their mean logit is the image's."""
     tile_familiarity: npt.NDArray[np.float32]
     """grid_rows x grid_cols per-tile familiarity (0..1), for heat-maps."""
     reasons: tuple[str, ...]
@@ -191,12 +191,14 @@ def analyze_outputs(
         raise InvalidArgument(f"expected outputs for {bundle.tiling.tile_count} tiles, got {len(raw.material_logits)}")
     classes = bundle.outputs.material_classes
     calibration = bundle.calibration[material]
-    logit = scoring.image_logit(raw, bundle.materials, material, calibration)
     stats = bundle.open_set[material].texture
+    # The whole frame's supervised texture score, weighed by the calibration fitted with it. It has no tiles, so it
+    # shifts every tile alike: the tiles' mean logit stays the image's, and the heat-map agrees with the verdict.
+    frame_term = 0.0
     if texture is not None and stats is not None and stats.head is not None and calibration.texture_slope:
-        # The whole frame's supervised texture score, weighed by the calibration fitted with it.
-        logit += calibration.texture_slope * head_logit(texture, stats.head)
-    tile_scores = scoring.sigmoid(scoring.tile_logits(raw, bundle.materials, material, calibration))
+        frame_term = calibration.texture_slope * head_logit(texture, stats.head)
+    logit = scoring.image_logit(raw, bundle.materials, material, calibration) + frame_term
+    tile_scores = scoring.sigmoid(scoring.tile_logits(raw, bundle.materials, material, calibration) + frame_term)
     tile_fam = scoring.tile_familiarity(raw, classes, material, bundle.open_set[material])
     familiarity = scoring.image_familiarity(tile_fam, raw, bundle.open_set[material])
     predicted = classes[int(np.argmax(scoring.softmax(raw.material_logits).mean(axis=0)))]

@@ -21,6 +21,7 @@ from PIL import Image
 from veriscope.device.inference import load_bundle
 from veriscope.device.inference.tiling import Tiling, to_work_scale
 from veriscope.device.pipeline.inference import Analyzer
+from veriscope.device.pipeline.texture import FEATURE_SET
 from veriscope.training import calibrate
 from veriscope.training.config import TrainConfig
 from veriscope.training.data import Item, load_image, scan, split_items
@@ -201,7 +202,7 @@ def test_smoke_run_writes_a_bundle_the_device_loads_and_runs(tmp_path: Path) -> 
     assert manifest["training"]["split"]["held_out"]["items"] == 9
     # Genuine whole-frame texture references, in the layout the device reads (load_bundle checked them).
     assert bundle.open_set["coated-canvas"].texture is not None
-    assert manifest["open_set"]["coated-canvas"]["texture"]["features"] == "spectrum-blobs-v1"
+    assert manifest["open_set"]["coated-canvas"]["texture"]["features"] == FEATURE_SET
     assert bundle.open_set["coated-canvas"].texture.head is not None  # genuine and counterfeit images to fit on
     analysis = Analyzer(bundle).analyze_image(load_image(next(data.rglob("*.png"))), "coated-canvas")
     assert 0.0 <= analysis.score <= 1.0 and analysis.tile_scores.shape == (2, 2)

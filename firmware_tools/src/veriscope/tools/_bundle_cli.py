@@ -25,12 +25,12 @@ _BUNDLE_EPILOG = f"""\
 examples:
   veriscope-tool keys generate --out /media/usb/update-key
       once per fleet: update.key (keep it offline) and update.pub (install it on every unit)
-  veriscope-tool bundle build --kind model --source models/bundles/veriscope-demo --version 0.2.0 \\
-      --sign-key /media/usb/update-key/update.key --out veriscope-demo-0.2.0.vsb
-  veriscope-tool bundle verify veriscope-demo-0.2.0.vsb --trust /media/usb/update-key/update.pub
-  veriscope-tool bundle inspect veriscope-demo-0.2.0.vsb --json
+  veriscope-tool bundle build --kind model --source models/bundles/veriscope-demo --version 0.4.0 \\
+      --sign-key /media/usb/update-key/update.key --out veriscope-demo-0.4.0.vsb
+  veriscope-tool bundle verify veriscope-demo-0.4.0.vsb --trust /media/usb/update-key/update.pub
+  veriscope-tool bundle inspect veriscope-demo-0.4.0.vsb --json
   veriscope-tool bundle build --kind combined --part veriscope-controller-1.1.0.vsb \
-      --part veriscope-demo-0.2.0.vsb --part veriscope-device-0.2.0.vsb --version 2024.6.0 \
+      --part veriscope-demo-0.4.0.vsb --part veriscope-device-0.2.0.vsb --version 2024.6.0 \
       --sign-key /media/usb/update-key/update.key --out release-2024.6.0.vsb
       one update of several parts, each a bundle built as above and signed by the same key
 

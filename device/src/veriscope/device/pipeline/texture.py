@@ -26,7 +26,7 @@ change when the item is turned under the lens:
 material's genuine references (:class:`TextureStats`, fitted in training from
 genuine images only): per family, a Mahalanobis distance with a shrunk
 covariance in units of the distance genuine regions stay within; the region
-takes the larger. A counterfeiter the model never saw still lands far out in
+takes the largest. A counterfeiter the model never saw still lands far out in
 whichever family it got wrong. Pure numpy; the device and training share it.
 """
 
@@ -342,7 +342,7 @@ def raw_distances(features: Sequence[FloatArray] | npt.ArrayLike, stats: Texture
 
 
 def texture_distance(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> float:
-    """A region's distance from genuine texture, in units of each family's limit (the larger): above 1 is unlike
+    """A region's distance from genuine texture, in units of each family's limit (the largest): above 1 is unlike
     genuine."""
     return max(d / b.distance_ref for d, b in zip(raw_distances(features, stats), stats.blocks, strict=True))
 

@@ -16,39 +16,17 @@ from veriscope.device.pipeline.scoring import sigmoid
 def fit_platt(logits: npt.ArrayLike, genuine: npt.ArrayLike, *, l2: float = 1e-2) -> tuple[float, float]:
     """Fit (slope, intercept) so that sigmoid(slope * z + intercept) estimates P(genuine | z).
 
-    Uses Platt's smoothed targets and a little L2 on the slope (on standardised
-    logits), so a perfectly separated validation set still gives a finite
-    slope. Damped Newton steps keep the fit stable whatever the logits' scale.
-    The slope is kept positive: a higher raw logit must never mean less genuine.
+    :func:`fit_logistic` on the one column of logits: Platt's smoothed targets
+    and a little L2 on the slope (on standardised logits), so a perfectly
+    separated validation set still gives a finite slope. The slope is kept
+    positive: a higher raw logit must never mean less genuine.
     """
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(genuine, dtype=np.float64)
-    n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
-    if n_pos == 0 or n_neg == 0:
+    if y.sum() == 0 or y.sum() == len(y):
         return 1.0, 0.0
-    centre, scale = float(z.mean()), float(z.std()) or 1.0
-    x = (z - centre) / scale
-    target = np.where(y > 0.5, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
-
-    def loss(a: float, b: float) -> float:
-        u = a * x + b
-        return float(np.sum(np.logaddexp(0.0, u) - target * u)) + 0.5 * l2 * a * a
-
-    a, b = 1.0, 0.0
-    for _ in range(200):
-        p = 0.5 * (1.0 + np.tanh(0.5 * (a * x + b)))
-        w = np.maximum(p * (1.0 - p), 1e-12)
-        grad = np.array([np.sum((p - target) * x) + l2 * a, np.sum(p - target)])
-        hess = np.array([[np.sum(w * x * x) + l2, np.sum(w * x)], [np.sum(w * x), np.sum(w) + 1e-9]])
-        step = np.linalg.solve(hess, grad)
-        current, t = loss(a, b), 1.0
-        while t > 1e-6 and loss(a - t * step[0], b - t * step[1]) > current:
-            t *= 0.5
-        a, b = a - t * step[0], b - t * step[1]
-        if np.max(np.abs(t * step)) < 1e-10:
-            break
-    slope = min(max(a / scale, 1e-3), 1e4)
-    return float(slope), float(b - slope * centre)
+    (slope,), intercept = fit_logistic(z[:, None], y, l2=l2, nonnegative=True)
+    return float(min(max(slope, 1e-3), 1e4)), float(intercept)
 
 
 def fit_logistic(

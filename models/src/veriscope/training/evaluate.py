@@ -37,11 +37,7 @@ def judge(bundle: ModelBundle, entry: ItemOutputs) -> ItemDecision:
     """The device's decision on one item, as a one-region item needing all its images."""
     region = RegionSpec("surface", entry.item.material, len(entry.raw), "")
     spec = ItemTypeSpec(f"eval-{entry.item.material}", "evaluation item", (region,))
-    textures = entry.texture if len(entry.texture) == len(entry.raw) else (None,) * len(entry.raw)
-    analyses = [
-        analyze_outputs(bundle, raw, entry.item.material, t) for raw, t in zip(entry.raw, textures, strict=True)
-    ]
-    images = [(f"{entry.item.item_id}/{i}", True, a) for i, a in enumerate(analyses)]
+    images = [(f"{entry.item.item_id}/{i}", True, a) for i, a in enumerate(_analyse(bundle, entry))]
     return decide(bundle, spec, {"surface": images})
 
 
@@ -169,8 +165,10 @@ def familiarity_metrics(
 
 def analyses(bundle: ModelBundle, entries: Sequence[ItemOutputs]) -> list[list[ImageAnalysis]]:
     """Every image's analysis, per item."""
-    out = []
-    for e in entries:
-        textures = e.texture if len(e.texture) == len(e.raw) else (None,) * len(e.raw)
-        out.append([analyze_outputs(bundle, raw, e.item.material, t) for raw, t in zip(e.raw, textures, strict=True)])
-    return out
+    return [_analyse(bundle, e) for e in entries]
+
+
+def _analyse(bundle: ModelBundle, entry: ItemOutputs) -> list[ImageAnalysis]:
+    """Each image's analysis, with its texture features when the entry has them for every image."""
+    textures = entry.texture if len(entry.texture) == len(entry.raw) else (None,) * len(entry.raw)
+    return [analyze_outputs(bundle, raw, entry.item.material, t) for raw, t in zip(entry.raw, textures, strict=True)]

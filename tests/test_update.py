@@ -19,6 +19,7 @@ TOOL = str(BIN / "veriscope-tool")
 CLI = str(BIN / "veriscope")
 DEMO = Path(__file__).resolve().parents[1] / "models" / "bundles" / "veriscope-demo"
 ITEM = "tote-classic"
+BUILTIN = json.loads((DEMO / "manifest.json").read_text())["version"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -64,7 +65,7 @@ def test_push_installs_a_model_and_scans_name_it(unit: DaemonProcess, keys: Path
     active = [m for m in listed if m["active"]]
     assert [(m["version"], m["slot"], m["state"]) for m in active] == [("0.4.0", "a", "ACTIVE")]
     assert {(m["version"], m["slot"], m["state"]) for m in listed if not m["active"]} == {
-        ("0.3.0", "builtin", "PREVIOUS")
+        (BUILTIN, "builtin", "PREVIOUS")
     }
     placed = run(CLI, "--device", unit.address, "sim", "place", "--item-type", ITEM, "--source", "genuine")
     assert placed.returncode == 0, placed.stderr

@@ -18,7 +18,7 @@ import grpc
 import pytest
 from intelhex import IntelHex
 from test_software_update import FakeBuilder, failing_self_test, healthy, software_bundle
-from test_updates import Unit, build
+from test_updates import BUILTIN, Unit, build
 
 from veriscope.device.server import Daemon
 from veriscope.device.updates.combined import CombinedState, PartState
@@ -228,7 +228,7 @@ def test_a_software_trial_that_fails_undoes_the_model_at_the_next_start(
     assert result.outcome == pb.UPDATE_OUTCOME_ROLLED_BACK
     assert "device-software part 0.2.0 rolled back" in result.message and "self-test" in result.message
     # Every part is back on its old version: the model that ran before, the base software.
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == BUILTIN
     model = next(r for r in unit.settled().results if r.component == pb.COMPONENT_MODEL)
     assert (model.version, model.outcome) == ("0.4.0", pb.UPDATE_OUTCOME_ROLLED_BACK)
     assert software_slots(unit)[BASE][1] == pb.SLOT_STATE_ACTIVE
@@ -268,7 +268,7 @@ def test_a_model_that_fails_its_trial_undoes_the_firmware_and_stops_before_the_s
     assert firmware.calls == ["flash 1.1.0", "revert to 1.0.0"]
     assert firmware.version == "1.0.0"
     assert builder.calls == []
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == BUILTIN
     assert combined_result(unit).outcome == pb.UPDATE_OUTCOME_ROLLED_BACK
 
 
@@ -288,7 +288,7 @@ def test_a_software_part_that_does_not_build_undoes_the_model(
     assert state.result.outcome == "rolled_back"
     assert outcomes(state) == {"model": ("0.4.0", "rolled_back"), "device-software": ("0.2.0", "failed")}
     assert "no matching distribution" in state.result.message
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == BUILTIN
     assert daemon_of(unit).software.slots_store.current() == BASE  # type: ignore[union-attr]
 
 
@@ -311,7 +311,7 @@ def test_a_part_the_unit_refuses_refuses_the_whole_bundle_before_anything_is_ins
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     said = err.value.details() or ""
     assert "controller-firmware part" in said and "simulated" in said
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == BUILTIN
     assert builder.calls == []
     assert not (unit.data_dir / "updates" / "combined.json").exists()
     assert [p.name for p in (unit.data_dir / "updates").iterdir() if p.name.startswith(".combined-")] == []
@@ -356,4 +356,4 @@ def test_a_unit_restarted_midway_undoes_the_parts_it_committed(
     result = combined_result(unit)
     assert result.outcome == pb.UPDATE_OUTCOME_ROLLED_BACK
     assert "restarted before the combined update completed" in result.message
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == BUILTIN

@@ -32,6 +32,8 @@ from veriscope.v1 import scan_service_pb2_grpc as scan_grpc
 ITEM = "tote-classic"
 REGIONS = ("canvas", "trim", "lining")
 CHUNK = 16 * 1024
+BUILTIN = json.loads((default_bundle_dir() / "manifest.json").read_text())["version"]
+"""Version of the model bundle the daemon ships with (the slot called "builtin")."""
 Metadata = Sequence[tuple[str, str]]
 
 
@@ -170,7 +172,7 @@ def test_install_hot_swaps_while_a_scan_is_in_flight(unit: Unit, keys: tuple[Pat
         unit.scans.UploadImage(
             iter([scan_pb.UploadImageRequest(header=header), scan_pb.UploadImageRequest(chunk=data)])
         )
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == BUILTIN
     unit.upload(build(keys, tmp_path / "b.vsb", "0.4.0"))
     response = unit.install()
     assert response.slot.label == "a" and response.slot.state == update_service_pb2.SLOT_STATE_TRIAL
@@ -178,7 +180,7 @@ def test_install_hot_swaps_while_a_scan_is_in_flight(unit: Unit, keys: tuple[Pat
     assert status.results[0].outcome == update_service_pb2.UPDATE_OUTCOME_COMMITTED, status
     slots = unit.model_slots()
     assert slots["a"] == ("0.4.0", update_service_pb2.SLOT_STATE_ACTIVE)
-    assert slots["builtin"] == ("0.3.0", update_service_pb2.SLOT_STATE_PREVIOUS)
+    assert slots["builtin"] == (BUILTIN, update_service_pb2.SLOT_STATE_PREVIOUS)
     done = unit.scans.CompleteScan(scan_pb.CompleteScanRequest(name=scan.name), timeout=120).scan
     assert done.state == scan_pb.SCAN_STATE_COMPLETED
     assert done.result.model.version == "0.4.0"
@@ -212,7 +214,7 @@ def test_tampered_and_wrong_key_bundles_are_refused_and_nothing_changes(
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "refused" in (err.value.details() or "")
     assert _models_tree(unit.data_dir) == before
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == BUILTIN
 
 
 def test_path_traversal_inside_a_signed_bundle_is_refused(unit: Unit, keys: tuple[Path, Path], tmp_path: Path) -> None:
@@ -292,8 +294,8 @@ def test_a_model_that_fails_to_load_rolls_back_automatically(
     assert result.outcome == update_service_pb2.UPDATE_OUTCOME_ROLLED_BACK and result.message
     slots = unit.model_slots()
     assert slots["a"] == ("0.4.0", update_service_pb2.SLOT_STATE_FAILED)
-    assert slots["builtin"] == ("0.3.0", update_service_pb2.SLOT_STATE_ACTIVE)
-    assert unit.active_version() == "0.3.0"
+    assert slots["builtin"] == (BUILTIN, update_service_pb2.SLOT_STATE_ACTIVE)
+    assert unit.active_version() == BUILTIN
 
 
 def test_rollback_returns_to_the_previous_model(unit: Unit, keys: tuple[Path, Path], tmp_path: Path) -> None:
@@ -305,7 +307,7 @@ def test_rollback_returns_to_the_previous_model(unit: Unit, keys: tuple[Path, Pa
         update_service_pb2.RollbackUpdateRequest(component=update_service_pb2.COMPONENT_MODEL)
     ).slot
     assert (slot.label, slot.state) == ("builtin", update_service_pb2.SLOT_STATE_ACTIVE)
-    assert unit.active_version() == "0.3.0"
+    assert unit.active_version() == BUILTIN
     with pytest.raises(grpc.RpcError) as err:
         unit.updates.RollbackUpdate(
             update_service_pb2.RollbackUpdateRequest(component=update_service_pb2.COMPONENT_MODEL)
@@ -333,6 +335,6 @@ def test_a_restart_during_the_trial_rolls_back(tmp_path: Path, keys: tuple[Path,
         assert status.results[0].outcome == update_service_pb2.UPDATE_OUTCOME_ROLLED_BACK
         assert "restarted" in status.results[0].message
         assert u.model_slots()["a"] == ("0.4.0", update_service_pb2.SLOT_STATE_FAILED)
-        assert u.active_version() == "0.3.0"
+        assert u.active_version() == BUILTIN
     finally:
         u.close()

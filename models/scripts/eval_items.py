@@ -1,12 +1,23 @@
 """Judge every item of a data set with a bundle, as the device would, and report per-item rates with 95 % bounds.
 
-    .venv/bin/python models/scripts/eval_items.py [BUNDLE] --data DIR [--images N] [--json]
+    .venv/bin/python models/scripts/eval_items.py [BUNDLE] --data DIR [--images N] [--whole-items] [--json]
 
 DIR holds ``<material>/<source>/<item_id>/*.png`` (the layout the simulator
 and ``veriscope export`` write). Each item is judged as a one-region item of its
 material on its first N images (default: the fewest any of the bundle's item
 types needs for that material), through the device's own analysis and verdict
-code. Use items the bundle never saw: a fresh simulation with another seed, for
+code. This per-region count is the strict one for false accepts: a counterfeit
+passes on its weakest material alone.
+
+With ``--whole-items`` an item is instead what the device judges: every region
+of its item type, each on the images that region needs, with one verdict for
+the whole item. The folders of one item share its id (``<item_type>-<source>-
+<n>``, as the simulator names them) under each region's material; an item with
+a region missing or short of images is counted as skipped, not judged. A
+counterfeit tote must then pass on its canvas, its leather and its lining, and
+a genuine one must pass on all three.
+
+Use items the bundle never saw: a fresh simulation with another seed, for
 example
 
     .venv/bin/python -c "from pathlib import Path; from veriscope.device.specimen.dataset import generate_dataset as g; \\
@@ -49,6 +60,54 @@ def fewest_images(bundle: ModelBundle) -> dict[str, int]:
     return fewest
 
 
+def evaluate_whole_items(bundle: ModelBundle, root: Path) -> dict[str, Any]:
+    """Every whole item's verdict under ``root``, counted per item type and source."""
+    analyzer = Analyzer(bundle)
+    ids: dict[tuple[str, str], ItemTypeSpec] = {}
+    for folder in sorted(p for p in root.glob("*/*/*") if p.is_dir() and p.parts[-3] in bundle.materials):
+        source, item_id = folder.parts[-2], folder.name
+        spec = next((t for t in bundle.item_types if item_id.startswith(f"{t.name}-{source}-")), None)
+        if spec is not None:
+            ids[(source, item_id)] = spec
+    if not ids:
+        raise SystemExit(
+            f"no items named <item_type>-<source>-<n> of {', '.join(t.name for t in bundle.item_types)} under {root}"
+        )
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"items": 0, "accepted": 0, "skipped": 0})
+    started = time.monotonic()
+    for n, ((source, item_id), spec) in enumerate(sorted(ids.items()), 1):
+        row = counts[f"{spec.name}/{source}"]
+        entries = _whole_item_entries(analyzer, root, spec, source, item_id)
+        if entries is None:
+            row["skipped"] += 1
+            continue
+        decision = decide(bundle, spec, entries)
+        row["items"] += 1
+        row["accepted"] += int(decision.verdict == Verdict.AUTHENTIC)
+        if n % 50 == 0 or n == len(ids):
+            sys.stderr.write(f"\r{n}/{len(ids)} items  {time.monotonic() - started:5.0f} s")
+    sys.stderr.write("\n")
+    return _summary(bundle, dict(sorted(counts.items())))
+
+
+def _whole_item_entries(
+    analyzer: Analyzer, root: Path, spec: ItemTypeSpec, source: str, item_id: str
+) -> dict[str, list[tuple[str, bool, Any]]] | None:
+    """Each region's analysed images, or None when a region's folder is missing or short of images. Regions of one
+    material take that folder's images in turn."""
+    taken: dict[str, int] = defaultdict(int)
+    entries: dict[str, list[tuple[str, bool, Any]]] = {}
+    for region in spec.regions:
+        paths = sorted((root / region.material / source / item_id).glob("*.png"))
+        start = taken[region.material]
+        chosen = paths[start : start + region.min_images]
+        if len(chosen) < region.min_images:
+            return None
+        taken[region.material] = start + region.min_images
+        entries[region.name] = [(p.name, True, analyzer.analyze_image(_rgb(p), region.material)) for p in chosen]
+    return entries
+
+
 def evaluate(bundle: ModelBundle, root: Path, images: int | None) -> dict[str, Any]:
     """Every item's verdict under ``root``, counted per material and source."""
     analyzer = Analyzer(bundle)
@@ -82,6 +141,7 @@ def _summary(bundle: ModelBundle, counts: dict[str, dict[str, int]]) -> dict[str
         return sum(r["accepted"] for r in rows), sum(r["items"] for r in rows)
 
     genuine_ok, genuine_n = total(lambda s: s == "genuine")
+    skipped = sum(r.get("skipped", 0) for r in counts.values())
     held_acc, held_n = total(lambda s: s in bundle.held_out_sources)
     fake_acc, fake_n = total(lambda s: s != "genuine")
     return {
@@ -95,6 +155,7 @@ def _summary(bundle: ModelBundle, counts: dict[str, dict[str, int]]) -> dict[str
         "far_all": None if fake_n == 0 else round(fake_acc / fake_n, 5),
         "far_all_upper95": upper_bound_95(fake_acc, fake_n),
         "counterfeit_items": fake_n,
+        "skipped_items": skipped,
     }
 
 
@@ -117,17 +178,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--images", type=int, help="images per item (default: the fewest a region of its material needs)"
     )
+    parser.add_argument(
+        "--whole-items",
+        action="store_true",
+        help="judge each item as the device does: every region of its item type, one verdict per item",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = parser.parse_args(argv)
     if args.images is not None and args.images < 1:
         parser.error(f"--images must be at least 1, got {args.images}")
-    result = evaluate(load_bundle(args.bundle), Path(args.data), args.images)
+    if args.whole_items and args.images is not None:
+        parser.error("--images and --whole-items do not mix: a whole item uses the images each region needs")
+    bundle = load_bundle(args.bundle)
+    root = Path(args.data)
+    result = evaluate_whole_items(bundle, root) if args.whole_items else evaluate(bundle, root, args.images)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['bundle']}, per item:")
+    print(f"{result['bundle']}, per {'whole item' if args.whole_items else 'item (one region)'}:")
     for key, row in result["per_source"].items():
-        print(f"  {key:34s} {row['accepted']:5d} of {row['items']:5d} accepted")
+        skipped = f"  ({row['skipped']} skipped: a region missing or short of images)" if row.get("skipped") else ""
+        print(f"  {key:34s} {row['accepted']:5d} of {row['items']:5d} accepted{skipped}")
     print(f"genuine verified: {_pct(result['genuine_verified'])} of {result['genuine_items']}")
     print(
         f"false accepts, held-out sources: {_pct(result['far_held_out'])} of {result['held_out_items']} "

@@ -33,3 +33,15 @@ def test_the_shipped_card_is_the_render_of_its_manifest() -> None:
     rendered = card.render(manifest, plots=plots)
     # Everything above the plots is generated from the manifest alone.
     assert shipped.split("## Plots")[0] == rendered.split("## Plots")[0]
+
+
+def test_the_card_states_the_genuine_limits_the_bundle_was_fitted_with() -> None:
+    manifest = json.loads((DEMO / "manifest.json").read_text())
+    manifest["training"]["genuine_limits"] = {
+        "embedding_quantile": 0.999,
+        "texture_quantile": 0.995,
+        "texture_families": ["spectrum", "layers"],
+    }
+    text = card.render(manifest)
+    assert "than 99.9 % of genuine validation regions" in text
+    assert "than 99.5 % of genuine validation regions would (spectrum, layers judged apart)" in text

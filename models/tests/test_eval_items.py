@@ -36,3 +36,33 @@ def test_counts_every_item_per_source_with_bounds(tmp_path: Path) -> None:
 def test_a_folder_without_items_is_named(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path)], capture_output=True, text=True)
     assert run.returncode != 0 and str(tmp_path) in run.stderr
+
+
+def test_whole_items_are_judged_on_every_region_of_their_type(tmp_path: Path) -> None:
+    # Item 0 of each material is one tote (canvas, trim, lining); item 1 is a wallet (canvas, interior) in the canvas
+    # and leather folders, and a scarf in the fabric folder, whose twill needs 3 images: it is skipped, not judged.
+    generate_dataset(tmp_path, sources=["genuine", "counterfeit-a"], items_per_source=2, images_per_item=2, seed=9)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data", str(tmp_path), "--whole-items", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(run.stdout)
+    rows = {k: (v["items"], v["skipped"]) for k, v in result["per_source"].items()}
+    assert rows == {
+        f"{item_type}/{source}": counts
+        for source in ("counterfeit-a", "genuine")
+        for item_type, counts in (("scarf-twill", (0, 1)), ("tote-classic", (1, 0)), ("wallet-compact", (1, 0)))
+    }
+    assert (result["genuine_items"], result["counterfeit_items"], result["skipped_items"]) == (2, 2, 2)
+    assert result["per_source"]["tote-classic/counterfeit-a"]["accepted"] == 0  # blatant on every region
+
+
+def test_whole_items_refuse_a_fixed_image_count(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data", str(tmp_path), "--whole-items", "--images", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "--images and --whole-items" in run.stderr

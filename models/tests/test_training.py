@@ -157,7 +157,7 @@ def test_texture_limits_hold_for_genuine_items_the_references_never_saw() -> Non
     assert stats is not None and stats.head is not None
     fresh = [genuine_item() for _ in range(200)]
     inside = np.mean([texture.texture_distance(f, stats) <= 1.0 for f in fresh])
-    assert inside >= 0.9  # each of three families is set at its 99 % quantile
+    assert inside >= 0.9  # each family is set at its 99 % quantile
     fakes = [genuine_item() + 0.8 for _ in range(50)]
     assert min(texture.texture_distance(f, stats) for f in fakes) > 1.0
     assert np.mean([texture.head_logit(f[0], stats.head) for f in fresh]) > np.mean(

@@ -121,6 +121,10 @@ def _unjudged(metrics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _quantile(fraction: float) -> str:
+    return f"{100 * fraction:g} %"
+
+
 def _millions(count: Any) -> str:
     return "?" if count is None else f"{count / 1e6:.1f} M"
 
@@ -134,6 +138,7 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
     """The model card text; ``plots`` maps the bundle's PNG files to their captions."""
     t = manifest["thresholds"]
     training = manifest.get("training", {})
+    limits = training.get("genuine_limits", {})
     metrics = manifest.get("metrics", {})
     pre = manifest["preprocessing"]
     types = ", ".join(f"`{it['name']}`" for it in manifest["item_types"])
@@ -171,10 +176,12 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         ],
         "",
         "- Genuine references: a region whose mean embedding lies farther from genuine training images than "
-        "99.9 % of genuine validation regions would (log-normal fit), or whose mean whole-frame texture lies "
-        "farther from genuine images' than 99 % of genuine validation regions would (spectrum, speck counts and "
-        "speck sizes judged apart), cannot be AUTHENTIC, however genuine its tiles score: a kind of counterfeit "
-        "neither score met in training can still fail for looking unlike genuine.",
+        f"{_quantile(limits.get('embedding_quantile', 0.999))} of genuine validation regions would (log-normal fit), "
+        "or whose mean whole-frame texture lies farther from genuine images' than "
+        f"{_quantile(limits.get('texture_quantile', 0.99))} of genuine validation regions would "
+        f"({', '.join(limits.get('texture_families', ['spectrum', 'blobs', 'sizes']))} judged apart), cannot be "
+        "AUTHENTIC, however genuine its tiles score: a kind of counterfeit neither score met in training can still "
+        "fail for looking unlike genuine.",
         "- Calibration, fitted on validation images:",
         "",
         *[

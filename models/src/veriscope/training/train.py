@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -477,6 +478,11 @@ def run(config: TrainConfig) -> TrainResult:
             "seed": config.seed,
             "smoke": config.smoke,
             "images_per_evaluation_item": scan_images(config),
+            "genuine_limits": {
+                "embedding_quantile": round(statistics.NormalDist().cdf(config.genuine_distance_z), 3),
+                "texture_quantile": round(statistics.NormalDist().cdf(config.texture_distance_z), 3),
+                "texture_families": [name for name, _ in texture.FAMILIES],
+            },
             "machine": f"{platform.machine()} ({config.threads} threads)",
             "tensorflow": tf.__version__,
         }

@@ -4,7 +4,7 @@ The tile network sees 128 px patches; some counterfeits differ from genuine
 only in quantities a patch cannot measure well: a weave 2 % less dense, a
 1.5 degree skew between warp and weft, a fifth fewer pores, pores a sixth
 wider. Those show over the whole working-scale frame, so
-:func:`texture_features` measures three families of statistics that do not
+:func:`texture_features` measures four families of statistics that do not
 change when the item is turned under the lens:
 
 - ``spectrum``, from the frame's power spectrum: the radial power profile in
@@ -21,6 +21,14 @@ change when the item is turned under the lens:
   the other scales' responses to that scale's (a band-pass responds most at
   the scale that matches a speck's radius, so the ratios read its typical size
   to a few percent).
+- ``layers``: whether the frame's two main colour layers (the first two
+  principal components of its log colour; for a print, roughly the dark ground
+  ink and the coloured motif ink) carry the same repeating structure. Per
+  log-spaced frequency band, the correlation between the two layers' angular
+  amplitude profiles, and the difference between their dominant four-fold
+  orientations (a square screen's or weave's angle, modulo 90 degrees): both
+  inks on one halftone screen agree; screens a few degrees apart, which no
+  single layer shows, do not.
 
 :func:`texture_distance` measures a region's mean feature vector against a
 material's genuine references (:class:`TextureStats`, fitted in training from
@@ -46,7 +54,7 @@ from veriscope.device.types import RGBImage
 
 FloatArray = npt.NDArray[np.float32]
 
-FEATURE_SET = "spectrum-blobs-sizes-v1"
+FEATURE_SET = "spectrum-blobs-sizes-layers-v1"
 """Name of the feature layout below; a bundle's texture statistics must name the same one."""
 
 _RADIAL_BANDS = 40
@@ -70,17 +78,27 @@ _BLOB_STRENGTHS = (2.0, 4.0, 8.0)
 """A dark speck counts at each strength its band-pass response reaches, in median absolute responses."""
 _BLOB_CELLS = 4
 """The frame is cut into this many cells each way to measure how evenly strong specks spread."""
+_LAYER_BANDS = np.geomspace(0.012, 0.2, 7)
+"""Edges of the frequency bands (cycles per working-scale pixel) the colour layers are compared in."""
+_LAYER_ANGLE_BINS = 180
+"""One-degree bins over 0..180 degrees for the layers' angular profiles."""
+_LAYER_OFFSET = 4.0
+"""Added to 8-bit values before the logarithm, so black pixels stay finite."""
 
 _SPECTRUM_SIZE = 2 * _RADIAL_BANDS + (len(_ANGLE_OCTAVES) - 1) * (len(_LAGS) + 1) + 7
 _BLOB_SIZE = len(_BLOB_SCALES) * (len(_BLOB_STRENGTHS) + 2)
 _SIZES_SIZE = len(_SIZE_REFERENCES) * (len(_SIZE_SCALES) - 1)
-FEATURE_SIZE = _SPECTRUM_SIZE + _BLOB_SIZE + _SIZES_SIZE
+_LAYER_COUNT = len(_LAYER_BANDS) - 1
+_LAYERS_SIZE = 2 * _LAYER_COUNT
+_LAYERS_START = _SPECTRUM_SIZE + _BLOB_SIZE + _SIZES_SIZE
+FEATURE_SIZE = _LAYERS_START + _LAYERS_SIZE
 """Length of a feature vector."""
 
 FAMILIES: tuple[tuple[str, slice], ...] = (
     ("spectrum", slice(0, _SPECTRUM_SIZE)),
     ("blobs", slice(_SPECTRUM_SIZE, _SPECTRUM_SIZE + _BLOB_SIZE)),
-    ("sizes", slice(_SPECTRUM_SIZE + _BLOB_SIZE, FEATURE_SIZE)),
+    ("sizes", slice(_SPECTRUM_SIZE + _BLOB_SIZE, _LAYERS_START)),
+    ("layers", slice(_LAYERS_START, FEATURE_SIZE)),
 )
 """The families of measurements, each judged against its own genuine limit, and where they sit in a vector."""
 
@@ -89,7 +107,8 @@ GROUPS: tuple[tuple[str, slice], ...] = (
     ("the angles between its repeating structures", slice(2 * _RADIAL_BANDS, _SPECTRUM_SIZE - 7)),
     ("its colour and contrast", slice(_SPECTRUM_SIZE - 7, _SPECTRUM_SIZE)),
     ("the number and spread of its pores and specks", slice(_SPECTRUM_SIZE, _SPECTRUM_SIZE + _BLOB_SIZE)),
-    ("the size of its pores and specks", slice(_SPECTRUM_SIZE + _BLOB_SIZE, FEATURE_SIZE)),
+    ("the size of its pores and specks", slice(_SPECTRUM_SIZE + _BLOB_SIZE, _LAYERS_START)),
+    ("how its colour layers line up with each other", slice(_LAYERS_START, FEATURE_SIZE)),
 )
 """What each part of the feature vector measures, for explanations."""
 
@@ -227,7 +246,65 @@ def texture_features(frame: RGBImage) -> FloatArray:
     contrast = [0.5 * steps / (float(np.std(luma)) + 1e-6)]
     tone = [pixels.mean(axis=(0, 1)) / 255.0, pixels.std(axis=(0, 1)) / 255.0, np.asarray(contrast)]
     blobs = _blob_features(luma)
-    return np.concatenate([radial, centroid, *angular, *tone, blobs]).astype(np.float32)
+    layers = _layer_features(pixels, grid.window)
+    return np.concatenate([radial, centroid, *angular, *tone, blobs, layers]).astype(np.float32)
+
+
+class _LayerGrid(NamedTuple):
+    """Where each frequency of an rfft2 grid falls for the ``layers`` family."""
+
+    keep: npt.NDArray[np.bool_]
+    """Frequencies inside the bands."""
+    band: npt.NDArray[np.intp]
+    """Band of each kept frequency."""
+    cell: npt.NDArray[np.intp]
+    """(band, angle bin) cell of each kept frequency, flattened."""
+    counts: npt.NDArray[np.float64]
+    """Frequencies per cell (at least 1), bands x angle bins."""
+    quad: npt.NDArray[np.complex128]
+    """exp(4i angle) of each kept frequency: a square lattice's peaks all point the same way."""
+
+
+@lru_cache(maxsize=4)
+def _layer_grid(height: int, width: int) -> _LayerGrid:
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    radius = np.hypot(fx, fy)
+    theta = np.arctan2(fy, fx)
+    band_all = np.digitize(radius, _LAYER_BANDS) - 1
+    keep = (band_all >= 0) & (band_all < _LAYER_COUNT)
+    angle = np.mod(np.degrees(theta), 180.0)
+    bins = np.minimum((angle * (_LAYER_ANGLE_BINS / 180.0)).astype(np.intp), _LAYER_ANGLE_BINS - 1)
+    band = band_all[keep]
+    cell = band * _LAYER_ANGLE_BINS + bins[keep]
+    counts = np.bincount(cell, None, _LAYER_COUNT * _LAYER_ANGLE_BINS).reshape(_LAYER_COUNT, _LAYER_ANGLE_BINS)
+    return _LayerGrid(keep, band, cell, np.maximum(counts, 1.0), np.exp(4j * theta[keep]))
+
+
+def _layer_features(pixels: npt.NDArray[np.float32], window: FloatArray) -> npt.NDArray[np.float64]:
+    """The ``layers`` family: per band, how alike the two main colour layers' angular amplitude profiles are, then
+    per band the angle (degrees, 0..45) between their dominant four-fold orientations."""
+    height, width = pixels.shape[:2]
+    grid = _layer_grid(height, width)
+    colour = np.log(pixels + np.float32(_LAYER_OFFSET)).reshape(-1, 3)
+    colour -= colour.mean(axis=0)
+    _, axes = np.linalg.eigh(colour.T @ colour)  # ascending: the last two columns are the main layers
+    profiles = []
+    orientations = []
+    for k in (2, 1):
+        layer = (colour @ axes[:, k]).reshape(height, width).astype(np.float32) * window
+        amplitude = np.abs(np.fft.rfft2(layer))[grid.keep].astype(np.float64)
+        profile = np.bincount(grid.cell, amplitude, grid.counts.size).reshape(grid.counts.shape) / grid.counts
+        profile -= profile.mean(axis=1, keepdims=True)
+        profiles.append(profile / (np.sqrt(np.sum(profile * profile, axis=1, keepdims=True)) + 1e-12))
+        power = amplitude * amplitude
+        orientations.append(
+            np.bincount(grid.band, power * grid.quad.real, _LAYER_COUNT)
+            + 1j * np.bincount(grid.band, power * grid.quad.imag, _LAYER_COUNT)
+        )
+    alike = np.sum(profiles[0] * profiles[1], axis=1)
+    apart = np.abs(np.degrees(np.angle(orientations[0] * np.conj(orientations[1])))) / 4.0
+    return np.concatenate([alike, apart])
 
 
 @lru_cache(maxsize=4)
@@ -291,7 +368,7 @@ def fit_texture_stats(
     """Genuine references from an N x :data:`FEATURE_SIZE` array of genuine images' features.
 
     Per family, keeps up to ``components`` leading principal axes (at most
-    half the family's features) of the standardised features; the covariance
+    one per four images) of the standardised features; the covariance
     is shrunk toward the identity by ``shrinkage`` (0..1], which keeps the
     distance stable when there are fewer images than features. Every block
     gets ``distance_ref`` as its limit (see :meth:`TextureStats.with_limits`).
@@ -311,7 +388,8 @@ def fit_texture_stats(
         # any change into an enormous z-score; no feature counts as steadier than a tenth of the family's median.
         std = np.maximum(spread, max(0.1 * float(np.median(spread)), 1e-6))
         values, vectors = np.linalg.eigh(np.cov((block - mean) / std, rowvar=False))
-        keep = max(1, min(components, block.shape[1] // 2))
+        # Every axis the images can pin down: a quarter as many axes as images, and no more than ``components``.
+        keep = max(1, min(components, block.shape[1], len(x) // 4))
         order = np.argsort(values)[::-1][:keep]
         blocks.append(
             TextureBlock(

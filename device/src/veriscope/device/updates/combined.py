@@ -97,7 +97,7 @@ class CombinedState:
         return replace(self, parts=tuple(replace(p, **changes) if p.kind == kind else p for p in self.parts))
 
     def summary(self) -> str:
-        """Each part and how it ended, e.g. ``model veriscope-demo 0.3.0 committed; ...``."""
+        """Each part and how it ended, e.g. ``model veriscope-demo 0.4.0 committed; ...``."""
         return "; ".join(f"{p.kind} {p.name} {p.version} {p.outcome}" for p in self.parts)
 
 

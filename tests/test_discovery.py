@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from veriscope.sdk import _cli as sdk_cli
 
 CLI = str(Path(sys.executable).with_name("veriscope"))
 LOOPBACK = ["127.0.0.1"]
+_BROWSES = 5
 
 
 def _wait_for_line(unit: DaemonProcess, text: str, timeout_s: float = 60.0) -> str:
@@ -45,6 +47,17 @@ def _ours(devices: list[DiscoveredDevice], device_id: str) -> list[DiscoveredDev
     return [device for device in devices if device.device_id == device_id]
 
 
+def _browse_until_found(browse: Callable[[], list[DiscoveredDevice]], device_id: str) -> list[DiscoveredDevice]:
+    """This unit's records from the first of a few browses that finds it: on a busy host one two-second window
+    can close before a late answer arrives (a unit that never answers still fails every browse)."""
+    found: list[DiscoveredDevice] = []
+    for _ in range(_BROWSES):
+        found = _ours(browse(), device_id)
+        if found:
+            break
+    return found
+
+
 @pytest.mark.slow
 def test_daemon_is_found_over_mdns_and_gone_after_sigterm(tmp_path: Path) -> None:
     unit = spawn_daemon(tmp_path / "data")
@@ -54,7 +67,7 @@ def test_daemon_is_found_over_mdns_and_gone_after_sigterm(tmp_path: Path) -> Non
             info = client.get_device()
         assert info.model is not None
 
-        found = _ours(discover(2.0, interfaces=LOOPBACK), info.device_id)
+        found = _browse_until_found(lambda: discover(2.0, interfaces=LOOPBACK), info.device_id)
         assert len(found) == 1, found
         device = found[0]
         assert device.address == unit.address  # usable as --device as it is
@@ -68,12 +81,19 @@ def test_daemon_is_found_over_mdns_and_gone_after_sigterm(tmp_path: Path) -> Non
         assert device.simulated is True
 
         # The asyncio form finds the same unit, with the same fields.
-        assert _ours(asyncio.run(discover_async(2.0, interfaces=["lo"])), info.device_id) == [device]
+        again = _browse_until_found(lambda: asyncio.run(discover_async(2.0, interfaces=["lo"])), info.device_id)
+        assert again == [device]
 
         # The CLI needs no --device, and prints the same record as JSON.
-        done = subprocess.run([CLI, "devices", "--json", "--timeout", "2"], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        listed = [entry for entry in json.loads(done.stdout) if entry["device_id"] == info.device_id]
+        listed: list[dict[str, object]] = []
+        for _ in range(_BROWSES):
+            done = subprocess.run(
+                [CLI, "devices", "--json", "--timeout", "2"], capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stderr
+            listed = [entry for entry in json.loads(done.stdout) if entry["device_id"] == info.device_id]
+            if listed:
+                break
         assert listed == [device.to_dict()]
         assert listed[0]["address"] == unit.address
     finally:

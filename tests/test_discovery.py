@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -28,6 +29,7 @@ from veriscope.sdk import _cli as sdk_cli
 CLI = str(Path(sys.executable).with_name("veriscope"))
 LOOPBACK = ["127.0.0.1"]
 _BROWSES = 5
+T = TypeVar("T")
 
 
 def _wait_for_line(unit: DaemonProcess, text: str, timeout_s: float = 60.0) -> str:
@@ -47,15 +49,22 @@ def _ours(devices: list[DiscoveredDevice], device_id: str) -> list[DiscoveredDev
     return [device for device in devices if device.device_id == device_id]
 
 
-def _browse_until_found(browse: Callable[[], list[DiscoveredDevice]], device_id: str) -> list[DiscoveredDevice]:
-    """This unit's records from the first of a few browses that finds it: on a busy host one two-second window
-    can close before a late answer arrives (a unit that never answers still fails every browse)."""
-    found: list[DiscoveredDevice] = []
+def _browse_until_found(browse: Callable[[], list[T]]) -> list[T]:
+    """The first non-empty result of a few browses for this unit: on a busy host one two-second window can close
+    before a late answer arrives (a unit that never answers still fails every browse)."""
+    found: list[T] = []
     for _ in range(_BROWSES):
-        found = _ours(browse(), device_id)
+        found = browse()
         if found:
             break
     return found
+
+
+def _cli_devices(device_id: str) -> list[dict[str, object]]:
+    """This unit's entries in ``veriscope devices --json``."""
+    done = subprocess.run([CLI, "devices", "--json", "--timeout", "2"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [entry for entry in json.loads(done.stdout) if entry["device_id"] == device_id]
 
 
 @pytest.mark.slow
@@ -67,7 +76,7 @@ def test_daemon_is_found_over_mdns_and_gone_after_sigterm(tmp_path: Path) -> Non
             info = client.get_device()
         assert info.model is not None
 
-        found = _browse_until_found(lambda: discover(2.0, interfaces=LOOPBACK), info.device_id)
+        found = _browse_until_found(lambda: _ours(discover(2.0, interfaces=LOOPBACK), info.device_id))
         assert len(found) == 1, found
         device = found[0]
         assert device.address == unit.address  # usable as --device as it is
@@ -81,19 +90,11 @@ def test_daemon_is_found_over_mdns_and_gone_after_sigterm(tmp_path: Path) -> Non
         assert device.simulated is True
 
         # The asyncio form finds the same unit, with the same fields.
-        again = _browse_until_found(lambda: asyncio.run(discover_async(2.0, interfaces=["lo"])), info.device_id)
+        again = _browse_until_found(lambda: _ours(asyncio.run(discover_async(2.0, interfaces=["lo"])), info.device_id))
         assert again == [device]
 
         # The CLI needs no --device, and prints the same record as JSON.
-        listed: list[dict[str, object]] = []
-        for _ in range(_BROWSES):
-            done = subprocess.run(
-                [CLI, "devices", "--json", "--timeout", "2"], capture_output=True, text=True, timeout=60
-            )
-            assert done.returncode == 0, done.stderr
-            listed = [entry for entry in json.loads(done.stdout) if entry["device_id"] == info.device_id]
-            if listed:
-                break
+        listed = _browse_until_found(lambda: _cli_devices(info.device_id))
         assert listed == [device.to_dict()]
         assert listed[0]["address"] == unit.address
     finally:

@@ -36,7 +36,8 @@ import json
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,9 @@ from veriscope.device.inference.bundle import ItemTypeSpec, ModelBundle, RegionS
 from veriscope.device.pipeline.inference import Analyzer
 from veriscope.device.pipeline.verdict import Verdict, decide
 from veriscope.training.evaluate import upper_bound_95
+
+Entries = dict[str, list[tuple[str, bool, Any]]] | None
+"""Per region, each image's (id, passed quality, analysis); None for an item that cannot be judged."""
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "veriscope-demo"
 
@@ -73,26 +77,14 @@ def evaluate_whole_items(bundle: ModelBundle, root: Path) -> dict[str, Any]:
         raise SystemExit(
             f"no items named <item_type>-<source>-<n> of {', '.join(t.name for t in bundle.item_types)} under {root}"
         )
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"items": 0, "accepted": 0, "skipped": 0})
-    started = time.monotonic()
-    for n, ((source, item_id), spec) in enumerate(sorted(ids.items()), 1):
-        row = counts[f"{spec.name}/{source}"]
-        entries = _whole_item_entries(analyzer, root, spec, source, item_id)
-        if entries is None:
-            row["skipped"] += 1
-            continue
-        decision = decide(bundle, spec, entries)
-        row["items"] += 1
-        row["accepted"] += int(decision.verdict == Verdict.AUTHENTIC)
-        if n % 50 == 0 or n == len(ids):
-            sys.stderr.write(f"\r{n}/{len(ids)} items  {time.monotonic() - started:5.0f} s")
-    sys.stderr.write("\n")
-    return _summary(bundle, dict(sorted(counts.items())))
+    jobs = [
+        (f"{spec.name}/{source}", spec, partial(_whole_item_entries, analyzer, root, spec, source, item_id))
+        for (source, item_id), spec in sorted(ids.items())
+    ]
+    return _judge_all(bundle, jobs)
 
 
-def _whole_item_entries(
-    analyzer: Analyzer, root: Path, spec: ItemTypeSpec, source: str, item_id: str
-) -> dict[str, list[tuple[str, bool, Any]]] | None:
+def _whole_item_entries(analyzer: Analyzer, root: Path, spec: ItemTypeSpec, source: str, item_id: str) -> Entries:
     """Each region's analysed images, or None when a region's folder is missing or short of images. Regions of one
     material take that folder's images in turn."""
     taken: dict[str, int] = defaultdict(int)
@@ -115,22 +107,37 @@ def evaluate(bundle: ModelBundle, root: Path, images: int | None) -> dict[str, A
     folders = sorted(p for p in root.glob("*/*/*") if p.is_dir() and p.parts[-3] in bundle.materials)
     if not folders:
         raise SystemExit(f"no items of {', '.join(bundle.materials)} under {root} (<material>/<source>/<item_id>/)")
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"items": 0, "accepted": 0})
-    started = time.monotonic()
-    for n, folder in enumerate(folders, 1):
+    jobs = []
+    for folder in folders:
         material, source = folder.parts[-3], folder.parts[-2]
         need = images or fewest.get(material, 2)
-        paths = sorted(folder.glob("*.png"))[:need]
-        if len(paths) < need:
-            raise SystemExit(f"{folder}: {len(paths)} images, the evaluation needs {need}")
-        analyses = [analyzer.analyze_image(_rgb(p), material) for p in paths]
         spec = ItemTypeSpec(f"eval-{material}", "evaluation item", (RegionSpec("surface", material, need, ""),))
-        decision = decide(bundle, spec, {"surface": [(p.name, True, a) for p, a in zip(paths, analyses, strict=True)]})
-        row = counts[f"{material}/{source}"]
-        row["items"] += 1
-        row["accepted"] += int(decision.verdict == Verdict.AUTHENTIC)
-        if n % 50 == 0 or n == len(folders):
-            sys.stderr.write(f"\r{n}/{len(folders)} items  {time.monotonic() - started:5.0f} s")
+        jobs.append((f"{material}/{source}", spec, partial(_region_entries, analyzer, folder, material, need)))
+    return _judge_all(bundle, jobs)
+
+
+def _region_entries(analyzer: Analyzer, folder: Path, material: str, need: int) -> Entries:
+    """The folder's first ``need`` images as the one region of an evaluation item; exits if it has fewer."""
+    paths = sorted(folder.glob("*.png"))[:need]
+    if len(paths) < need:
+        raise SystemExit(f"{folder}: {len(paths)} images, the evaluation needs {need}")
+    return {"surface": [(p.name, True, analyzer.analyze_image(_rgb(p), material)) for p in paths]}
+
+
+def _judge_all(bundle: ModelBundle, jobs: Sequence[tuple[str, ItemTypeSpec, Callable[[], Entries]]]) -> dict[str, Any]:
+    """Decide each job's item (key, item type, its images' analyses or None to skip it) and count per key."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"items": 0, "accepted": 0, "skipped": 0})
+    started = time.monotonic()
+    for n, (key, spec, entries_of) in enumerate(jobs, 1):
+        row = counts[key]
+        entries = entries_of()
+        if entries is None:
+            row["skipped"] += 1
+        else:
+            row["items"] += 1
+            row["accepted"] += int(decide(bundle, spec, entries).verdict == Verdict.AUTHENTIC)
+        if n % 50 == 0 or n == len(jobs):
+            sys.stderr.write(f"\r{n}/{len(jobs)} items  {time.monotonic() - started:5.0f} s")
     sys.stderr.write("\n")
     return _summary(bundle, dict(sorted(counts.items())))
 

@@ -175,6 +175,21 @@ class TextureStats:
         )
 
 
+class _LayerGrid(NamedTuple):
+    """Where each frequency of an rfft2 grid falls for the ``layers`` family."""
+
+    keep: npt.NDArray[np.bool_]
+    """Frequencies inside the bands."""
+    band: npt.NDArray[np.intp]
+    """Band of each kept frequency."""
+    cell: npt.NDArray[np.intp]
+    """(band, angle bin) cell of each kept frequency, flattened."""
+    counts: npt.NDArray[np.float64]
+    """Frequencies per cell (at least 1), bands x angle bins."""
+    quad: npt.NDArray[np.complex128]
+    """exp(4i angle) of each kept frequency: a square lattice's peaks all point the same way."""
+
+
 class _Grid(NamedTuple):
     window: FloatArray
     band: npt.NDArray[np.intp]
@@ -185,6 +200,8 @@ class _Grid(NamedTuple):
     """log frequency of the kept frequencies, relative to their band's centre."""
     octaves: tuple[tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp]], ...]
     """Per angular octave: which frequencies, and their angle bin."""
+    layers: _LayerGrid
+    """The same grid as the ``layers`` family bins it."""
 
 
 @lru_cache(maxsize=4)
@@ -204,7 +221,18 @@ def _grid(height: int, width: int) -> _Grid:
         (mask, bins[mask]) for lo, hi in itertools.pairwise(_ANGLE_OCTAVES) for mask in [(radius >= lo) & (radius < hi)]
     )
     window = np.outer(np.hanning(height), np.hanning(width)).astype(np.float32)
-    return _Grid(window, band, keep, log_radius, octaves)
+    return _Grid(window, band, keep, log_radius, octaves, _layer_grid(radius, np.arctan2(fy, fx)))
+
+
+def _layer_grid(radius: npt.NDArray[np.float64], theta: npt.NDArray[np.float64]) -> _LayerGrid:
+    band_all = np.digitize(radius, _LAYER_BANDS) - 1
+    keep = (band_all >= 0) & (band_all < _LAYER_COUNT)
+    angle = np.mod(np.degrees(theta), 180.0)
+    bins = np.minimum((angle * (_LAYER_ANGLE_BINS / 180.0)).astype(np.intp), _LAYER_ANGLE_BINS - 1)
+    band = band_all[keep]
+    cell = band * _LAYER_ANGLE_BINS + bins[keep]
+    counts = np.bincount(cell, None, _LAYER_COUNT * _LAYER_ANGLE_BINS).reshape(_LAYER_COUNT, _LAYER_ANGLE_BINS)
+    return _LayerGrid(keep, band, cell, np.maximum(counts, 1.0), np.exp(4j * theta[keep]))
 
 
 def texture_features(frame: RGBImage) -> FloatArray:
@@ -246,46 +274,14 @@ def texture_features(frame: RGBImage) -> FloatArray:
     contrast = [0.5 * steps / (float(np.std(luma)) + 1e-6)]
     tone = [pixels.mean(axis=(0, 1)) / 255.0, pixels.std(axis=(0, 1)) / 255.0, np.asarray(contrast)]
     blobs = _blob_features(luma)
-    layers = _layer_features(pixels, grid.window)
+    layers = _layer_features(pixels, grid.window, grid.layers)
     return np.concatenate([radial, centroid, *angular, *tone, blobs, layers]).astype(np.float32)
 
 
-class _LayerGrid(NamedTuple):
-    """Where each frequency of an rfft2 grid falls for the ``layers`` family."""
-
-    keep: npt.NDArray[np.bool_]
-    """Frequencies inside the bands."""
-    band: npt.NDArray[np.intp]
-    """Band of each kept frequency."""
-    cell: npt.NDArray[np.intp]
-    """(band, angle bin) cell of each kept frequency, flattened."""
-    counts: npt.NDArray[np.float64]
-    """Frequencies per cell (at least 1), bands x angle bins."""
-    quad: npt.NDArray[np.complex128]
-    """exp(4i angle) of each kept frequency: a square lattice's peaks all point the same way."""
-
-
-@lru_cache(maxsize=4)
-def _layer_grid(height: int, width: int) -> _LayerGrid:
-    fy = np.fft.fftfreq(height)[:, None]
-    fx = np.fft.rfftfreq(width)[None, :]
-    radius = np.hypot(fx, fy)
-    theta = np.arctan2(fy, fx)
-    band_all = np.digitize(radius, _LAYER_BANDS) - 1
-    keep = (band_all >= 0) & (band_all < _LAYER_COUNT)
-    angle = np.mod(np.degrees(theta), 180.0)
-    bins = np.minimum((angle * (_LAYER_ANGLE_BINS / 180.0)).astype(np.intp), _LAYER_ANGLE_BINS - 1)
-    band = band_all[keep]
-    cell = band * _LAYER_ANGLE_BINS + bins[keep]
-    counts = np.bincount(cell, None, _LAYER_COUNT * _LAYER_ANGLE_BINS).reshape(_LAYER_COUNT, _LAYER_ANGLE_BINS)
-    return _LayerGrid(keep, band, cell, np.maximum(counts, 1.0), np.exp(4j * theta[keep]))
-
-
-def _layer_features(pixels: npt.NDArray[np.float32], window: FloatArray) -> npt.NDArray[np.float64]:
+def _layer_features(pixels: npt.NDArray[np.float32], window: FloatArray, grid: _LayerGrid) -> npt.NDArray[np.float64]:
     """The ``layers`` family: per band, how alike the two main colour layers' angular amplitude profiles are, then
     per band the angle (degrees, 0..45) between their dominant four-fold orientations."""
     height, width = pixels.shape[:2]
-    grid = _layer_grid(height, width)
     colour = np.log(pixels + np.float32(_LAYER_OFFSET)).reshape(-1, 3)
     colour -= colour.mean(axis=0)
     _, axes = np.linalg.eigh(colour.T @ colour)  # ascending: the last two columns are the main layers

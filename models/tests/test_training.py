@@ -229,3 +229,25 @@ async def _scan_with_daemon(tmp_path: Path, bundle: Path, item_type: str, images
             return await client.analyze(item_type, [("surface", p) for p in images])
     finally:
         await daemon.stop(0)
+
+
+def test_a_texture_limit_from_a_few_wild_images_stays_one_a_bundle_can_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    from veriscope.device.inference.bundle import MAX_DISTANCE_REF
+    from veriscope.device.pipeline import texture
+    from veriscope.device.pipeline.scoring import RawOutputs
+    from veriscope.training.evaluate import ItemOutputs
+    from veriscope.training.train import TextureData, fit_texture
+
+    rng = np.random.default_rng(7)
+    size = texture.FEATURE_SIZE
+    features = rng.normal(0.0, 1.0, (8, size))
+    features[0, dict(texture.FAMILIES)["sizes"]] = 1e4  # one image whose speck sizes could not be read
+    data = TextureData(features=features, genuine=np.ones(8), item=np.repeat(np.arange(4), 2))
+    raw = RawOutputs(np.zeros((1, 4), np.float32), np.zeros((1, 3), np.float32), np.zeros((1, 4), np.float32))
+    val = [ItemOutputs(Item("woven-fabric", "genuine", "v0", ()), (raw, raw), tuple(features[:2]))]
+    config = replace(TrainConfig(data_root=Path("."), bundle_dir=Path(".")), texture_min_images=2)
+    real = calibrate.lognormal_quantile
+    monkeypatch.setattr(calibrate, "lognormal_quantile", lambda d, z: 1e3 * MAX_DISTANCE_REF + real(d, z))
+    stats = fit_texture(config, "woven-fabric", val, data)
+    assert stats is not None
+    assert [b.distance_ref for b in stats.blocks] == [MAX_DISTANCE_REF] * len(texture.FAMILIES)

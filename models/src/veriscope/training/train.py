@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from veriscope.device.inference.bundle import ModelBundle
+from veriscope.device.inference.bundle import MAX_DISTANCE_REF, ModelBundle
 from veriscope.device.inference.tiling import frame_to_tiles, to_work_scale
 from veriscope.device.pipeline import scoring, texture
 from veriscope.device.pipeline.inference import Analyzer
@@ -289,7 +289,11 @@ def fit_texture(
             kept = genuine & ~np.isin(data.item, left_out)
             refitted = texture.fit_texture_stats(data.features[kept], components=config.texture_components)
             distances += [texture.raw_distances(data.features[data.item == i][:per_region], refitted) for i in left_out]
-    limits = [calibrate.lognormal_quantile(d, config.texture_distance_z) for d in np.array(distances).T]
+    # From a handful of images a family's spread can be enormous; past the largest limit a bundle holds it rules
+    # nothing out either way, so the limit stops there and the bundle still loads.
+    limits = [
+        min(calibrate.lognormal_quantile(d, config.texture_distance_z), MAX_DISTANCE_REF) for d in np.array(distances).T
+    ]
     fitted = fitted.with_limits(limits)
     if genuine.all() or not genuine.any():
         return fitted

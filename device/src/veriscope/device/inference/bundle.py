@@ -90,6 +90,10 @@ _INPUT_DTYPES = {"uint8": np.uint8, "int8": np.int8}
 _T = TypeVar("_T")
 
 
+MAX_DISTANCE_REF = 1e6
+"""Largest genuine-distance limit a bundle may hold; a family this loose rules nothing out."""
+
+
 @dataclass(frozen=True)
 class RegionSpec:
     """One region of an item type that a scan must image."""
@@ -481,7 +485,7 @@ def _open_set(f: Fields, size: int) -> OpenSetStats:
     image = _open_set(f.obj("image"), size) if f.has("image") else None
     genuine = _open_set(f.obj("genuine"), size) if f.has("genuine") else None
     texture = _texture(f.obj("texture")) if f.has("texture") else None
-    ref = f.number("distance_ref", lo=1e-6, hi=1e6)
+    ref = f.number("distance_ref", lo=1e-6, hi=MAX_DISTANCE_REF)
     return OpenSetStats(mean=mean, std=std, distance_ref=ref, image=image, genuine=genuine, texture=texture)
 
 
@@ -535,7 +539,7 @@ def _texture_block(f: Fields, name: str, size: int) -> TextureBlock:
         components=components,
         variances=variances,
         shrinkage=f.number("shrinkage", lo=1e-6, hi=1.0),
-        distance_ref=f.number("distance_ref", lo=1e-6, hi=1e6),
+        distance_ref=f.number("distance_ref", lo=1e-6, hi=MAX_DISTANCE_REF),
     )
 
 

@@ -33,6 +33,8 @@ TEXTURE = {
             "variances": [2.0],
             "shrinkage": 0.1,
             "distance_ref": 1.5,
+            # Keys out of order on purpose: the loader sorts them.
+            **({"limits_by_images": {"4": 1.0, "3": 1.25}} if name == FAMILIES[0][0] else {}),
         }
         for name, part in FAMILIES
     },
@@ -126,6 +128,8 @@ def test_valid_bundle_loads_with_every_field(tmp_path: Path) -> None:
     spectrum = texture.blocks[0]
     assert (spectrum.components.shape, spectrum.shrinkage) == ((1, FAMILIES[0][1].stop), 0.1)
     assert (spectrum.variances.tolist(), spectrum.distance_ref) == ([2.0], 1.5)
+    assert spectrum.limits_by_images == ((3, 1.25), (4, 1.0)) and spectrum.limit(3) == 1.25
+    assert texture.blocks[1].limits_by_images == ()
     assert texture.head is not None and head_logit(np.ones(FEATURE_SIZE), texture.head) == pytest.approx(
         0.5 + 0.01 * FEATURE_SIZE, rel=1e-5
     )
@@ -196,6 +200,10 @@ _DELETE = object()
         ("open_set.coated-canvas.texture.blocks.spectrum.variances", [-1.0], "spectrum.variances"),
         ("open_set.coated-canvas.texture.blocks.spectrum.shrinkage", 0.0, "spectrum.shrinkage"),
         ("open_set.coated-canvas.texture.blocks.blobs.distance_ref", _DELETE, "blobs.distance_ref"),
+        ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", {"three": 1.0}, "blobs.limits_by_images"),
+        ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", {"0": 1.0}, "blobs.limits_by_images"),
+        ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", {"3": 0.0}, "limits_by_images.3"),
+        ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", [1.0], "blobs.limits_by_images"),
         ("thresholds.item", 1.5, "thresholds.item"),
         ("thresholds.abstain_band", [0.7, 0.8], "thresholds.abstain_band"),
         ("thresholds.familiarity", "high", "thresholds.familiarity"),

@@ -131,6 +131,23 @@ def test_the_furthest_group_names_what_differs() -> None:
         assert texture.texture_distance([shifted], stats) > 3 * texture.texture_distance([base[1]], stats)
 
 
+def test_a_region_of_more_frames_is_judged_against_its_own_tighter_limit() -> None:
+    rng = np.random.default_rng(3)
+    stats = texture.fit_texture_stats(rng.normal(0.0, 1.0, (40, texture.FEATURE_SIZE)))
+    families = len(texture.FAMILIES)
+    tightened = stats.with_limits([2.0] * families, [{3: 1.0, 5: 0.5}] * families)
+    block = tightened.blocks[0]
+    assert block.limits_by_images == ((3, 1.0), (5, 0.5))
+    assert [block.limit(n) for n in (1, 2, 3, 4, 5, 9)] == [2.0, 2.0, 1.0, 1.0, 0.5, 0.5]
+    frames = rng.normal(0.0, 1.0, (5, texture.FEATURE_SIZE))
+    for n, limit in ((2, 2.0), (3, 1.0), (5, 0.5)):
+        raw = texture.raw_distances(frames[:n], tightened)
+        assert texture.texture_distance(frames[:n], tightened) == pytest.approx(max(raw) / limit)
+    # Without limits by image count every region size takes distance_ref.
+    plain = stats.with_limits([2.0] * families)
+    assert plain.blocks[0].limits_by_images == () and plain.blocks[0].limit(5) == 2.0
+
+
 def test_statistics_for_another_feature_layout_are_refused() -> None:
     stats = texture.fit_texture_stats(np.random.default_rng(1).normal(size=(8, texture.FEATURE_SIZE)))
     other = texture.TextureStats("spectrum-v0", stats.blocks)
@@ -138,6 +155,8 @@ def test_statistics_for_another_feature_layout_are_refused() -> None:
         texture.texture_distance([np.zeros(texture.FEATURE_SIZE, np.float32)], other)
     with pytest.raises(ValueError, match=f"need {len(texture.FAMILIES)} limits"):
         stats.with_limits([1.0])
+    with pytest.raises(ValueError, match="by image count"):
+        stats.with_limits([1.0] * len(texture.FAMILIES), [{3: 0.5}])
 
 
 def test_fitting_checks_its_input() -> None:

@@ -45,3 +45,11 @@ def test_the_card_states_the_genuine_limits_the_bundle_was_fitted_with() -> None
     text = card.render(manifest)
     assert "than 99.9 % of genuine validation regions" in text
     assert "than 99.5 % of genuine validation regions would (spectrum, layers judged apart)" in text
+    manifest["training"]["genuine_limits"]["texture_region_images"] = {"coated-canvas": [2], "woven-fabric": [2, 3]}
+    text = card.render(manifest)
+    assert (
+        "(spectrum, layers judged apart, each for regions of as many images as the catalog asks for "
+        "(woven-fabric: 2, 3 images))"
+    ) in text
+    manifest["training"]["genuine_limits"]["texture_item_budget"] = 0.025
+    assert "2.5 % of genuine items" in card.render(manifest)

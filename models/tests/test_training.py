@@ -251,3 +251,65 @@ def test_a_texture_limit_from_a_few_wild_images_stays_one_a_bundle_can_hold(monk
     stats = fit_texture(config, "woven-fabric", val, data)
     assert stats is not None
     assert [b.distance_ref for b in stats.blocks] == [MAX_DISTANCE_REF] * len(texture.FAMILIES)
+
+
+def test_a_material_some_regions_judge_on_more_images_gets_a_tighter_limit_for_them() -> None:
+    from veriscope.device.pipeline import texture
+    from veriscope.device.pipeline.scoring import RawOutputs
+    from veriscope.training.evaluate import ItemOutputs
+    from veriscope.training.train import TextureData, fit_texture, region_image_counts, texture_section
+
+    rng = np.random.default_rng(11)
+    items, per_item = 12, 4
+    features = rng.normal(0.0, 1.0, (items * per_item, texture.FEATURE_SIZE))
+    data = TextureData(features=features, genuine=np.ones(len(features)), item=np.repeat(np.arange(items), per_item))
+    raw = RawOutputs(np.zeros((1, 4), np.float32), np.zeros((1, 3), np.float32), np.zeros((1, 4), np.float32))
+    val = [
+        ItemOutputs(Item(m, "genuine", f"v{k}", ()), (raw, raw), tuple(rng.normal(0.0, 1.0, (2, texture.FEATURE_SIZE))))
+        for m in ("woven-fabric", "coated-canvas")
+        for k in range(4)
+    ]
+    region = {"hint": ""}
+    catalog = (
+        {
+            "name": "tote",
+            "display_name": "Tote",
+            "regions": [{**region, "name": "lining", "material": "woven-fabric", "min_images": 2}],
+        },
+        {
+            "name": "scarf",
+            "display_name": "Scarf",
+            "regions": [{**region, "name": "twill", "material": "woven-fabric", "min_images": 3}],
+        },
+    )
+    config = replace(
+        TrainConfig(data_root=Path("."), bundle_dir=Path("."), materials=("coated-canvas", "woven-fabric")),
+        texture_min_images=2,
+        item_types=catalog,
+    )
+    assert region_image_counts(config) == {"coated-canvas": [2], "woven-fabric": [2, 3]}
+    fabric = fit_texture(config, "woven-fabric", val, data)
+    assert fabric is not None
+    for block in fabric.blocks:
+        # The mean of three frames strays less than that of two, so its limit is tighter.
+        (count, limit), *rest = block.limits_by_images
+        assert count == 3 and not rest and 0.0 < limit < block.distance_ref
+        assert block.limit(2) == block.distance_ref and block.limit(4) == limit
+    canvas = fit_texture(config, "coated-canvas", val, data)
+    assert canvas is not None and all(b.limits_by_images == () for b in canvas.blocks)
+    section = texture_section(fabric)
+    assert section["blocks"]["spectrum"]["limits_by_images"] == {"3": fabric.blocks[0].limits_by_images[0][1]}
+    assert "limits_by_images" not in texture_section(canvas)["blocks"]["spectrum"]
+
+
+def test_texture_limits_share_the_genuine_item_budget_among_the_largest_item_types_limits() -> None:
+    import statistics
+
+    from veriscope.training.train import texture_z
+
+    region = {"material": "coated-canvas", "min_images": 2, "hint": ""}
+    tote = {"name": "tote", "display_name": "Tote", "regions": [{**region, "name": f"r{k}"} for k in range(3)]}
+    config = replace(TrainConfig(data_root=Path("."), bundle_dir=Path(".")), item_types=(tote,))
+    # Three regions of four families: twelve limits share 2.5 % of genuine items.
+    assert statistics.NormalDist().cdf(texture_z(config)) == pytest.approx(1.0 - 0.025 / 12)
+    assert texture_z(replace(config, texture_distance_z=2.58)) == 2.58

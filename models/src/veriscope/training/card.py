@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -134,6 +134,22 @@ def _images(training: Mapping[str, Any]) -> str:
     return ", ".join(f"{n} for {m}" for m, n in per.items()) or "all of them"
 
 
+def _per_count(counts: Mapping[str, Sequence[int]] | None) -> str:
+    """How the texture limits depend on a region's image count, for materials with more than one count."""
+    several = {m: list(c) for m, c in (counts or {}).items() if len(c) > 1}
+    if not several:
+        return ""
+    named = "; ".join(f"{m}: {', '.join(str(n) for n in c)} images" for m, c in several.items())
+    return f", each for regions of as many images as the catalog asks for ({named})"
+
+
+def _budget(share: float | None) -> str:
+    """The genuine-item budget the texture limits were set from, when they were."""
+    if share is None:
+        return ""
+    return f"; together the texture limits of an item's regions may turn away {_quantile(share)} of genuine items"
+
+
 def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = None) -> str:
     """The model card text; ``plots`` maps the bundle's PNG files to their captions."""
     t = manifest["thresholds"]
@@ -179,7 +195,8 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         f"{_quantile(limits.get('embedding_quantile', 0.999))} of genuine validation regions would (log-normal fit), "
         "or whose mean whole-frame texture lies farther from genuine images' than "
         f"{_quantile(limits.get('texture_quantile', 0.99))} of genuine validation regions would "
-        f"({', '.join(limits.get('texture_families', ['spectrum', 'blobs', 'sizes']))} judged apart), cannot be "
+        f"({', '.join(limits.get('texture_families', ['spectrum', 'blobs', 'sizes']))} judged apart"
+        f"{_per_count(limits.get('texture_region_images'))}{_budget(limits.get('texture_item_budget'))}), cannot be "
         "AUTHENTIC, however genuine its tiles score: a kind of counterfeit neither score met in training can still "
         "fail for looking unlike genuine.",
         "- Calibration, fitted on validation images:",

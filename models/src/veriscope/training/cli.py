@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tr.add_argument("--data", required=True, help="specimen folder made by `generate`")
     tr.add_argument("--bundle", required=True, help="bundle folder to write, e.g. models/bundles/veriscope-demo")
     tr.add_argument("--name", default="veriscope-demo", help="bundle name written to the manifest")
-    tr.add_argument("--version", default="0.3.1", help="semantic version of the bundle")
+    tr.add_argument("--version", default="0.3.2", help="semantic version of the bundle")
     tr.add_argument("--epochs", type=int, help="training epochs (default 20)")
     tr.add_argument("--steps", type=int, help="steps per epoch (default 160)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and sampling")

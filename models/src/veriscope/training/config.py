@@ -29,7 +29,7 @@ class TrainConfig:
     bundle_dir: Path
     """Where the model bundle is written."""
     name: str = "veriscope-demo"
-    version: str = "0.3.1"
+    version: str = "0.3.2"
     materials: tuple[str, ...] = MATERIALS
     held_out_sources: tuple[str, ...] = HELD_OUT_SOURCES
     lighting: tuple[str, ...] = ("white_ring",)
@@ -75,9 +75,14 @@ class TrainConfig:
     genuine_distance_z: float = 3.09
     """A region farther from the genuine references than this quantile (in standard deviations of a log-normal
     fitted to genuine validation items; 3.09 is 99.9 %) scores below its threshold."""
-    texture_distance_z: float = 2.58
-    """The same for each family of whole-frame texture measurements (2.58 is 99.5 %; the four families together
-    cost about 2 % of genuine regions), since texture is what catches counterfeits the network never saw."""
+    texture_item_budget: float = 0.025
+    """Share of genuine items the whole-frame texture limits may turn away, spread evenly over every family of every
+    region of the item type with the most regions: a tote's 3 regions x 4 families make 12 limits, each at the
+    99.79 % quantile. Texture is what catches counterfeits the network never saw, so each limit is as tight as
+    the whole item's budget allows."""
+    texture_distance_z: float | None = None
+    """Each texture limit's quantile in standard deviations of a log-normal fit (2.58 is 99.5 %), overriding
+    ``texture_item_budget``."""
     texture_min_images: int = 32
     """Fewest genuine training images of a material its texture references are fitted from (fewer: none)."""
     texture_folds: int = 5
@@ -85,7 +90,8 @@ class TrainConfig:
     texture_head_l2: float = 1.0
     """L2 strength on the supervised texture head's standardised weights."""
     texture_components: int = 32
-    """Most principal axes kept per family of genuine whole-frame texture references (at most half its features)."""
+    """Most principal axes kept per family of genuine whole-frame texture references (also at most its width, and one
+    per four genuine images)."""
     representative_images: int = 120
     """Training images whose tiles calibrate the int8 quantisation."""
     open_set_images: int = 240

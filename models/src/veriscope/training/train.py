@@ -118,14 +118,29 @@ def scan_images(config: TrainConfig) -> dict[str, int]:
     A scan may stop at a region's minimum, so that is where the device's
     false-accept rate must hold; items with fewer images are judged on all they have.
     """
+    return {m: counts[0] for m, counts in region_image_counts(config).items()}
+
+
+def texture_z(config: TrainConfig) -> float:
+    """The quantile, in standard deviations, of every texture limit: ``texture_distance_z``, else the share of
+    ``texture_item_budget`` that one family of one region of the catalog's largest item type may spend."""
+    if config.texture_distance_z is not None:
+        return config.texture_distance_z
     types = [dict(t) for t in config.item_types] or default_item_types(config.materials)
-    fewest: dict[str, int] = {}
+    regions = max(len(t["regions"]) for t in types)  # type: ignore[arg-type]
+    return statistics.NormalDist().inv_cdf(1.0 - config.texture_item_budget / (regions * len(texture.FAMILIES)))
+
+
+def region_image_counts(config: TrainConfig) -> dict[str, list[int]]:
+    """Per material, ascending, every number of images a region of that material needs ([2] when none names it):
+    the region sizes its texture limits are calibrated for."""
+    types = [dict(t) for t in config.item_types] or default_item_types(config.materials)
+    counts: dict[str, set[int]] = {m: set() for m in config.materials}
     for spec in types:
         regions: list[dict[str, Any]] = spec["regions"]  # type: ignore[assignment]
         for region in regions:
-            m, n = str(region["material"]), int(region["min_images"])
-            fewest[m] = min(fewest.get(m, n), n)
-    return {m: fewest.get(m, 2) for m in config.materials}
+            counts.setdefault(str(region["material"]), set()).add(int(region["min_images"]))
+    return {m: sorted(counts[m] or {2}) for m in config.materials}
 
 
 def _outputs(items: Sequence[Item], runner: Runner, config: TrainConfig, textures: TextureCache) -> list[ItemOutputs]:
@@ -263,6 +278,10 @@ class TextureData:
     """N integers: which item each image shows."""
 
 
+_LEAST_REGIONS_PER_LIMIT = 8
+"""Fewest genuine regions of a larger image count that set their own texture limit."""
+
+
 def fit_texture(
     config: TrainConfig, material: str, val: Sequence[ItemOutputs], data: TextureData | None
 ) -> texture.TextureStats | None:
@@ -271,7 +290,10 @@ def fit_texture(
 
     A limit is a high quantile of genuine regions' distances that the references never saw: validation items', and
     training items' against references refitted without them (``texture_folds`` folds). Twenty validation items
-    alone set the tail too tight.
+    alone set the tail too tight. There is one limit per number of images a region of the material needs
+    (:func:`region_image_counts`): the mean of three frames strays less than that of two, and a limit set for two
+    lets a three-image superfake through. Validation items carry only the fewest, so larger counts come from the
+    folds.
     """
     if data is None:
         return None
@@ -280,21 +302,44 @@ def fit_texture(
     if np.count_nonzero(genuine) < max(config.texture_min_images, 2) or not genuine_val:
         return None
     fitted = texture.fit_texture_stats(data.features[genuine], components=config.texture_components)
-    distances = [texture.raw_distances(np.stack(e.texture), fitted) for e in genuine_val]
+    counts = region_image_counts(config)[material]
+    fewest = counts[0]
+    # Per region size n: distances of genuine regions of n images the references never saw (for the fewest, of
+    # items with fewer too, judged on all they have).
+    distances: dict[int, list[tuple[float, ...]]] = {
+        n: [
+            texture.raw_distances(np.stack(e.texture[:n]), fitted)
+            for e in genuine_val
+            if len(e.texture) >= n or n == fewest
+        ]
+        for n in counts
+    }
     items = np.unique(data.item[genuine])
-    per_region = scan_images(config)[material]
     if len(items) >= 2 * config.texture_folds:
         for fold in range(config.texture_folds):
             left_out = items[fold :: config.texture_folds]
             kept = genuine & ~np.isin(data.item, left_out)
             refitted = texture.fit_texture_stats(data.features[kept], components=config.texture_components)
-            distances += [texture.raw_distances(data.features[data.item == i][:per_region], refitted) for i in left_out]
+            for i in left_out:
+                own = data.features[data.item == i]
+                for n in counts:
+                    # Each run of n of the item's images is a region (an item of four gives two of two).
+                    last = len(own) - n if len(own) >= n or n != fewest else 0
+                    for start in range(0, last + 1, n):
+                        distances[n].append(texture.raw_distances(own[start : start + n], refitted))
     # From a handful of images a family's spread can be enormous; past the largest limit a bundle holds it rules
-    # nothing out either way, so the limit stops there and the bundle still loads.
-    limits = [
-        min(calibrate.lognormal_quantile(d, config.texture_distance_z), MAX_DISTANCE_REF) for d in np.array(distances).T
-    ]
-    fitted = fitted.with_limits(limits)
+    # nothing out either way, so the limit stops there and the bundle still loads. A larger region's limit never
+    # exceeds a smaller one's: more frames never make a region look less genuine.
+    by_count: dict[int, list[float]] = {}
+    z = texture_z(config)
+    for n in counts:
+        if n > fewest and len(distances[n]) < _LEAST_REGIONS_PER_LIMIT:
+            continue  # too few to set it: regions of n images keep the looser limit of fewer
+        quantiles = [min(calibrate.lognormal_quantile(d, z), MAX_DISTANCE_REF) for d in np.array(distances[n]).T]
+        previous = by_count[max(by_count)] if by_count else quantiles
+        by_count[n] = [min(q, p) for q, p in zip(quantiles, previous, strict=True)]
+    extra = [{n: by_count[n][i] for n in by_count if n > fewest} for i in range(len(fitted.blocks))]
+    fitted = fitted.with_limits(by_count[fewest], extra)
     if genuine.all() or not genuine.any():
         return fitted
     weights, bias = calibrate.fit_logistic(data.features, data.genuine, l2=config.texture_head_l2)
@@ -327,6 +372,7 @@ def texture_section(stats: texture.TextureStats) -> dict[str, Any]:
                 "variances": rounded(b.variances),
                 "shrinkage": b.shrinkage,
                 "distance_ref": b.distance_ref,
+                **({"limits_by_images": {str(n): v for n, v in b.limits_by_images}} if b.limits_by_images else {}),
             }
             for b in stats.blocks
         },
@@ -484,7 +530,9 @@ def run(config: TrainConfig) -> TrainResult:
             "images_per_evaluation_item": scan_images(config),
             "genuine_limits": {
                 "embedding_quantile": round(statistics.NormalDist().cdf(config.genuine_distance_z), 3),
-                "texture_quantile": round(statistics.NormalDist().cdf(config.texture_distance_z), 3),
+                "texture_quantile": round(statistics.NormalDist().cdf(texture_z(config)), 4),
+                "texture_item_budget": None if config.texture_distance_z is not None else config.texture_item_budget,
+                "texture_region_images": region_image_counts(config),
                 "texture_families": [name for name, _ in texture.FAMILIES],
             },
             "machine": f"{platform.machine()} ({config.threads} threads)",

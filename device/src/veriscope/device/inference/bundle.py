@@ -28,7 +28,8 @@ The manifest (``format_version`` 1) holds:
   references, see :mod:`veriscope.device.pipeline.texture`: the ``features``
   layout and ``blocks``, one per family of measurements, each with ``mean``,
   ``std``, ``components``, ``variances``, ``shrinkage`` and its genuine limit
-  ``distance_ref``; optionally a supervised ``head`` with ``mean``, ``std``,
+  ``distance_ref``, with optional tighter ``limits_by_images`` for regions of
+  more images, such as ``{"3": 1.4}``; optionally a supervised ``head`` with ``mean``, ``std``,
   ``weights`` and ``bias``, whose score ``calibration.<material>.texture_slope``
   weighs into each image's calibrated logit).
 - ``thresholds``: ``item`` (calibrated score chosen for ``target_far``),
@@ -92,6 +93,9 @@ _T = TypeVar("_T")
 
 MAX_DISTANCE_REF = 1e6
 """Largest genuine-distance limit a bundle may hold; a family this loose rules nothing out."""
+
+_MAX_REGION_IMAGES = 100
+"""Most images a region of an item type may require (and largest image count a texture limit may name)."""
 
 
 @dataclass(frozen=True)
@@ -540,7 +544,21 @@ def _texture_block(f: Fields, name: str, size: int) -> TextureBlock:
         variances=variances,
         shrinkage=f.number("shrinkage", lo=1e-6, hi=1.0),
         distance_ref=f.number("distance_ref", lo=1e-6, hi=MAX_DISTANCE_REF),
+        limits_by_images=_limits_by_images(f),
     )
+
+
+def _limits_by_images(f: Fields) -> tuple[tuple[int, float], ...]:
+    """The optional ``limits_by_images`` object: image counts ("3") to limits."""
+    if not f.has("limits_by_images"):
+        return ()
+    limits = f.obj("limits_by_images")
+    pairs = []
+    for key in limits.data:
+        if not (isinstance(key, str) and key.isdigit() and 1 <= int(key) <= _MAX_REGION_IMAGES):
+            raise f.fail("limits_by_images", f"keys must be image counts 1..{_MAX_REGION_IMAGES}, got {key!r:.40}")
+        pairs.append((int(key), limits.number(key, lo=1e-6, hi=MAX_DISTANCE_REF)))
+    return tuple(sorted(pairs))
 
 
 def _row(f: Fields, index: int, row: object, size: int) -> list[Any]:
@@ -623,7 +641,7 @@ def _item_types(top: Fields, materials: set[str]) -> tuple[ItemTypeSpec, ...]:
                 RegionSpec(
                     name=region.text("name"),
                     material=material,
-                    min_images=region.integer("min_images", lo=1, hi=100),
+                    min_images=region.integer("min_images", lo=1, hi=_MAX_REGION_IMAGES),
                     hint=region.text("hint", allow_empty=True),
                 )
             )

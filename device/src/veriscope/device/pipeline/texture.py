@@ -33,15 +33,16 @@ change when the item is turned under the lens:
 :func:`texture_distance` measures a region's mean feature vector against a
 material's genuine references (:class:`TextureStats`, fitted in training from
 genuine images only): per family, a Mahalanobis distance with a shrunk
-covariance in units of the distance genuine regions stay within; the region
-takes the largest. A counterfeiter the model never saw still lands far out in
+covariance in units of the distance genuine regions of as many frames stay
+within (the mean of three frames strays less than that of two, so its limit is
+tighter); the region takes the largest. A counterfeiter the model never saw still lands far out in
 whichever family it got wrong. Pure numpy; the device and training share it.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import NamedTuple
@@ -133,7 +134,20 @@ class TextureBlock:
     shrinkage: float
     """Weight (0..1] of the identity in the shrunk covariance."""
     distance_ref: float
-    """The genuine limit: the raw distance genuine regions stay within (a high quantile)."""
+    """The genuine limit: the raw distance genuine regions of the fewest images a region of the material needs stay
+    within (a high quantile)."""
+    limits_by_images: tuple[tuple[int, float], ...] = ()
+    """Tighter limits for regions of more images, as (image count, limit) pairs in ascending count: the mean of more
+    frames strays less from genuine, so the same quantile lies nearer. See :meth:`limit`."""
+
+    def limit(self, images: int) -> float:
+        """The limit for a region judged on ``images`` frames: that of the largest count in
+        :attr:`limits_by_images` up to ``images``, else :attr:`distance_ref`."""
+        chosen = self.distance_ref
+        for count, value in self.limits_by_images:
+            if count <= images:
+                chosen = value
+        return chosen
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,13 +178,22 @@ class TextureStats:
     head: TextureHead | None = None
     """The supervised score, when the bundle has one."""
 
-    def with_limits(self, limits: Sequence[float]) -> TextureStats:
-        """The same references with each block's ``distance_ref`` replaced, in block order."""
-        if len(limits) != len(self.blocks):
-            raise ValueError(f"need {len(self.blocks)} limits, got {len(limits)}")
+    def with_limits(
+        self, limits: Sequence[float], by_images: Sequence[Mapping[int, float]] | None = None
+    ) -> TextureStats:
+        """The same references with each block's ``distance_ref`` replaced, in block order, and with ``by_images``
+        each block's :attr:`~TextureBlock.limits_by_images` (image count -> limit; none when omitted)."""
+        extra = list(by_images) if by_images is not None else [{} for _ in self.blocks]
+        if len(limits) != len(self.blocks) or len(extra) != len(self.blocks):
+            raise ValueError(f"need {len(self.blocks)} limits, got {len(limits)} and {len(extra)} by image count")
         return TextureStats(
             self.features,
-            tuple(replace(b, distance_ref=float(r)) for b, r in zip(self.blocks, limits, strict=True)),
+            tuple(
+                replace(
+                    b, distance_ref=float(r), limits_by_images=tuple(sorted((int(n), float(v)) for n, v in e.items()))
+                )
+                for b, r, e in zip(self.blocks, limits, extra, strict=True)
+            ),
             self.head,
         )
 
@@ -416,16 +439,22 @@ def raw_distances(features: Sequence[FloatArray] | npt.ArrayLike, stats: Texture
 
 
 def texture_distance(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> float:
-    """A region's distance from genuine texture, in units of each family's limit (the largest): above 1 is unlike
-    genuine."""
-    return max(d / b.distance_ref for d, b in zip(raw_distances(features, stats), stats.blocks, strict=True))
+    """A region's distance from genuine texture, in units of each family's limit for a region of that many frames
+    (the largest): above 1 is unlike genuine."""
+    return max(_relative(features, stats))
+
+
+def _relative(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> list[float]:
+    """Per family, the region's raw distance over the family's limit for its number of frames."""
+    images = len(np.asarray(features, dtype=np.float64).reshape(-1, FEATURE_SIZE))
+    return [d / b.limit(images) for d, b in zip(raw_distances(features, stats), stats.blocks, strict=True)]
 
 
 def furthest_group(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> str:
     """What lies furthest from the genuine references: a phrase from :data:`GROUPS`, from the family furthest
     beyond its limit (within the spectrum, the part whose features stray most)."""
-    distances = raw_distances(features, stats)
-    worst = max(range(len(stats.blocks)), key=lambda i: distances[i] / stats.blocks[i].distance_ref)
+    relative = _relative(features, stats)
+    worst = max(range(len(stats.blocks)), key=lambda i: relative[i])
     block, part = stats.blocks[worst], FAMILIES[worst][1]
     z = (_mean_vector(features, stats)[part] - block.mean) / block.std
     inside = [

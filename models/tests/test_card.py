@@ -52,4 +52,4 @@ def test_the_card_states_the_genuine_limits_the_bundle_was_fitted_with() -> None
         "(woven-fabric: 2, 3 images))"
     ) in text
     manifest["training"]["genuine_limits"]["texture_item_budget"] = 0.025
-    assert "2.5 % of genuine items" in card.render(manifest)
+    assert "share of a 2.5 % budget of genuine items" in card.render(manifest)

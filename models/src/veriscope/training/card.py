@@ -147,7 +147,10 @@ def _budget(share: float | None) -> str:
     """The genuine-item budget the texture limits were set from, when they were."""
     if share is None:
         return ""
-    return f"; together the texture limits of an item's regions may turn away {_quantile(share)} of genuine items"
+    return (
+        f"; each quantile is the share of a {_quantile(share)} budget of genuine items that one family of one "
+        "region of the largest item type may turn away, by that fit"
+    )
 
 
 def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = None) -> str:

@@ -202,6 +202,7 @@ _DELETE = object()
         ("open_set.coated-canvas.texture.blocks.blobs.distance_ref", _DELETE, "blobs.distance_ref"),
         ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", {"three": 1.0}, "blobs.limits_by_images"),
         ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", {"0": 1.0}, "blobs.limits_by_images"),
+        ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", {"\u00b3": 1.0}, "blobs.limits_by_images"),
         ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", {"3": 0.0}, "limits_by_images.3"),
         ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", [1.0], "blobs.limits_by_images"),
         ("thresholds.item", 1.5, "thresholds.item"),

@@ -29,8 +29,8 @@ The manifest (``format_version`` 1) holds:
   layout and ``blocks``, one per family of measurements, each with ``mean``,
   ``std``, ``components``, ``variances``, ``shrinkage`` and its genuine limit
   ``distance_ref``, with optional tighter ``limits_by_images`` for regions of
-  more images, such as ``{"3": 1.4}``; optionally a supervised ``head`` with ``mean``, ``std``,
-  ``weights`` and ``bias``, whose score ``calibration.<material>.texture_slope``
+  more images, such as ``{"3": 1.4}``; optionally a supervised ``head`` with
+  ``mean``, ``std``, ``weights`` and ``bias``, whose score ``calibration.<material>.texture_slope``
   weighs into each image's calibrated logit).
 - ``thresholds``: ``item`` (calibrated score chosen for ``target_far``),
   ``abstain_band`` ``[low, high]`` around it (AUTHENTIC needs a score at or
@@ -555,7 +555,7 @@ def _limits_by_images(f: Fields) -> tuple[tuple[int, float], ...]:
     limits = f.obj("limits_by_images")
     pairs = []
     for key in limits.data:
-        if not (isinstance(key, str) and key.isdigit() and 1 <= int(key) <= _MAX_REGION_IMAGES):
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and 1 <= int(key) <= _MAX_REGION_IMAGES):
             raise f.fail("limits_by_images", f"keys must be image counts 1..{_MAX_REGION_IMAGES}, got {key!r:.40}")
         pairs.append((int(key), limits.number(key, lo=1e-6, hi=MAX_DISTANCE_REF)))
     return tuple(sorted(pairs))

@@ -35,8 +35,8 @@ material's genuine references (:class:`TextureStats`, fitted in training from
 genuine images only): per family, a Mahalanobis distance with a shrunk
 covariance in units of the distance genuine regions of as many frames stay
 within (the mean of three frames strays less than that of two, so its limit is
-tighter); the region takes the largest. A counterfeiter the model never saw still lands far out in
-whichever family it got wrong. Pure numpy; the device and training share it.
+tighter); the region takes the largest. A counterfeiter the model never saw
+still lands far out in whichever family it got wrong. Pure numpy; the device and training share it.
 """
 
 from __future__ import annotations

@@ -53,3 +53,24 @@ def test_the_card_states_the_genuine_limits_the_bundle_was_fitted_with() -> None
     ) in text
     manifest["training"]["genuine_limits"]["texture_item_budget"] = 0.025
     assert "share of a 2.5 % budget of genuine items" in card.render(manifest)
+
+
+def test_the_data_section_names_the_source_and_tabulates_the_split() -> None:
+    manifest = json.loads((DEMO / "manifest.json").read_text())
+    manifest["training"]["data"] = {
+        "root": "specimens",
+        "generator": "veriscope.device.specimen",
+        "jpeg_quality_range": [80, 95],
+        "simulator_sha256": "ab" * 32,
+        "seed": 1,
+        "image_width": 512,
+        "genuine_items": 200,
+        "counterfeit_items": 30,
+    }
+    manifest["training"]["split"] = {"train": {"items": 7, "images": 28}, "held_out": {"items": 3, "images": 12}}
+    text = card.render(manifest)
+    assert "seed 1, 512 px wide, JPEG quality 80 to 95: 200 genuine items, and 30 items" in text
+    assert "| train | 7 | 28 |" in text and "| held_out | 3 | 12 |" in text
+    assert "{'" not in text.split("## Data")[1].split("## Targets")[0]  # no raw dictionaries
+    manifest["training"]["data"] = {"root": "scans-2026"}
+    assert "Images from the folder `scans-2026`. Split by item" in card.render(manifest)

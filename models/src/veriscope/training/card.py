@@ -153,6 +153,35 @@ def _budget(share: float | None) -> str:
     )
 
 
+def _data(training: Mapping[str, Any]) -> list[str]:
+    """Where the images came from, and the split by item as a table."""
+    data = training.get("data", {})
+    if "generator" in data:
+        made = [f"`{data['generator']}`"]
+        if "simulator_sha256" in data:
+            made.append(f"simulator sha256 `{str(data['simulator_sha256'])[:12]}…`")
+        made += [f"seed {data['seed']}"] if "seed" in data else []
+        made += [f"{data['image_width']} px wide"] if "image_width" in data else []
+        if "jpeg_quality_range" in data:
+            low, high = data["jpeg_quality_range"]
+            made.append(f"JPEG quality {low} to {high}")
+        source = f"Simulated specimens from {', '.join(made)}"
+        if "genuine_items" in data and "counterfeit_items" in data:
+            source += (
+                f": {data['genuine_items']} genuine items, and {data['counterfeit_items']} items of each "
+                "counterfeit source, per material"
+            )
+    else:
+        source = f"Images from the folder `{data.get('root', '?')}`"
+    lines = [f"{source}. Split by item, never by image:", ""]
+    split = training.get("split", {})
+    if split:
+        lines += ["| split | items | images |", "| --- | --- | --- |"]
+        lines += [f"| {name} | {c.get('items', '?')} | {c.get('images', '?')} |" for name, c in split.items()]
+        lines.append("")
+    return lines
+
+
 def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = None) -> str:
     """The model card text; ``plots`` maps the bundle's PNG files to their captions."""
     t = manifest["thresholds"]
@@ -218,9 +247,9 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         "",
         "## Data",
         "",
-        f"Simulated specimens ({training.get('data', {})}), split by item (never by image): "
-        f"{training.get('split', {})}. Counterfeit sources {', '.join(manifest['held_out_sources'])} are held out "
-        "of training and threshold choice for every material and reported separately.",
+        *_data(training),
+        f"Counterfeit sources {', '.join(manifest['held_out_sources'])} are held out of training and threshold "
+        "choice for every material and reported separately.",
         "",
         "## Targets",
         "",

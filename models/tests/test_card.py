@@ -74,3 +74,5 @@ def test_the_data_section_names_the_source_and_tabulates_the_split() -> None:
     assert "{'" not in text.split("## Data")[1].split("## Targets")[0]  # no raw dictionaries
     manifest["training"]["data"] = {"root": "scans-2026"}
     assert "Images from the folder `scans-2026`. Split by item" in card.render(manifest)
+    manifest["training"]["data"] = {"root": "scans-2026", "generator": "veriscope export"}
+    assert "Images from the folder `scans-2026`, written by `veriscope export`. Split" in card.render(manifest)

@@ -153,10 +153,14 @@ def _budget(share: float | None) -> str:
     )
 
 
+SIMULATOR = "veriscope.device.specimen"
+"""The ``generator`` that the specimen simulator writes into dataset.json."""
+
+
 def _data(training: Mapping[str, Any]) -> list[str]:
     """Where the images came from, and the split by item as a table."""
     data = training.get("data", {})
-    if "generator" in data:
+    if data.get("generator") == SIMULATOR:
         made = [f"`{data['generator']}`"]
         if "simulator_sha256" in data:
             made.append(f"simulator sha256 `{str(data['simulator_sha256'])[:12]}…`")
@@ -172,7 +176,8 @@ def _data(training: Mapping[str, Any]) -> list[str]:
                 "counterfeit source, per material"
             )
     else:
-        source = f"Images from the folder `{data.get('root', '?')}`"
+        writer = f", written by `{data['generator']}`" if "generator" in data else ""
+        source = f"Images from the folder `{data.get('root', '?')}`{writer}"
     lines = [f"{source}. Split by item, never by image:", ""]
     split = training.get("split", {})
     if split:

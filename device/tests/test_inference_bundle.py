@@ -39,6 +39,17 @@ TEXTURE = {
         for name, part in FAMILIES
     },
     "head": {"mean": [0.0] * FEATURE_SIZE, "std": [1.0] * FEATURE_SIZE, "weights": [0.01] * FEATURE_SIZE, "bias": 0.5},
+    "material": {
+        name: {
+            "mean": [0.0] * (part.stop - part.start),
+            "std": [2.0] * (part.stop - part.start),
+            "components": [[1.0] + [0.0] * (part.stop - part.start - 1)],
+            "variances": [3.0],
+            "shrinkage": 0.2,
+            "distance_ref": 4.0,
+        }
+        for name, part in FAMILIES
+    },
 }
 MODEL_BYTES = b"not really a tflite model, but the loader only checks size and digest"
 
@@ -130,6 +141,9 @@ def test_valid_bundle_loads_with_every_field(tmp_path: Path) -> None:
     assert (spectrum.variances.tolist(), spectrum.distance_ref) == ([2.0], 1.5)
     assert spectrum.limits_by_images == ((3, 1.25), (4, 1.0)) and spectrum.limit(3) == 1.25
     assert texture.blocks[1].limits_by_images == ()
+    assert [b.name for b in texture.material] == [n for n, _ in FAMILIES]
+    assert (texture.material[0].distance_ref, texture.material[0].shrinkage) == (4.0, 0.2)
+    assert float(texture.material[0].std[0]) == 2.0
     assert texture.head is not None and head_logit(np.ones(FEATURE_SIZE), texture.head) == pytest.approx(
         0.5 + 0.01 * FEATURE_SIZE, rel=1e-5
     )
@@ -205,6 +219,11 @@ _DELETE = object()
         ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", {"\u00b3": 1.0}, "blobs.limits_by_images"),
         ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", {"3": 0.0}, "limits_by_images.3"),
         ("open_set.coated-canvas.texture.blocks.blobs.limits_by_images", [1.0], "blobs.limits_by_images"),
+        ("open_set.coated-canvas.texture.material.sizes", _DELETE, "texture.material"),
+        ("open_set.coated-canvas.texture.material", [], "texture.material"),
+        ("open_set.coated-canvas.texture.material.blobs.std", [0.0] * 20, "material.blobs.std"),
+        ("open_set.coated-canvas.texture.material.layers.distance_ref", -1.0, "layers.distance_ref"),
+        ("open_set.coated-canvas.texture.material.blobs.limits_by_images", {"3": 1.0}, "texture.material"),
         ("thresholds.item", 1.5, "thresholds.item"),
         ("thresholds.abstain_band", [0.7, 0.8], "thresholds.abstain_band"),
         ("thresholds.familiarity", "high", "thresholds.familiarity"),

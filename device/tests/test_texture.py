@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from veriscope.device.errors import InvalidArgument
-from veriscope.device.pipeline import texture
+from veriscope.device.pipeline import scoring, texture
 from veriscope.device.specimen.dataset import generate_dataset
 
 
@@ -79,6 +80,40 @@ def test_unseen_counterfeit_weaves_lie_beyond_every_genuine_item(
     # The verdict's unit: genuine items sit inside the limits fitted from them.
     for frames in held:
         assert texture.texture_distance(np.stack([texture.texture_features(f) for f in frames]), limited) <= 1.0
+
+
+def test_material_references_know_the_material_and_nothing_else(
+    fabric: dict[str, dict[str, list[np.ndarray]]], tmp_path: Path
+) -> None:
+    def features(source: str, items: slice) -> np.ndarray:
+        return np.stack(
+            [texture.texture_features(f) for frames in list(fabric[source].values())[items] for f in frames]
+        )
+
+    # Fitted like training fits them: on every maker it was shown (here genuine and counterfeit-b), with each
+    # family's limit 1.5 times as far as unseen frames of those makers reach.
+    seen = np.concatenate([features("genuine", slice(0, 8)), features("counterfeit-b", slice(0, 2))])
+    left_out = np.concatenate([features("genuine", slice(8, None)), features("counterfeit-b", slice(2, None))])
+    whole = texture.fit_texture_stats(seen)
+    reach = np.max([texture.raw_distances(f, whole) for f in left_out], axis=0)
+    stats = replace(texture.fit_texture_stats(seen[:16]), material=whole.with_limits((1.5 * reach).tolist()).blocks)
+
+    # Another material is not woven fabric, nor is a printed screen.
+    generate_dataset(
+        tmp_path, materials=["grained-leather"], sources=["genuine"], items_per_source=2, images_per_item=2
+    )
+    others = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(tmp_path.glob("*/*/*/*.png"))]
+    others.append(_two_ink_print(10.0, 0.0))
+    nearest_other = min(texture.material_distance(texture.texture_features(f), stats) or 0.0 for f in others)
+    assert nearest_other > 1.0
+    assert max(scoring.texture_familiarity(texture.texture_features(f), stats) for f in others) < 0.5
+    # One half exactly at the limit, and no opinion without references.
+    frame = left_out[0]
+    at_limit = replace(stats, material=whole.with_limits(list(texture.raw_distances(frame, whole))).blocks)
+    assert texture.material_distance(frame, at_limit) == pytest.approx(1.0)
+    assert scoring.texture_familiarity(frame, at_limit) == pytest.approx(0.5)
+    plain = replace(stats, material=())
+    assert texture.material_distance(frame, plain) is None and scoring.texture_familiarity(frame, plain) == 1.0
 
 
 def _two_ink_print(angle_deg: float, skew_deg: float) -> np.ndarray:

@@ -76,3 +76,15 @@ def test_the_data_section_names_the_source_and_tabulates_the_split() -> None:
     assert "Images from the folder `scans-2026`. Split by item" in card.render(manifest)
     manifest["training"]["data"] = {"root": "scans-2026", "generator": "veriscope export"}
     assert "Images from the folder `scans-2026`, written by `veriscope export`. Split" in card.render(manifest)
+
+
+def test_the_card_says_when_whole_frame_texture_caps_familiarity() -> None:
+    manifest = json.loads((DEMO / "manifest.json").read_text())
+    for section in manifest["open_set"].values():
+        section.get("texture", {}).pop("material", None)
+    assert "The whole frame's texture caps it too" not in card.render(manifest)
+    manifest["open_set"]["woven-fabric"]["texture"]["material"] = {}
+    manifest["training"].update(material_texture_quantile=0.9999, material_texture_margin=1.5)
+    text = card.render(manifest)
+    assert "The whole frame's texture caps it too (woven-fabric)" in text
+    assert "(1.5 times the 99.99 % quantile of single frames)" in text

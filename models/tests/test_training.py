@@ -166,6 +166,41 @@ def test_texture_limits_hold_for_genuine_items_the_references_never_saw() -> Non
     assert fit_texture(config, "woven-fabric", [], data) is None  # no genuine validation region to check against
 
 
+def test_material_references_hold_every_maker_and_turn_away_another_surface() -> None:
+    from veriscope.device.pipeline import scoring, texture
+    from veriscope.training.train import TextureData, fit_material_texture, texture_section
+
+    rng = np.random.default_rng(12)
+    size = texture.FEATURE_SIZE
+    spectrum = dict(texture.FAMILIES)["spectrum"]
+
+    def item(shift: float) -> np.ndarray:
+        return rng.normal(shift, 0.3, size) + rng.normal(0.0, 1.0, (2, size))
+
+    # Genuine items and a counterfeit maker's, which lie well apart: both are the material.
+    makers = (0.0, 1.5)
+    data = TextureData(
+        features=np.concatenate([item(shift) for shift in makers for _ in range(30)]),
+        genuine=np.repeat([1.0, 0.0], 60),
+        item=np.repeat(np.arange(60), 2),
+    )
+    config = TrainConfig(data_root=Path("."), bundle_dir=Path("."))
+    blocks = fit_material_texture(config, data)
+    assert [b.name for b in blocks] == [name for name, _ in texture.FAMILIES]
+    stats = replace(texture.fit_texture_stats(data.features[:60]), material=blocks)
+    fresh = [f for shift in makers for _ in range(100) for f in item(shift)]
+    assert max(texture.material_distance(f, stats) or 0.0 for f in fresh) < 1.0
+    # A surface whose spectrum differs in a way no maker's does (not along genuine-to-counterfeit).
+    other = item(0.0)[0]
+    other[spectrum] += np.where(np.arange(spectrum.stop) % 2, 4.0, -4.0)
+    assert (texture.material_distance(other, stats) or 0.0) > 1.0 and scoring.texture_familiarity(other, stats) < 0.5
+    assert set(texture_section(stats)["material"]) == {name for name, _ in texture.FAMILIES}
+    # Too few items to leave folds out of: no references, so the device judges by the network alone.
+    few = TextureData(features=data.features[:8], genuine=np.ones(8), item=data.item[:8])
+    assert fit_material_texture(config, few) == ()
+    assert "material" not in texture_section(replace(stats, material=()))
+
+
 def test_training_decodes_and_scales_exactly_as_the_device(tmp_path: Path) -> None:
     _need_tensorflow()
     from veriscope.training.data import decode_to_work_scale

@@ -157,6 +157,21 @@ SIMULATOR = "veriscope.device.specimen"
 """The ``generator`` that the specimen simulator writes into dataset.json."""
 
 
+def _material_texture(manifest: Mapping[str, Any]) -> list[str]:
+    """The familiarity line's second half when the bundle has whole-material texture references."""
+    known = [m for m, o in manifest.get("open_set", {}).items() if "material" in o.get("texture", {})]
+    if not known:
+        return []
+    training = manifest.get("training", {})
+    quantile, margin = training.get("material_texture_quantile"), training.get("material_texture_margin")
+    limit = f" ({margin} times the {100 * quantile:g} % quantile of single frames)" if quantile and margin else ""
+    return [
+        f"  The whole frame's texture caps it too ({', '.join(known)}): measured against every training image of the "
+        f"material, genuine and counterfeit, a frame beyond a family's limit{limit} shows something else, whatever "
+        "the network's embedding says."
+    ]
+
+
 def _data(training: Mapping[str, Any]) -> list[str]:
     """Where the images came from, and the split by item as a table."""
     data = training.get("data", {})
@@ -249,6 +264,7 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         "training statistics (per tile, and for the image's mean embedding); the material head also has an "
         "`other` class trained on synthetic non-material "
         "tiles (flat colour, noise, gradients, blobs, stripes, 1/f noise, hard-edged mosaics, chequers, printed marks).",
+        *_material_texture(manifest),
         "",
         "## Data",
         "",

@@ -92,6 +92,12 @@ class TrainConfig:
     texture_components: int = 32
     """Most principal axes kept per family of genuine whole-frame texture references (also at most its width, and one
     per four genuine images)."""
+    material_texture_quantile: float = 0.9999
+    """Quantile (of a log-normal fit to out-of-fold single frames of every trained source) of each family's
+    per-frame limit in a material's whole-material texture references."""
+    material_texture_margin: float = 1.5
+    """The whole-material limits lie this many times beyond that quantile: they are there to turn away what is not
+    the material at all, never one of its frames."""
     representative_images: int = 120
     """Training images whose tiles calibrate the int8 quantisation."""
     open_set_images: int = 240

@@ -9,7 +9,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +340,7 @@ def fit_texture(
         by_count[n] = [min(q, p) for q, p in zip(quantiles, previous, strict=True)]
     extra = [{n: by_count[n][i] for n in by_count if n > fewest} for i in range(len(fitted.blocks))]
     fitted = fitted.with_limits(by_count[fewest], extra)
+    fitted = replace(fitted, material=fit_material_texture(config, data))
     if genuine.all() or not genuine.any():
         return fitted
     weights, bias = calibrate.fit_logistic(data.features, data.genuine, l2=config.texture_head_l2)
@@ -351,7 +352,33 @@ def fit_texture(
         weights=(weights * scale).astype(np.float32),
         bias=float(bias + weights @ centre),
     )
-    return texture.TextureStats(fitted.features, fitted.blocks, head)
+    return replace(fitted, head=head)
+
+
+def fit_material_texture(config: TrainConfig, data: TextureData) -> tuple[texture.TextureBlock, ...]:
+    """A material's whole-material texture references: fitted on every training image of it, genuine and counterfeit,
+    each family's limit the distance one frame stays within. Empty with too few items for the folds.
+
+    A limit is ``material_texture_margin`` times a high quantile (``material_texture_quantile``, log-normal fit) of
+    single frames' distances from references refitted without their item (``texture_folds`` folds by item). The
+    references learn what the material's surfaces, every maker's, look like to the texture measurements, so a frame
+    beyond a limit shows something else: a printed page, another material.
+    """
+    items = np.unique(data.item)
+    if len(items) < 2 * config.texture_folds:
+        return ()
+    whole = texture.fit_texture_stats(data.features, components=config.texture_components)
+    distances: list[tuple[float, ...]] = []
+    for fold in range(config.texture_folds):
+        left_out = np.isin(data.item, items[fold :: config.texture_folds])
+        refitted = texture.fit_texture_stats(data.features[~left_out], components=config.texture_components)
+        distances.extend(texture.raw_distances(f, refitted) for f in data.features[left_out])
+    z = statistics.NormalDist().inv_cdf(config.material_texture_quantile)
+    limits = [
+        min(config.material_texture_margin * calibrate.lognormal_quantile(d, z), MAX_DISTANCE_REF)
+        for d in np.array(distances).T
+    ]
+    return whole.with_limits(limits).blocks
 
 
 def texture_section(stats: texture.TextureStats) -> dict[str, Any]:
@@ -362,20 +389,21 @@ def texture_section(stats: texture.TextureStats) -> dict[str, Any]:
         result: list[Any] = np.vectorize(lambda v: float(f"{v:.6g}"), otypes=[float])(values).tolist()
         return result
 
+    def block(b: texture.TextureBlock) -> dict[str, Any]:
+        return {
+            "mean": rounded(b.mean),
+            "std": rounded(b.std),
+            "components": rounded(b.components),
+            "variances": rounded(b.variances),
+            "shrinkage": b.shrinkage,
+            "distance_ref": b.distance_ref,
+            **({"limits_by_images": {str(n): v for n, v in b.limits_by_images}} if b.limits_by_images else {}),
+        }
+
     return {
         "features": stats.features,
-        "blocks": {
-            b.name: {
-                "mean": rounded(b.mean),
-                "std": rounded(b.std),
-                "components": rounded(b.components),
-                "variances": rounded(b.variances),
-                "shrinkage": b.shrinkage,
-                "distance_ref": b.distance_ref,
-                **({"limits_by_images": {str(n): v for n, v in b.limits_by_images}} if b.limits_by_images else {}),
-            }
-            for b in stats.blocks
-        },
+        "blocks": {b.name: block(b) for b in stats.blocks},
+        **({"material": {b.name: block(b) for b in stats.material}} if stats.material else {}),
         **(
             {}
             if stats.head is None
@@ -535,6 +563,8 @@ def run(config: TrainConfig) -> TrainResult:
                 "texture_region_images": region_image_counts(config),
                 "texture_families": [name for name, _ in texture.FAMILIES],
             },
+            "material_texture_quantile": config.material_texture_quantile,
+            "material_texture_margin": config.material_texture_margin,
             "machine": f"{platform.machine()} ({config.threads} threads)",
             "tensorflow": tf.__version__,
         }

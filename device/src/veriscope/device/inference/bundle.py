@@ -31,7 +31,10 @@ The manifest (``format_version`` 1) holds:
   ``distance_ref``, with optional tighter ``limits_by_images`` for regions of
   more images, such as ``{"3": 1.4}``; optionally a supervised ``head`` with
   ``mean``, ``std``, ``weights`` and ``bias``, whose score ``calibration.<material>.texture_slope``
-  weighs into each image's calibrated logit).
+  weighs into each image's calibrated logit; optionally ``material``, blocks of
+  the same form per family fitted on every training image of the material,
+  genuine and counterfeit, whose ``distance_ref`` is the distance one frame of
+  the material stays within: beyond it a frame is unfamiliar).
 - ``thresholds``: ``item`` (calibrated score chosen for ``target_far``),
   ``abstain_band`` ``[low, high]`` around it (AUTHENTIC needs a score at or
   above ``high``), optional ``materials`` with an ``item`` and ``abstain_band``
@@ -502,10 +505,21 @@ def _texture(f: Fields) -> TextureStats:
     if sorted(blocks.data) != sorted(names):
         raise f.fail("blocks", f"must hold exactly {', '.join(names)}, got {', '.join(sorted(blocks.data)) or 'none'}")
     head = _texture_head(f.obj("head")) if f.has("head") else None
+    material: tuple[TextureBlock, ...] = ()
+    if f.has("material"):
+        whole = f.obj("material")
+        if sorted(whole.data) != sorted(names):
+            raise f.fail(
+                "material", f"must hold exactly {', '.join(names)}, got {', '.join(sorted(whole.data)) or 'none'}"
+            )
+        material = tuple(_texture_block(whole.obj(family), family, part.stop - part.start) for family, part in FAMILIES)
+        if any(b.limits_by_images for b in material):
+            raise f.fail("material", "limits are per frame: its blocks take no limits_by_images")
     return TextureStats(
         name,
         tuple(_texture_block(blocks.obj(family), family, part.stop - part.start) for family, part in FAMILIES),
         head,
+        material,
     )
 
 

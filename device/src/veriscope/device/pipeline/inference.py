@@ -201,6 +201,10 @@ def analyze_outputs(
     tile_scores = scoring.sigmoid(scoring.tile_logits(raw, bundle.materials, material, calibration) + frame_term)
     tile_fam = scoring.tile_familiarity(raw, classes, material, bundle.open_set[material])
     familiarity = scoring.image_familiarity(tile_fam, raw, bundle.open_set[material])
+    if texture is not None and stats is not None:
+        # The network's embedding is one view of "is this the material"; the whole frame's texture, against every
+        # source of the material seen in training, is another that a retrain cannot move.
+        familiarity = min(familiarity, scoring.texture_familiarity(texture, stats))
     predicted = classes[int(np.argmax(scoring.softmax(raw.material_logits).mean(axis=0)))]
     score = float(scoring.sigmoid(logit))
     familiar = familiarity >= bundle.thresholds.familiarity

@@ -8,7 +8,9 @@ the material head's probability for that material, and an embedding signal
 ``1 / (1 + (d / distance_ref)^4)`` where ``d`` is the root-mean-square of the
 embedding's per-dimension z-scores against the material's training statistics.
 The first catches other known materials, the second inputs unlike anything seen
-in training (blank frames, noise, unknown surfaces).
+in training (blank frames, noise, unknown surfaces). When the bundle has them,
+an image's familiarity is further capped by :func:`texture_familiarity`: its
+whole-frame texture against every image of the material seen in training.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from veriscope.device.inference.bundle import Calibration, OpenSetStats
+from veriscope.device.pipeline.texture import TextureStats, material_distance
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -90,6 +93,18 @@ def image_familiarity(
         whole = embedding_familiarity(embedding_distance(mean, stats.image), stats.image.distance_ref)
         value = min(value, float(whole[0]))
     return value
+
+
+def texture_familiarity(features: npt.ArrayLike, stats: TextureStats) -> float:
+    """One frame's familiarity (0..1) from its whole-frame texture against the material as a whole.
+
+    The same fall-off as the embedding's, one half at the material's per-frame limit; 1.0 when ``stats``
+    holds no material references.
+    """
+    distance = material_distance(features, stats)
+    if distance is None:
+        return 1.0
+    return float(embedding_familiarity(np.float64(distance), 1.0))
 
 
 def genuine_distance(image_embeddings: npt.ArrayLike, stats: OpenSetStats) -> float | None:

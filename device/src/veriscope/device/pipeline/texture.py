@@ -177,6 +177,11 @@ class TextureStats:
     """One per family, in :data:`FAMILIES` order."""
     head: TextureHead | None = None
     """The supervised score, when the bundle has one."""
+    material: tuple[TextureBlock, ...] = ()
+    """References of the material as a whole, one per family in :data:`FAMILIES` order: fitted on every training
+    image of it, genuine and counterfeit alike, each block's ``distance_ref`` the distance a single frame of the
+    material stays within. A frame beyond one is not this material at all (see :func:`material_distance`). Empty in
+    bundles without them."""
 
     def with_limits(
         self, limits: Sequence[float], by_images: Sequence[Mapping[int, float]] | None = None
@@ -195,6 +200,7 @@ class TextureStats:
                 for b, r, e in zip(self.blocks, limits, extra, strict=True)
             ),
             self.head,
+            self.material,
         )
 
 
@@ -424,11 +430,16 @@ def fit_texture_stats(
     return TextureStats(FEATURE_SET, tuple(blocks))
 
 
-def raw_distances(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> tuple[float, ...]:
-    """Per family, the RMS Mahalanobis distance of the mean of one or more feature vectors from genuine."""
+def raw_distances(
+    features: Sequence[FloatArray] | npt.ArrayLike,
+    stats: TextureStats,
+    blocks: Sequence[TextureBlock] | None = None,
+) -> tuple[float, ...]:
+    """Per family, the RMS Mahalanobis distance of the mean of one or more feature vectors from genuine (or from
+    ``blocks``, references in :data:`FAMILIES` order such as :attr:`TextureStats.material`)."""
     mean = _mean_vector(features, stats)
     out = []
-    for block, (_, part) in zip(stats.blocks, FAMILIES, strict=True):
+    for block, (_, part) in zip(stats.blocks if blocks is None else blocks, FAMILIES, strict=True):
         z = (mean[part] - block.mean) / block.std
         lam = block.shrinkage
         projected = block.components.astype(np.float64) @ z
@@ -448,6 +459,17 @@ def _relative(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStat
     """Per family, the region's raw distance over the family's limit for its number of frames."""
     images = len(np.asarray(features, dtype=np.float64).reshape(-1, FEATURE_SIZE))
     return [d / b.limit(images) for d, b in zip(raw_distances(features, stats), stats.blocks, strict=True)]
+
+
+def material_distance(features: FloatArray | npt.ArrayLike, stats: TextureStats) -> float | None:
+    """How far one frame's texture lies from every image of the material seen in training, genuine or counterfeit,
+    in units of each family's per-frame limit (the largest): above 1 the frame shows something else. None when
+    ``stats`` holds no material references."""
+    if not stats.material:
+        return None
+    x = np.asarray(features, dtype=np.float64).reshape(FEATURE_SIZE)
+    distances = raw_distances(x, stats, stats.material)
+    return max(d / b.distance_ref for d, b in zip(distances, stats.material, strict=True))
 
 
 def furthest_group(features: Sequence[FloatArray] | npt.ArrayLike, stats: TextureStats) -> str:

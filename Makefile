@@ -113,7 +113,7 @@ train: install-train
 		echo "training on the data set in $(TRAIN_DATA)"; \
 	else \
 		echo "$(TRAIN_DATA) holds no data set: simulating specimens into it"; \
-		$(PY) -m veriscope.training generate --data '$(TRAIN_DATA)' --genuine-items 80 --counterfeit-items 30 \
+		$(PY) -m veriscope.training generate --data '$(TRAIN_DATA)' --genuine-items 200 --counterfeit-items 30 \
 			--images-per-item 4 --seed 1; \
 	fi
 	$(PY) -m veriscope.training train --data '$(TRAIN_DATA)' --bundle '$(TRAIN_BUNDLE)' --epochs $(TRAIN_EPOCHS) $(TRAIN_ARGS)

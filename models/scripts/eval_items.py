@@ -46,7 +46,7 @@ from PIL import Image
 from veriscope.device.inference import load_bundle
 from veriscope.device.inference.bundle import ItemTypeSpec, ModelBundle, RegionSpec
 from veriscope.device.pipeline.inference import Analyzer
-from veriscope.device.pipeline.verdict import Verdict, decide
+from veriscope.device.pipeline.verdict import Reason, Verdict, decide
 from veriscope.training.evaluate import upper_bound_95
 
 Entries = dict[str, list[tuple[str, bool, Any]]] | None
@@ -126,7 +126,7 @@ def _region_entries(analyzer: Analyzer, folder: Path, material: str, need: int) 
 
 def _judge_all(bundle: ModelBundle, jobs: Sequence[tuple[str, ItemTypeSpec, Callable[[], Entries]]]) -> dict[str, Any]:
     """Decide each job's item (key, item type, its images' analyses or None to skip it) and count per key."""
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"items": 0, "accepted": 0, "skipped": 0})
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"items": 0, "accepted": 0, "unfamiliar": 0, "skipped": 0})
     started = time.monotonic()
     for n, (key, spec, entries_of) in enumerate(jobs, 1):
         row = counts[key]
@@ -135,7 +135,9 @@ def _judge_all(bundle: ModelBundle, jobs: Sequence[tuple[str, ItemTypeSpec, Call
             row["skipped"] += 1
         else:
             row["items"] += 1
-            row["accepted"] += int(decide(bundle, spec, entries).verdict == Verdict.AUTHENTIC)
+            decision = decide(bundle, spec, entries)
+            row["accepted"] += int(decision.verdict == Verdict.AUTHENTIC)
+            row["unfamiliar"] += int(decision.reason == Reason.UNFAMILIAR_MATERIAL)
         if n % 50 == 0 or n == len(jobs):
             sys.stderr.write(f"\r{n}/{len(jobs)} items  {time.monotonic() - started:5.0f} s")
     sys.stderr.write("\n")
@@ -205,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{result['bundle']}, per {'whole item' if args.whole_items else 'item (one region)'}:")
     for key, row in result["per_source"].items():
         skipped = f"  ({row['skipped']} skipped: a region missing or short of images)" if row.get("skipped") else ""
-        print(f"  {key:34s} {row['accepted']:5d} of {row['items']:5d} accepted{skipped}")
+        unfamiliar = f", {row['unfamiliar']} unfamiliar" if row.get("unfamiliar") else ""
+        print(f"  {key:34s} {row['accepted']:5d} of {row['items']:5d} accepted{unfamiliar}{skipped}")
     print(f"genuine verified: {_pct(result['genuine_verified'])} of {result['genuine_items']}")
     print(
         f"false accepts, held-out sources: {_pct(result['far_held_out'])} of {result['held_out_items']} "

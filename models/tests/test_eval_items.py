@@ -29,6 +29,8 @@ def test_counts_every_item_per_source_with_bounds(tmp_path: Path) -> None:
     }
     assert (result["genuine_items"], result["held_out_items"], result["counterfeit_items"]) == (2, 2, 4)
     assert result["per_source"]["woven-fabric/counterfeit-a"]["accepted"] == 0  # a blatant fake
+    # A fake is still woven fabric: it is turned away for what it shows, not as another material.
+    assert all(row["unfamiliar"] == 0 for row in result["per_source"].values()), result["per_source"]
     # Zero accepts among four items bounds the rate only loosely.
     assert result["far_all_upper95"] >= 0.4 if result["far_all"] == 0 else result["far_all_upper95"] > result["far_all"]
 

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="simulate a specimen data set")
     gen.add_argument("--data", required=True, help="output folder, ROOT/<material>/<source>/<item>/*.png")
-    gen.add_argument("--genuine-items", type=int, default=80, help="genuine items per material (default 80)")
+    gen.add_argument("--genuine-items", type=int, default=200, help="genuine items per material (default 200)")
     gen.add_argument(
         "--counterfeit-items", type=int, default=30, help="items per counterfeit source and material (default 30)"
     )
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tr.add_argument("--data", required=True, help="specimen folder made by `generate`")
     tr.add_argument("--bundle", required=True, help="bundle folder to write, e.g. models/bundles/veriscope-demo")
     tr.add_argument("--name", default="veriscope-demo", help="bundle name written to the manifest")
-    tr.add_argument("--version", default="0.3.2", help="semantic version of the bundle")
+    tr.add_argument("--version", default="0.3.3", help="semantic version of the bundle")
     tr.add_argument("--epochs", type=int, help="training epochs (default 20)")
     tr.add_argument("--steps", type=int, help="steps per epoch (default 160)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and sampling")

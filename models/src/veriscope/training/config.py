@@ -29,7 +29,7 @@ class TrainConfig:
     bundle_dir: Path
     """Where the model bundle is written."""
     name: str = "veriscope-demo"
-    version: str = "0.3.2"
+    version: str = "0.3.3"
     materials: tuple[str, ...] = MATERIALS
     held_out_sources: tuple[str, ...] = HELD_OUT_SOURCES
     lighting: tuple[str, ...] = ("white_ring",)

@@ -36,7 +36,11 @@ genuine images only): per family, a Mahalanobis distance with a shrunk
 covariance in units of the distance genuine regions of as many frames stay
 within (the mean of three frames strays less than that of two, so its limit is
 tighter); the region takes the largest. A counterfeiter the model never saw
-still lands far out in whichever family it got wrong. Pure numpy; the device and training share it.
+still lands far out in whichever family it got wrong. :func:`material_distance`
+measures one frame the same way against references of the material as a whole
+(every source seen in training, genuine and counterfeit): far beyond them the
+frame shows another surface, and the image is unfamiliar. Pure numpy; the
+device and training share it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Judge every item of a data set with a bundle, as the device would, and report per-item rates with 95 % bounds.
 
-    .venv/bin/python models/scripts/eval_items.py [BUNDLE] --data DIR [--images N] [--whole-items] [--json]
+    .venv/bin/python models/scripts/eval_items.py [BUNDLE] --data DIR [--images N] [--whole-items [--record]] [--json]
 
 DIR holds ``<material>/<source>/<item_id>/*.png`` (the layout the simulator
 and ``veriscope export`` write). Each item is judged as a one-region item of its
@@ -16,6 +16,10 @@ the whole item. The folders of one item share its id (``<item_type>-<source>-
 a region missing or short of images is counted as skipped, not judged. A
 counterfeit tote must then pass on its canvas, its leather and its lining, and
 a genuine one must pass on all three.
+
+``--record`` keeps a whole-item result in the bundle: a row per data folder in
+its manifest's ``metrics.fresh_whole_items``, with totals and 95 % bounds over
+every row, which its model card reports as the targets on fresh whole items.
 
 Use items the bundle never saw: a fresh simulation with another seed, for
 example
@@ -47,6 +51,7 @@ from veriscope.device.inference import load_bundle
 from veriscope.device.inference.bundle import ItemTypeSpec, ModelBundle, RegionSpec
 from veriscope.device.pipeline.inference import Analyzer
 from veriscope.device.pipeline.verdict import Reason, Verdict, decide
+from veriscope.training import card
 from veriscope.training.evaluate import upper_bound_95
 
 Entries = dict[str, list[tuple[str, bool, Any]]] | None
@@ -179,6 +184,48 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
+def record(bundle_dir: Path, data: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Keep a whole-item ``result`` on the data set ``data`` in the bundle: in its manifest's
+    ``metrics.fresh_whole_items`` (one row per data set, by folder name, replacing an earlier row of the same name;
+    totals and 95 % bounds over every row), and in MODEL_CARD.md's targets, re-rendered above its plots.
+    Returns the new ``fresh_whole_items``."""
+    rows = result["per_source"]
+
+    def count(select: Callable[[str], bool], key: str) -> int:
+        return sum(r[key] for k, r in rows.items() if select(k.split("/", 1)[1]))
+
+    held = set(load_bundle(bundle_dir).held_out_sources)
+    row = {
+        "data": data.name,
+        "genuine_items": count(lambda s: s == "genuine", "items"),
+        "genuine_verified": count(lambda s: s == "genuine", "accepted"),
+        "genuine_unfamiliar": count(lambda s: s == "genuine", "unfamiliar"),
+        "held_out_items": count(lambda s: s in held, "items"),
+        "held_out_accepted": count(lambda s: s in held, "accepted"),
+        "counterfeit_items": count(lambda s: s != "genuine", "items"),
+        "counterfeit_accepted": count(lambda s: s != "genuine", "accepted"),
+        "counterfeit_unfamiliar": count(lambda s: s != "genuine", "unfamiliar"),
+    }
+    manifest_path = bundle_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    fresh = manifest.setdefault("metrics", {}).get("fresh_whole_items") or {"sets": []}
+    sets = [r for r in fresh["sets"] if r["data"] != row["data"]] + [row]
+    total = {key: sum(r[key] for r in sets) for key in row if key != "data"}
+    misses = upper_bound_95(total["genuine_items"] - total["genuine_verified"], total["genuine_items"])
+    total["genuine_verified_lower95"] = None if misses is None else round(1.0 - misses, 4)
+    total["held_out_upper95"] = upper_bound_95(total["held_out_accepted"], total["held_out_items"])
+    total["counterfeit_upper95"] = upper_bound_95(total["counterfeit_accepted"], total["counterfeit_items"])
+    fresh = {"sets": sets, "total": total}
+    manifest["metrics"]["fresh_whole_items"] = fresh
+    manifest_path.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    card_path = bundle_dir / "MODEL_CARD.md"
+    old = card_path.read_text() if card_path.exists() else ""
+    above = card.render(manifest, plots={"-": ""}).split("## Plots")[0]
+    below = "## Plots" + old.split("## Plots", 1)[1] if "## Plots" in old else ""
+    card_path.write_text(above + below if below else card.render(manifest))
+    return fresh
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Returns the process exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,7 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="judge each item as the device does: every region of its item type, one verdict per item",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="with --whole-items: keep the result in the bundle (manifest metrics.fresh_whole_items, one row per data "
+        "folder name) and re-render its model card's targets on fresh whole items",
+    )
     args = parser.parse_args(argv)
+    if args.record and not args.whole_items:
+        parser.error("--record keeps whole-item results only: add --whole-items")
     if args.images is not None and args.images < 1:
         parser.error(f"--images must be at least 1, got {args.images}")
     if args.whole_items and args.images is not None:
@@ -201,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundle = load_bundle(args.bundle)
     root = Path(args.data)
     result = evaluate_whole_items(bundle, root) if args.whole_items else evaluate(bundle, root, args.images)
+    if args.record:
+        record(Path(args.bundle), root, result)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

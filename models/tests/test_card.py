@@ -88,3 +88,18 @@ def test_the_card_says_when_whole_frame_texture_caps_familiarity() -> None:
     text = card.render(manifest)
     assert "The whole frame's texture caps it too (woven-fabric)" in text
     assert "(1.5 times the 99.99 % quantile of single frames)" in text
+
+
+def test_the_card_reports_targets_on_fresh_whole_items_when_recorded() -> None:
+    manifest = json.loads((DEMO / "manifest.json").read_text())
+    fresh = manifest["metrics"].pop("fresh_whole_items")
+    assert "## Targets on fresh whole items" not in card.render(manifest)
+    manifest["metrics"]["fresh_whole_items"] = fresh
+    text = card.render(manifest)
+    assert _row(text, "Genuine items verified >= 95 % | 575 of 600").endswith("| met |")
+    fresh["total"].update(genuine_verified=560)  # 93.3 %
+    fresh["total"].update(counterfeit_accepted=1, counterfeit_upper95=0.0017)
+    text = card.render(manifest)
+    assert _row(text, "Genuine items verified >= 95 % | 560 of 600").endswith("| **not met** |")
+    # 1 of 3,050 is within 0.1 %, but its bound is not: the card does not claim it.
+    assert "**not shown**" in _row(text, "False accepts, all counterfeits <= 0.1 % | 1 of 3050")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from veriscope.device.inference import load_bundle
 from veriscope.device.specimen.dataset import generate_dataset
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "eval_items.py"
+DEMO = Path(__file__).resolve().parents[1] / "bundles" / "veriscope-demo"
 
 
 def test_counts_every_item_per_source_with_bounds(tmp_path: Path) -> None:
@@ -68,3 +71,33 @@ def test_whole_items_refuse_a_fixed_image_count(tmp_path: Path) -> None:
         text=True,
     )
     assert run.returncode == 2 and "--images and --whole-items" in run.stderr
+
+
+def test_recorded_whole_items_reach_the_manifest_and_the_model_card(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEMO, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["metrics"].pop("fresh_whole_items", None)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    data = tmp_path / "fresh-set"
+    generate_dataset(data, sources=["genuine", "counterfeit-f"], items_per_source=2, images_per_item=2, seed=9)
+    for _ in range(2):  # a second run on the same folder replaces its row
+        subprocess.run(
+            [sys.executable, str(SCRIPT), str(bundle), "--data", str(data), "--whole-items", "--record"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    fresh = json.loads((bundle / "manifest.json").read_text())["metrics"]["fresh_whole_items"]
+    assert [row["data"] for row in fresh["sets"]] == ["fresh-set"]
+    # One tote and one wallet per source have every region; the scarf's twill needs 3 images.
+    assert (fresh["total"]["genuine_items"], fresh["total"]["counterfeit_items"]) == (2, 2)
+    assert fresh["total"]["held_out_items"] == 2 and fresh["total"]["held_out_upper95"] > 0.5
+    assert load_bundle(bundle).manifest["metrics"]["fresh_whole_items"] == fresh
+    text = (bundle / "MODEL_CARD.md").read_text()
+    assert "## Targets on fresh whole items" in text and "(`fresh-set`)" in text
+    assert "## Plots" in text and text.count("## Plots") == 1
+    refused = subprocess.run(
+        [sys.executable, str(SCRIPT), str(bundle), "--data", str(data), "--record"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "--record keeps whole-item results only" in refused.stderr

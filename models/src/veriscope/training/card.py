@@ -88,6 +88,54 @@ def _targets(manifest: Mapping[str, Any]) -> list[str]:
     return rows
 
 
+def _fresh_targets(metrics: Mapping[str, Any]) -> list[str]:
+    """The targets on fresh whole items (``metrics.fresh_whole_items``, written by ``eval_items.py --record``)."""
+    fresh = metrics.get("fresh_whole_items")
+    if not fresh or not fresh.get("sets"):
+        return []
+    total = fresh["total"]
+
+    def pct(value: float | None) -> str:
+        # Two decimals: a bound of 0.098 % must not read as the 0.1 % limit.
+        return "n/a" if value is None else f"{100.0 * value:.2f} %"
+
+    sets = ", ".join(f"`{row['data']}`" for row in fresh["sets"])
+    rows = [
+        "## Targets on fresh whole items",
+        "",
+        f"Whole items of data sets training never saw ({sets}), each judged as the device judges a scan: every "
+        "region of its item type on the images that region needs, one verdict per item "
+        "(`models/scripts/eval_items.py --whole-items`; models/README.md gives how each set was made).",
+        "",
+        "| target | measured (int8) | 95 % bound | |",
+        "| --- | --- | --- | --- |",
+    ]
+    genuine_n, genuine_ok = total["genuine_items"], total["genuine_verified"]
+    rate = genuine_ok / genuine_n if genuine_n else None
+    ok = None if rate is None else rate >= TARGETS["genuine_verification_rate"]
+    rows.append(
+        f"| Genuine items verified >= 95 % | {genuine_ok} of {genuine_n} ({pct(rate)}) | "
+        f"{pct(total.get('genuine_verified_lower95'))} lower | {_mark(ok)} |"
+    )
+    for prefix, label, limit in (
+        ("held_out", "False accepts, held-out sources <= 0.5 %", TARGETS["far_held_out_sources"]),
+        ("counterfeit", "False accepts, all counterfeits <= 0.1 %", TARGETS["far_all_counterfeits"]),
+    ):
+        n, accepted = total[f"{prefix}_items"], total[f"{prefix}_accepted"]
+        value = accepted / n if n else None
+        bound = total.get(f"{prefix}_upper95")
+        rows.append(
+            f"| {label} | {accepted} of {n} ({pct(value)}) | {pct(bound)} | {_rate_mark(value, bound, limit)} |"
+        )
+    rows += [
+        "",
+        f"UNFAMILIAR_MATERIAL verdicts: {total.get('genuine_unfamiliar', 0)} genuine and "
+        f"{total.get('counterfeit_unfamiliar', 0)} counterfeit items (UNVERIFIED either way).",
+        "",
+    ]
+    return rows
+
+
 def _per_source(metrics: Mapping[str, Any]) -> list[str]:
     rows = ["| material/source | items | accepted (int8) | unfamiliar (int8) |", "| --- | --- | --- | --- |"]
     for key, row in metrics.get("int8", {}).get("test", {}).get("per_source", {}).items():
@@ -276,6 +324,7 @@ def render(manifest: Mapping[str, Any], *, plots: Mapping[str, str] | None = Non
         "",
         *_targets(manifest),
         "",
+        *_fresh_targets(metrics),
         "## Metrics (per item)",
         "",
         "Test items were seen neither in training nor in calibration. An item is one specimen judged as the "

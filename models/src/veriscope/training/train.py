@@ -285,8 +285,9 @@ _LEAST_REGIONS_PER_LIMIT = 8
 def fit_texture(
     config: TrainConfig, material: str, val: Sequence[ItemOutputs], data: TextureData | None
 ) -> texture.TextureStats | None:
-    """A material's texture references, fitted on its genuine training images; each family's limit; and a supervised
-    head fitted on every training image. None with too little data.
+    """A material's texture references, fitted on its genuine training images; each family's limit; whole-material
+    references (:func:`fit_material_texture`); and a supervised head fitted on every training image. None with too
+    little data.
 
     A limit is a high quantile of genuine regions' distances that the references never saw: validation items', and
     training items' against references refitted without them (``texture_folds`` folds). Twenty validation items

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -217,13 +218,21 @@ def record(bundle_dir: Path, data: Path, result: dict[str, Any]) -> dict[str, An
     total["counterfeit_upper95"] = upper_bound_95(total["counterfeit_accepted"], total["counterfeit_items"])
     fresh = {"sets": sets, "total": total}
     manifest["metrics"]["fresh_whole_items"] = fresh
-    manifest_path.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
     card_path = bundle_dir / "MODEL_CARD.md"
     old = card_path.read_text() if card_path.exists() else ""
     above = card.render(manifest, plots={"-": ""}).split("## Plots")[0]
     below = "## Plots" + old.split("## Plots", 1)[1] if "## Plots" in old else ""
-    card_path.write_text(above + below if below else card.render(manifest))
+    # Each file is replaced whole, so an interrupted run leaves the old one, never half a manifest.
+    _replace(manifest_path, json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    _replace(card_path, above + below if below else card.render(manifest))
     return fresh
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and an atomic rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

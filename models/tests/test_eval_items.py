@@ -97,6 +97,7 @@ def test_recorded_whole_items_reach_the_manifest_and_the_model_card(tmp_path: Pa
     text = (bundle / "MODEL_CARD.md").read_text()
     assert "## Targets on fresh whole items" in text and "(`fresh-set`)" in text
     assert "## Plots" in text and text.count("## Plots") == 1
+    assert not list(bundle.glob(".*.tmp"))  # written through temporary files, none left behind
     refused = subprocess.run(
         [sys.executable, str(SCRIPT), str(bundle), "--data", str(data), "--record"], capture_output=True, text=True
     )
